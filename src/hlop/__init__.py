@@ -1,0 +1,23 @@
+"""hlop: Hebbian Learning based Orthogonal Projection for continual learning of SNNs."""
+
+from .circuit import CircuitError, LateralCircuit
+from .networks import SpikingMLP, SpikingNetwork
+from .neurons import IF, LIF, DSRNeuron, mean_rate, wfr
+from .projection import ProjectedConv2d, ProjectedLayer, ProjectedLinear
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CircuitError",
+    "DSRNeuron",
+    "IF",
+    "LIF",
+    "LateralCircuit",
+    "ProjectedConv2d",
+    "ProjectedLayer",
+    "ProjectedLinear",
+    "SpikingMLP",
+    "SpikingNetwork",
+    "mean_rate",
+    "wfr",
+]

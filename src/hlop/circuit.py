@@ -1,0 +1,195 @@
+"""Lateral circuits: lateral neurons that learn the principal subspace of old tasks' activity.
+
+A circuit of one layer holds lateral weights ``H`` (M x N) arranged in row blocks.
+Lateral neurons receive ``y = H x`` and feed back ``-H^T y``.  Rows learn with
+Oja's subspace rule (Hebbian / anti-Hebbian), run ``iterations`` times per batch::
+
+    Y    = X H^T                 # all rows, old and new
+    Xhat = Y H
+    dH   = clip(Y^T (X - Xhat) / B, -10, 10)
+    Mom[new]  = 0.9 Mom[new] + 0.1 dH[new]
+    H[new]   += lr Mom[new]      # frozen (old) rows never change
+
+so the new rows learn the principal subspace of the residual activity that the old
+rows do not explain.  After a task :meth:`LateralCircuit.merge` freezes every row
+into the *old* block, which defines the projection used for weight updates::
+
+    project(X) = X - (X H_old^T) H_old
+
+With spiking lateral neurons, ``Y`` is quantised as spike counts of ``T_l`` steps
+with scale ``s``: ``Y_q = s round(T_l clamp(Y, -s, s) / s) / T_l`` (update and projection).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+
+class CircuitError(ValueError):
+    """Bad input given to a lateral circuit (the circuit is left unchanged)."""
+
+
+class LateralCircuit(nn.Module):
+    """The lateral neurons of one projected layer.
+
+    Args:
+        in_features: N, the dimension of the presynaptic activity (conv: C_in * k * k).
+        lr: learning rate of the Hebbian update.
+        iterations: Hebbian iterations per batch.
+        momentum: momentum of the Hebbian update.
+        clip: the update is clipped to [-clip, clip].
+        spiking: quantise the lateral responses as spike counts.
+        spike_scale, spike_steps: s and T_l of the spiking lateral neurons.
+        name: the layer's name, used in error messages and warnings.
+
+    Attributes:
+        learning: when True, :meth:`hebbian_update` is run on each training batch by the layer.
+        projecting: when True, the layer projects its weight updates with the old block.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        lr: float = 0.01,
+        *,
+        iterations: int = 5,
+        momentum: float = 0.9,
+        clip: float = 10.0,
+        spiking: bool = False,
+        spike_scale: float = 20.0,
+        spike_steps: int = 1000,
+        name: str = "",
+    ) -> None:
+        super().__init__()
+        if in_features < 1:
+            raise ValueError(f"in_features must be >= 1, got {in_features}")
+        if iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {iterations}")
+        self.in_features, self.lr, self.iterations = in_features, lr, iterations
+        self.momentum, self.clip = momentum, clip
+        self.spiking, self.spike_scale, self.spike_steps = spiking, spike_scale, spike_steps
+        self.name = name
+        self.learning = False
+        self.projecting = False
+        self.register_buffer("weight", torch.zeros(0, in_features))
+        self.register_buffer("velocity", torch.zeros(0, in_features))
+        # block sizes and the number of frozen (merged, old) rows are state, saved with H
+        self.register_buffer("block_sizes", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("frozen_rows", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def rows(self) -> int:
+        """M, the number of lateral neurons."""
+        return self.weight.shape[0]
+
+    @property
+    def old_rows(self) -> int:
+        """Rows in the merged, frozen block used for projection."""
+        return int(self.frozen_rows)
+
+    @property
+    def blocks(self) -> list[int]:
+        return [int(b) for b in self.block_sizes]
+
+    def _where(self) -> str:
+        return f"lateral circuit of layer '{self.name}'" if self.name else "lateral circuit"
+
+    def add_subspace(self, n: int) -> int:
+        """Append ``n`` orthogonally initialised rows as a new, learning block.
+
+        The circuit is capped at ``in_features`` rows (never an over-complete H): rows
+        beyond it are not added, with a warning.  Returns the number of rows added.
+        """
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise CircuitError(f"{self._where()}: block size must be an integer, got {n!r}")
+        if n < 0:
+            raise CircuitError(f"{self._where()}: block size must be >= 0, got {n}")
+        room = self.in_features - self.rows
+        if n > room:
+            warnings.warn(
+                f"{self._where()}: {n} new rows requested but only {room} fit in dimension "
+                f"{self.in_features}; adding {room} (a circuit is never over-complete)",
+                stacklevel=2,
+            )
+            n = room
+        if n == 0:
+            return 0
+        new = torch.empty(n, self.in_features, dtype=self.weight.dtype)
+        nn.init.orthogonal_(new)
+        self.weight = torch.cat([self.weight, new.to(self.weight.device)])
+        self.velocity = torch.cat([self.velocity, torch.zeros_like(new).to(self.weight.device)])
+        self.block_sizes = torch.cat(
+            [self.block_sizes, torch.tensor([n], device=self.block_sizes.device)]
+        )
+        return n
+
+    def merge(self) -> None:
+        """Freeze every row into one old block (after a task)."""
+        self.block_sizes = self.block_sizes.new_tensor([self.rows] if self.rows else [])
+        self.frozen_rows = self.frozen_rows.new_tensor(self.rows)
+
+    # ------------------------------------------------------------------ dynamics
+    def respond(self, x: Tensor, h: Tensor) -> Tensor:
+        """Lateral responses ``Y = X h^T`` (quantised as spike counts if spiking)."""
+        y = x @ h.t()
+        if self.spiking:
+            s, steps = self.spike_scale, self.spike_steps
+            y = torch.round(torch.clamp(y, -s, s) * (steps / s)) * (s / steps)
+        return y
+
+    def check(self, x: Tensor) -> None:
+        """Raise :class:`CircuitError` unless ``x`` is finite with ``in_features`` columns."""
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise CircuitError(
+                f"{self._where()}: expected activity of shape (batch, {self.in_features}), "
+                f"got {tuple(x.shape)}"
+            )
+        if not torch.isfinite(x).all():
+            raise CircuitError(
+                f"{self._where()}: activity contains NaN or inf; the circuit was not updated "
+                "(check the learning rate or the input normalisation)"
+            )
+
+    @torch.no_grad()
+    def hebbian_update(self, x: Tensor, iterations: int | None = None) -> None:
+        """Run the subspace rule on a batch of activity ``x`` (B x N); old rows stay frozen."""
+        self.check(x)
+        k = self.old_rows
+        if self.rows == k:
+            return
+        x = x.to(self.weight.dtype)
+        h, vel = self.weight, self.velocity
+        for _ in range(self.iterations if iterations is None else iterations):
+            y = self.respond(x, h)
+            residual = x - y @ h
+            dh = (y[:, k:].t() @ residual).div_(x.shape[0]).clamp_(-self.clip, self.clip)
+            vel[k:].mul_(self.momentum).add_(dh, alpha=1.0 - self.momentum)
+            h[k:].add_(vel[k:], alpha=self.lr)
+
+    def project(self, x: Tensor) -> Tensor:
+        """``x - (x H_old^T) H_old``: remove the component of x in the old subspace."""
+        k = self.old_rows
+        if k == 0:
+            return x
+        h = self.weight[:k].to(x.dtype)
+        return x - self.respond(x, h) @ h
+
+    # ------------------------------------------------------------------ state
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # block sizes are part of the state: take the saved shapes, no size schedule replay
+        for name in ("weight", "velocity", "block_sizes"):
+            key = prefix + name
+            if key in state_dict:
+                cur = getattr(self, name)
+                setattr(self, name, cur.new_empty(state_dict[key].shape))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, rows={self.rows}, old={self.old_rows}, "
+            f"blocks={self.blocks}, lr={self.lr}, spiking={self.spiking}"
+        )

@@ -1,0 +1,206 @@
+"""Spiking networks assembled from projected layers, lateral circuits and DSR neurons.
+
+Every network derives from :class:`SpikingNetwork`, which owns what is common:
+the time layout (per-step or DSR fast path), the list of projected layers and their
+circuits, the size schedule operations (``add_subspaces``, ``merge_circuits``), the
+classifier heads, and the readout.  A network only writes its layers and its
+``features`` method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from .circuit import LateralCircuit
+from .neurons import DSRNeuron, time_weights
+from .projection import Feedback, ProjectedLayer, ProjectedLinear, ProjType
+
+
+class SpikingNetwork(nn.Module):
+    """Base of the spiking networks.
+
+    Subclasses build their layers, then call :meth:`_finish`, and implement
+    ``features(x) -> Tensor`` returning the activity (time-major rows) fed to the head.
+    The first projected layer sees the static input image, which is the same at every
+    time step: in the fast path its product is computed once.
+
+    Attributes:
+        timesteps: T.
+        fast: use the DSR fast path when the network trains (see :mod:`hlop.neurons`).
+        shared_head: one classifier for all tasks (with its own circuit) or one head per task.
+    """
+
+    def __init__(self, timesteps: int, shared_head: bool, feedback: Feedback, proj_type: ProjType):
+        super().__init__()
+        self.timesteps = timesteps
+        self.shared_head = shared_head
+        self.feedback = feedback
+        self.proj_type = proj_type
+        self.fast = True
+        self.hebbian_on = "rate"
+        self.heads = nn.ModuleList()
+
+    # ------------------------------------------------------------------ structure
+    def _finish(self, input_layer: ProjectedLayer, readout_neuron: DSRNeuron) -> None:
+        self._input_layer = [input_layer]  # a list: not registered twice as a submodule
+        self._readout_neuron = [readout_neuron]
+        readout_neuron.readout = True
+        self._name_layers()
+
+    def _name_layers(self) -> None:
+        for name, m in self.named_modules():
+            if isinstance(m, ProjectedLayer):
+                m.name = name
+                if m.circuit is not None:
+                    m.circuit.name = name
+
+    def projected_layers(self) -> list[tuple[str, ProjectedLayer]]:
+        """The layers whose weight updates are projected (those with a circuit), in order."""
+        return [
+            (n, m)
+            for n, m in self.named_modules()
+            if isinstance(m, ProjectedLayer) and m.circuit is not None
+        ]
+
+    def circuits(self) -> list[LateralCircuit]:
+        return [m.circuit for _, m in self.projected_layers()]
+
+    def neurons(self) -> list[DSRNeuron]:
+        return [m for m in self.modules() if isinstance(m, DSRNeuron)]
+
+    def add_subspaces(self, sizes: Sequence[int]) -> list[int]:
+        """Add one block to every circuit (sizes in :meth:`projected_layers` order)."""
+        layers = self.projected_layers()
+        if len(sizes) != len(layers):
+            names = [n for n, _ in layers]
+            raise ValueError(f"expected {len(layers)} block sizes (for {names}), got {len(sizes)}")
+        for (name, _), n in zip(layers, sizes, strict=True):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise ValueError(f"block size for layer '{name}' must be an integer >= 0, got {n!r}")
+        return [m.circuit.add_subspace(n) for (_, m), n in zip(layers, sizes, strict=True)]
+
+    def merge_circuits(self) -> None:
+        for c in self.circuits():
+            c.merge()
+
+    def circuit_sizes(self) -> list[int]:
+        return [c.rows for c in self.circuits()]
+
+    # ------------------------------------------------------------------ heads
+    def _make_head(self, in_features: int, num_classes: int, lr: float | None) -> ProjectedLinear:
+        circuit = LateralCircuit(in_features, lr) if lr is not None else None
+        return ProjectedLinear(
+            in_features,
+            num_classes,
+            bias=not self.shared_head,
+            circuit=circuit,
+            feedback=self.feedback,
+            proj_type=self.proj_type,
+        )
+
+    def add_head(self, num_classes: int) -> None:
+        """Add a classifier head for a new task (multi-head networks only)."""
+        if self.shared_head:
+            raise RuntimeError("this network has one shared head; add_head is for multi-head")
+        head = self._make_head(self.head_features, num_classes, None)
+        nn.init.normal_(head.weight, 0.0, 0.01)
+        nn.init.zeros_(head.bias)
+        self.heads.append(head.to(next(self.parameters()).device))
+        self._name_layers()
+
+    # ------------------------------------------------------------------ time layout
+    def _use_fast(self) -> bool:
+        spiking_input_mode = any(
+            m.circuit.spiking and m.proj_type == "input" and m.circuit.projecting
+            for _, m in self.projected_layers()
+        )
+        return self.fast and not spiking_input_mode
+
+    def _configure(self, fast: bool) -> None:
+        t = self.timesteps
+        readout = self._readout_neuron[0]
+        weights = time_weights(t, readout.tau if readout.leaky else None, readout.dt)
+        for m in self.modules():
+            if isinstance(m, DSRNeuron):
+                m.fast = fast
+                m.timesteps = t
+            elif isinstance(m, ProjectedLayer):
+                m.fast = fast
+                m.timesteps = None if (fast and m is self._input_layer[0]) else t
+                m.rate_weights = weights
+                m.hebbian_on = self.hebbian_on
+
+    def encode(self, x: Tensor, fast: bool) -> Tensor:
+        """Input layer on the static image: once (fast path) or at every step."""
+        layer = self._input_layer[0]
+        t = self.timesteps
+        if fast:
+            return layer(x).repeat(t + 1, *([1] * (x.dim() - 1)))
+        return layer(x.repeat(t, *([1] * (x.dim() - 1))))
+
+    def forward(self, x: Tensor, task: int = 0) -> Tensor:
+        """Class scores (B x classes): the readout rate of the per-step head outputs."""
+        fast = self._use_fast()
+        self._configure(fast)
+        h = self.features(x, fast)
+        head = self.heads[0 if self.shared_head else task]
+        out = head(h)
+        if fast:
+            return out[-x.shape[0] :]  # the rate slice is already the wfr readout
+        return self._readout_neuron[0].rate(out)
+
+    def features(self, x: Tensor, fast: bool) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SpikingMLP(SpikingNetwork):
+    """The permuted-MNIST network: ``784 - 800 - 800 - 10``, DSR LIF, no biases.
+
+    Lateral circuits on the inputs of fc1, fc2 and the shared classifier, with
+    learning rates ``circuit_lrs`` (paper: 0.001, 0.01, 0.01).
+    """
+
+    def __init__(
+        self,
+        in_features: int = 784,
+        hidden: int = 800,
+        num_classes: int = 10,
+        *,
+        timesteps: int = 20,
+        neuron: dict | None = None,
+        circuit_lrs: Sequence[float] = (0.001, 0.01, 0.01),
+        circuit: dict | None = None,
+        feedback: Feedback = "backprop",
+        proj_type: ProjType = "input",
+    ) -> None:
+        super().__init__(timesteps, shared_head=True, feedback=feedback, proj_type=proj_type)
+        if len(circuit_lrs) != 3:
+            raise ValueError(f"circuit_lrs needs 3 values (fc1, fc2, head), got {circuit_lrs}")
+        neuron = dict(neuron or {})
+        circuit = dict(circuit or {})
+
+        def layer(n_in, n_out, lr):
+            c = LateralCircuit(n_in, lr, **circuit)
+            return ProjectedLinear(
+                n_in, n_out, bias=False, circuit=c, feedback=feedback, proj_type=proj_type
+            )
+
+        self.fc1 = layer(in_features, hidden, circuit_lrs[0])
+        self.sn1 = DSRNeuron(timesteps, **neuron)
+        self.fc2 = layer(hidden, hidden, circuit_lrs[1])
+        self.sn2 = DSRNeuron(timesteps, **neuron)
+        self.head_features = hidden
+        self.heads.append(layer(hidden, num_classes, circuit_lrs[2]))
+        self._finish(self.fc1, self.sn2)
+
+    def features(self, x: Tensor, fast: bool) -> Tensor:
+        h = self.encode(x.flatten(1), fast)
+        return self.sn2(self.fc2(self.sn1(h)))
+
+
+def circuit_state(model: SpikingNetwork) -> dict[str, list[int]]:
+    """Block sizes of every circuit, by layer name (for logs and results)."""
+    return {n: m.circuit.blocks for n, m in model.projected_layers()}
+

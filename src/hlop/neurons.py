@@ -1,0 +1,192 @@
+"""Spiking neurons trained with DSR (Differentiation on Spike Representation).
+
+Activity tensors are time-major and flattened: ``S * B`` rows, slice ``t`` holds
+the ``B`` samples of time step ``t``.  With ``T`` time steps a neuron sees
+
+* the **per-step** layout, ``S = T``: the straightforward computation;
+* the **fast** layout, ``S = T + 1``: slices ``0..T-1`` carry the exact per-step
+  values and the extra last slice (the *rate slice*) carries a time aggregate of
+  them.  Only the rate slice carries gradient.  Because the DSR gradient below
+  the output is identical at every time step, the backward pass and the weight
+  gradients of all layers can be computed on ``B`` rows instead of ``T * B``,
+  with the same result (see :mod:`hlop.projection` and ``docs`` in the README).
+
+LIF (``beta = exp(-dt / tau)``)::
+
+    u_t = beta u_{t-1} + (1 - beta) I_t
+    s_t = Vth [u_t >= alpha Vth];  u_t -= s_t;  o_t = s_t / dt
+
+IF::
+
+    u_t = u_{t-1} + I_t;  s_t = Vth [u_t >= alpha Vth];  u_t -= s_t;  o_t = s_t
+
+DSR backward.  With time weights ``w~`` (LIF: ``w_t = exp(-(T - t) dt / tau)``
+normalised to sum 1, the weighted firing rate; IF: ``1 / T``, the mean rate),
+``r = sum_t w~_t I_t`` and ``g = T sum_t w~_t dL/do_t``::
+
+    dL/dI_t  = g / (tau T)            where 0 < r < Vth tau / dt   (LIF)
+    dL/dI_t  = g / T                  where 0 <= r <= Vth          (IF)
+    dL/dVth  = dt sum(g where r > Vth tau / dt)   (LIF; IF: sum(g where r > Vth))
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def time_weights(timesteps: int, tau: float | None, dt: float) -> Tensor:
+    """Normalised weights ``w~_t`` of the weighted firing rate (uniform if ``tau`` is None)."""
+    if tau is None:
+        return torch.full((timesteps,), 1.0 / timesteps)
+    w = torch.tensor([math.exp(-(timesteps - t) * dt / tau) for t in range(1, timesteps + 1)])
+    return w / w.sum()
+
+
+def wfr(x: Tensor, timesteps: int, tau: float = 1.0, dt: float = 0.05) -> Tensor:
+    """Weighted firing rate ``sum_t w_t x_t / sum_t w_t`` of ``T * B`` time-major rows."""
+    w = time_weights(timesteps, tau, dt).to(x)
+    return torch.tensordot(w, x.reshape(timesteps, -1, *x.shape[1:]), dims=1)
+
+
+def mean_rate(x: Tensor, timesteps: int) -> Tensor:
+    """Plain firing rate (mean over time) of ``T * B`` time-major rows."""
+    return x.reshape(timesteps, -1, *x.shape[1:]).mean(0)
+
+
+class _DSRFunction(torch.autograd.Function):
+    """One DSR neuron layer: exact spike simulation forward, DSR gradient backward."""
+
+    @staticmethod
+    def forward(ctx, current: Tensor, vth: Tensor, cfg: _NeuronConfig, fast: bool) -> Tensor:  # type: ignore[override]
+        steps = cfg.timesteps
+        slices = steps + 1 if fast else steps
+        seq = current.reshape(slices, -1, *current.shape[1:])[:steps]
+        w = time_weights(steps, cfg.tau if cfg.leaky else None, cfg.dt).to(current)
+        out = current.new_empty((slices, *seq.shape[1:]))
+        v = vth.detach()
+        threshold = cfg.alpha * v
+        u = torch.zeros_like(seq[0])
+        beta = math.exp(-cfg.dt / cfg.tau) if cfg.leaky else 1.0
+        scale = 1.0 / cfg.dt if cfg.leaky else 1.0
+        for t in range(steps):
+            if cfg.leaky:
+                u.mul_(beta).add_(seq[t], alpha=1.0 - beta)
+            else:
+                u.add_(seq[t])
+            spike = (u >= threshold).to(u) * v
+            u.sub_(spike)
+            out[t] = spike * scale
+        if fast:
+            # rate slice: readout neurons aggregate with the readout's weights (wfr), others by mean
+            c = w if cfg.readout else torch.full_like(w, 1.0 / steps)
+            out[steps] = torch.tensordot(c, out[:steps], dims=1)
+            kappa = steps * float((w * c).sum())
+        else:
+            kappa = 1.0
+        rate = torch.tensordot(w, seq, dims=1)  # r: weighted (LIF) or mean (IF) input rate
+        ctx.save_for_backward(rate, v)
+        ctx.cfg, ctx.fast, ctx.kappa, ctx.slices = cfg, fast, kappa, slices
+        return out.reshape(-1, *current.shape[1:])
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        rate, v = ctx.saved_tensors
+        cfg: _NeuronConfig = ctx.cfg
+        steps = cfg.timesteps
+        grad = grad_out.reshape(ctx.slices, -1, *grad_out.shape[1:])
+        if ctx.fast:
+            g = ctx.kappa * grad[steps]  # = T * wfr(dL/do) of the per-step graph
+        else:
+            w = time_weights(steps, cfg.tau if cfg.leaky else None, cfg.dt).to(grad)
+            g = steps * torch.tensordot(w, grad, dims=1)
+        if cfg.leaky:
+            upper = v * cfg.tau / cfg.dt
+            active = (rate > 0) & (rate < upper)
+            step_grad = torch.where(active, g, 0.0) / (cfg.tau * steps)
+            grad_vth = cfg.dt * torch.where(rate > upper, g, 0.0).sum()
+        else:
+            active = (rate >= 0) & (rate <= v)
+            step_grad = torch.where(active, g, 0.0) / steps
+            grad_vth = torch.where(rate > v, g, 0.0).sum()
+        if ctx.fast:
+            # per-step slices carry no gradient; the rate slice of the input is the mean
+            # current, whose gradient is T times the (identical) per-step gradient
+            grad_in = torch.zeros_like(grad)
+            grad_in[steps] = step_grad * steps
+        else:
+            grad_in = step_grad.unsqueeze(0).expand_as(grad)
+        return grad_in.reshape(grad_out.shape), grad_vth.reshape(v.shape), None, None
+
+
+class _NeuronConfig:
+    __slots__ = ("timesteps", "tau", "dt", "alpha", "leaky", "readout")
+
+    def __init__(self, timesteps, tau, dt, alpha, leaky, readout):
+        self.timesteps, self.tau, self.dt = timesteps, tau, dt
+        self.alpha, self.leaky, self.readout = alpha, leaky, readout
+
+
+class DSRNeuron(nn.Module):
+    """A layer of DSR-trained LIF (``leaky=True``) or IF neurons with a trainable threshold.
+
+    Args:
+        timesteps: T, time steps of the simulation.
+        vth: initial threshold (a trainable scalar), clamped to ``>= vth_bound`` every forward.
+        tau, dt, alpha: LIF time constant, step length, and threshold fraction to spike at.
+        readout: True for the last neuron layer before a (linear) readout; in the fast layout
+            its rate slice is then the weighted firing rate the readout uses.
+
+    Attributes:
+        fast: input/output use the fast layout (``T + 1`` slices); set by the network.
+    """
+
+    def __init__(
+        self,
+        timesteps: int = 20,
+        *,
+        leaky: bool = True,
+        vth: float = 0.3,
+        vth_bound: float = 5e-4,
+        tau: float = 1.0,
+        dt: float = 0.05,
+        alpha: float = 0.3,
+        train_vth: bool = True,
+        readout: bool = False,
+    ) -> None:
+        super().__init__()
+        if timesteps < 1:
+            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        self.timesteps, self.leaky, self.tau, self.dt, self.alpha = timesteps, leaky, tau, dt, alpha
+        self.vth_bound, self.readout, self.fast = vth_bound, readout, False
+        self.vth = nn.Parameter(torch.tensor(float(vth)), requires_grad=train_vth)
+
+    def forward(self, current: Tensor) -> Tensor:
+        with torch.no_grad():
+            self.vth.clamp_(min=self.vth_bound)
+        cfg = _NeuronConfig(
+            self.timesteps, self.tau, self.dt, self.alpha, self.leaky, self.readout
+        )
+        return _DSRFunction.apply(current, self.vth, cfg, self.fast)
+
+    def rate(self, x: Tensor) -> Tensor:
+        """The readout of this neuron type: wfr (LIF) or mean rate (IF) over time."""
+        if self.leaky:
+            return wfr(x, self.timesteps, self.tau, self.dt)
+        return mean_rate(x, self.timesteps)
+
+    def extra_repr(self) -> str:
+        kind = "LIF" if self.leaky else "IF"
+        return f"{kind}, T={self.timesteps}, tau={self.tau}, dt={self.dt}, alpha={self.alpha}"
+
+
+def LIF(timesteps: int = 20, **kwargs) -> DSRNeuron:  # noqa: N802 (a neuron model's name)
+    """DSR leaky integrate-and-fire neurons (the paper's default)."""
+    return DSRNeuron(timesteps, leaky=True, **kwargs)
+
+
+def IF(timesteps: int = 20, **kwargs) -> DSRNeuron:  # noqa: N802
+    """DSR integrate-and-fire neurons (no leak, output s)."""
+    return DSRNeuron(timesteps, leaky=False, **kwargs)

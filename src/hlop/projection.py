@@ -1,0 +1,279 @@
+"""Projected layers: the forward is unchanged, the weight gradient is orthogonalised.
+
+For ``y = x W^T`` every training rule updates ``dW ∝ -G^T a`` with ``a`` the
+presynaptic activity.  A projected layer computes its weight gradient from the
+projection of that activity onto the orthogonal complement of its lateral
+circuit's old subspace::
+
+    input mode:   grad_W = G^T (X - X H^T H)                (activity rows projected)
+    weight mode:  grad_W = (G^T X) (I - H^T H)              (flattened gradient projected)
+
+A convolution's presynaptic activity is each unfolded input patch (C_in k k values,
+with the layer's own kernel, stride, padding and dilation).  The gradient passed to
+earlier layers is ``G B`` with ``B = W`` (backprop), a fixed random matrix
+(feedback alignment) or ``sign(W) * scale`` (sign symmetry); projection never
+changes it.
+
+DSR fast layout (``fast=True``, see :mod:`hlop.neurons`): the input has ``T + 1``
+slices and only the last, the rate slice, carries gradient, so the backward and
+the projection use ``B`` rows instead of ``T * B``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .circuit import LateralCircuit
+
+Feedback = Literal["backprop", "feedback-alignment", "sign-symmetric"]
+ProjType = Literal["input", "weight"]
+FEEDBACK_RULES = ("backprop", "feedback-alignment", "sign-symmetric")
+PROJ_TYPES = ("input", "weight")
+HEBBIAN_SOURCES = ("rate", "steps")
+
+
+class _ProjectedFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, feedback, layer, circuit, slices):  # type: ignore[override]
+        ctx.layer, ctx.circuit, ctx.slices = layer, circuit, slices
+        ctx.save_for_backward(x, weight, feedback)
+        ctx.has_bias = bias is not None
+        return layer._op(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        x, weight, feedback = ctx.saved_tensors
+        layer: ProjectedLayer = ctx.layer
+        circuit: LateralCircuit | None = ctx.circuit
+        rows = x.shape[0]
+        grad_x = grad_w = grad_b = None
+        g, xa = grad_out, x
+        if ctx.slices > 1:  # fast layout: only the rate slice carries gradient
+            n = rows // ctx.slices
+            g, xa = grad_out[-n:], x[-n:]
+        if ctx.needs_input_grad[0]:
+            gx = layer._grad_input(g, feedback if feedback is not None else weight, xa.shape)
+            if ctx.slices > 1:
+                grad_x = gx.new_zeros(x.shape)
+                grad_x[-gx.shape[0] :] = gx
+            else:
+                grad_x = gx
+        if ctx.needs_input_grad[1]:
+            project = circuit.project if circuit is not None else None
+            grad_w = layer._grad_weight(g, xa, project)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(dim=[d for d in range(g.dim()) if d != 1])
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+class ProjectedLayer(nn.Module):
+    """Shared behaviour of :class:`ProjectedLinear` and :class:`ProjectedConv2d`.
+
+    Attributes (set by the network, all plain instance state):
+        circuit: the layer's :class:`LateralCircuit` or None.
+        feedback: error-propagation rule, one of ``FEEDBACK_RULES``.
+        proj_type: ``"input"`` or ``"weight"``.
+        timesteps: T when the input holds time-major per-step rows; None when every
+            row is a sample (static input, or a non-temporal network).
+        fast: the input uses the DSR fast layout (``T + 1`` slices).
+        rate_weights: normalised time weights that turn per-step rows into the rate the
+            circuit learns from (``hebbian_on="rate"``).
+        hebbian_on: ``"rate"`` (learn from the time aggregate) or ``"steps"`` (per-step rows).
+        name: the layer's name in its network (for messages).
+    """
+
+    weight: Tensor
+    bias: Tensor | None
+
+    def _init_projection(self, circuit, feedback, proj_type) -> None:
+        if feedback not in FEEDBACK_RULES:
+            raise ValueError(f"feedback must be one of {FEEDBACK_RULES}, got {feedback!r}")
+        if proj_type not in PROJ_TYPES:
+            raise ValueError(f"proj_type must be one of {PROJ_TYPES}, got {proj_type!r}")
+        self.circuit = circuit
+        self.feedback = feedback
+        self.proj_type = proj_type
+        self.timesteps: int | None = None
+        self.fast = False
+        self.rate_weights: Tensor | None = None
+        self.hebbian_on = "rate"
+        self.name = ""
+        if feedback == "feedback-alignment":
+            fb = torch.empty_like(self.weight)
+            nn.init.kaiming_uniform_(fb, a=math.sqrt(5))
+            self.register_buffer("feedback_weight", fb)
+        else:
+            self.feedback_weight = None
+
+    # subclasses: _op, _check, _grad_input, _weight_rows, _grad_rows, _ss_scale
+
+    def _feedback_matrix(self) -> Tensor | None:
+        if self.feedback == "feedback-alignment":
+            return self.feedback_weight
+        if self.feedback == "sign-symmetric":
+            return torch.sign(self.weight.detach()) * self._ss_scale()
+        return None
+
+    def _grad_weight(self, g: Tensor, x: Tensor, project) -> Tensor:
+        shape = self.weight.shape
+        projecting = project is not None and self.circuit.projecting and self.circuit.old_rows
+        if projecting and self.proj_type == "input":
+            return (self._grad_rows(g).t() @ project(self._activity_rows(x))).reshape(shape)
+        gw = self._plain_grad_weight(g, x)
+        if projecting:
+            gw = project(gw.reshape(shape[0], -1)).reshape(shape)
+        return gw
+
+    def _where(self) -> str:
+        return f"layer '{self.name}'" if self.name else f"{type(self).__name__}"
+
+    def presynaptic(self, x: Tensor) -> Tensor:
+        """The activity rows (B' x N) this layer's circuit learns from."""
+        if self.timesteps is not None:
+            t = self.timesteps
+            seq = x.reshape(-1, *x.shape[-self._sample_dims :])
+            seq = seq.reshape(t + 1 if self.fast else t, -1, *seq.shape[1:])[:t]
+            if self.hebbian_on == "rate":
+                w = self.rate_weights
+                w = torch.full((t,), 1.0 / t) if w is None else w
+                x = torch.tensordot(w.to(seq), seq, dims=1)
+            else:
+                x = seq.reshape(-1, *seq.shape[2:])
+        return self._activity_rows(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check(x)
+        circuit = self.circuit
+        if circuit is not None and circuit.learning and self.training:
+            with torch.no_grad():
+                circuit.hebbian_update(self.presynaptic(x.detach()))
+        slices = (self.timesteps + 1) if (self.fast and self.timesteps) else 1
+        return _ProjectedFunction.apply(
+            x, self.weight, self.bias, self._feedback_matrix(), self, circuit, slices
+        )
+
+
+class ProjectedLinear(ProjectedLayer, nn.Linear):
+    """``nn.Linear`` whose weight gradient is projected by its lateral circuit.
+
+    Args:
+        circuit: a :class:`LateralCircuit` of dimension ``in_features`` (or None).
+        feedback: ``"backprop"``, ``"feedback-alignment"`` or ``"sign-symmetric"``.
+        proj_type: ``"input"`` or ``"weight"`` (identical for a non-spiking circuit).
+    """
+
+    _sample_dims = 1
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        circuit: LateralCircuit | None = None,
+        feedback: Feedback = "backprop",
+        proj_type: ProjType = "input",
+    ) -> None:
+        super().__init__(in_features, out_features, bias)
+        if circuit is not None and circuit.in_features != in_features:
+            raise ValueError(
+                f"circuit dimension {circuit.in_features} != in_features {in_features}"
+            )
+        self._init_projection(circuit, feedback, proj_type)
+
+    def _check(self, x: Tensor) -> None:
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"{self._where()}: expected input of shape (rows, {self.in_features}), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def _op(self, x, weight, bias):
+        return F.linear(x, weight, bias)
+
+    def _grad_input(self, g, b, x_shape):
+        return g @ b
+
+    def _activity_rows(self, x):
+        return x
+
+    def _grad_rows(self, g):
+        return g
+
+    def _plain_grad_weight(self, g, x):
+        return g.t() @ x
+
+    def _ss_scale(self) -> float:
+        return 1.0 / math.sqrt(self.in_features)
+
+
+class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
+    """``nn.Conv2d`` whose weight gradient is projected by its lateral circuit.
+
+    The circuit's dimension is ``C_in * k_h * k_w``; it learns from, and projects,
+    the patches the convolution actually sees (its own kernel, stride, padding, dilation).
+    """
+
+    _sample_dims = 3
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        bias: bool = True,
+        *,
+        circuit: LateralCircuit | None = None,
+        feedback: Feedback = "backprop",
+        proj_type: ProjType = "input",
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, 1, bias)
+        if isinstance(self.padding, str):
+            raise ValueError("ProjectedConv2d needs explicit integer padding")
+        n = in_channels * self.kernel_size[0] * self.kernel_size[1]
+        if circuit is not None and circuit.in_features != n:
+            raise ValueError(f"circuit dimension {circuit.in_features} != C_in*k*k = {n}")
+        self._init_projection(circuit, feedback, proj_type)
+
+    @property
+    def patch_features(self) -> int:
+        return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    def _check(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self._where()}: expected input of shape (rows, {self.in_channels}, H, W), "
+                f"got {tuple(x.shape)}"
+            )
+
+    def _op(self, x, weight, bias):
+        return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+
+    def _grad_input(self, g, b, x_shape):
+        return torch.nn.grad.conv2d_input(
+            x_shape, b, g, self.stride, self.padding, self.dilation
+        )
+
+    def _activity_rows(self, x):
+        patches = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
+        return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+
+    def _grad_rows(self, g):
+        return g.flatten(2).transpose(1, 2).reshape(-1, g.shape[1])
+
+    def _plain_grad_weight(self, g, x):
+        return torch.nn.grad.conv2d_weight(
+            x, self.weight.shape, g, self.stride, self.padding, self.dilation
+        )
+
+    def _ss_scale(self) -> float:
+        k = self.kernel_size[0] * self.kernel_size[1]
+        return math.sqrt(2.0 / (k * self.out_channels))
