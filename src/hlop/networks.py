@@ -58,11 +58,13 @@ class SpikingNetwork(nn.Module):
 
     def projected_layers(self) -> list[tuple[str, ProjectedLayer]]:
         """The layers whose weight updates are projected (those with a circuit), in order."""
-        return [
+        layers = [
             (n, m)
             for n, m in self.named_modules()
             if isinstance(m, ProjectedLayer) and m.circuit is not None
         ]
+        # body first, then the heads (registered first by the base class)
+        return sorted(layers, key=lambda item: item[0].startswith("heads."))
 
     def circuits(self) -> list[LateralCircuit]:
         return [m.circuit for _, m in self.projected_layers()]
@@ -78,7 +80,7 @@ class SpikingNetwork(nn.Module):
             raise ValueError(f"expected {len(layers)} block sizes (for {names}), got {len(sizes)}")
         for (name, _), n in zip(layers, sizes, strict=True):
             if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise ValueError(f"block size for layer '{name}' must be an integer >= 0, got {n!r}")
+                raise ValueError(f"block size for layer '{name}' must be an integer >= 0: {n!r}")
         return [m.circuit.add_subspace(n) for (_, m), n in zip(layers, sizes, strict=True)]
 
     def merge_circuits(self) -> None:
@@ -203,4 +205,3 @@ class SpikingMLP(SpikingNetwork):
 def circuit_state(model: SpikingNetwork) -> dict[str, list[int]]:
     """Block sizes of every circuit, by layer name (for logs and results)."""
     return {n: m.circuit.blocks for n, m in model.projected_layers()}
-

@@ -166,9 +166,7 @@ class DSRNeuron(nn.Module):
     def forward(self, current: Tensor) -> Tensor:
         with torch.no_grad():
             self.vth.clamp_(min=self.vth_bound)
-        cfg = _NeuronConfig(
-            self.timesteps, self.tau, self.dt, self.alpha, self.leaky, self.readout
-        )
+        cfg = _NeuronConfig(self.timesteps, self.tau, self.dt, self.alpha, self.leaky, self.readout)
         return _DSRFunction.apply(current, self.vth, cfg, self.fast)
 
     def rate(self, x: Tensor) -> Tensor:

@@ -258,9 +258,7 @@ class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
 
     def _grad_input(self, g, b, x_shape):
-        return torch.nn.grad.conv2d_input(
-            x_shape, b, g, self.stride, self.padding, self.dilation
-        )
+        return torch.nn.grad.conv2d_input(x_shape, b, g, self.stride, self.padding, self.dilation)
 
     def _activity_rows(self, x):
         patches = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
