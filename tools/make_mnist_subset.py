@@ -35,7 +35,9 @@ def stratified_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndar
 
 
 def build_subset(
-    mnist: dict[str, tuple[np.ndarray, np.ndarray]], train_per_class: int, test_per_class: int,
+    mnist: dict[str, tuple[np.ndarray, np.ndarray]],
+    train_per_class: int,
+    test_per_class: int,
     seed: int,
 ) -> dict[str, np.ndarray]:
     """Return the arrays of the subset file."""
