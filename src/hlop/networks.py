@@ -40,7 +40,16 @@ class SpikingNetwork(nn.Module):
         self.proj_type = proj_type
         self.fast = True
         self.hebbian_on = "rate"
+        self.consolidated = False  # after task 0: batch-norm statistics stay fixed
         self.heads = nn.ModuleList()
+
+    def train(self, mode: bool = True) -> SpikingNetwork:
+        super().train(mode)
+        if mode and self.consolidated:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     # ------------------------------------------------------------------ structure
     def _finish(self, input_layer: ProjectedLayer, readout_neuron: DSRNeuron) -> None:

@@ -1,0 +1,271 @@
+"""Run configuration: one dataclass tree, paper presets as data, dotted-key overrides.
+
+A run is fully described by its resolved :class:`Config`, written as ``config.json``
+next to its results.  ``preset(name)`` gives the paper's settings for a benchmark;
+``apply_overrides(cfg, ["hlop.iterations=3", ...])`` changes any value by its dotted key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """An unknown key or an out-of-range value, reported before training starts."""
+
+
+@dataclass
+class NeuronConfig:
+    leaky: bool = True  # LIF (True) or IF (False)
+    vth: float = 0.3
+    vth_bound: float = 5e-4
+    tau: float = 1.0
+    dt: float = 0.05
+    alpha: float = 0.3
+    train_vth: bool = True
+
+
+@dataclass
+class HLOPConfig:
+    lrs: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.01])
+    iterations: int = 5
+    # block sizes added to each circuit before each task (one list per task)
+    sizes: list[list[int]] = field(default_factory=list)
+    start_epochs: int = 0  # epochs of each task before the circuits start learning
+    hebbian_on: str = "rate"  # what DSR circuits learn from: "rate" (wfr) or "steps"
+    spiking: bool = False
+    spike_scale: float = 20.0
+    spike_steps: int = 1000
+    proj_type: str = "input"
+
+
+@dataclass
+class Config:
+    benchmark: str = "pmnist-subset"
+    method: str = "hlop"
+    tasks: int = 10
+    epochs: int = 1
+    batch_size: int = 64
+    test_batch_size: int = 64
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    scheduler: str = "step"  # "step" or "cosine" (with warmup)
+    step_size: int = 100
+    gamma: float = 0.1
+    warmup: int = 0
+    t_max: int = 200
+    timesteps: int = 20
+    seed: int = 2022
+    device: str = "auto"
+    feedback: str = "backprop"
+    fast: bool = True  # DSR fast path
+    hidden: int = 800
+    train_limit: int | None = None  # samples per task kept (class-stratified); None: all
+    test_limit: int | None = None
+    data_dir: str | None = None
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    hlop: HLOPConfig = field(default_factory=HLOPConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        cfg = cls()
+        for key, value in _flatten(d):
+            _set(cfg, key, value)
+        return cfg
+
+
+BENCHMARKS = ("pmnist-subset", "pmnist")
+METHODS = ("hlop", "baseline")
+
+
+def pmnist_sizes(tasks: int = 10) -> list[list[int]]:
+    """The paper's PMNIST schedule: [80, 200, 100], then 70 each, 20 fewer at tasks 3, 6, 9."""
+    sizes, inc = [[80, 200, 100]], 70
+    for k in range(1, tasks):
+        if k % 3 == 0:
+            inc -= 20
+        sizes.append([inc] * 3)
+    return sizes
+
+
+def preset(benchmark: str) -> Config:
+    """The paper's settings for ``benchmark`` (permuted MNIST: the embedded subset or full)."""
+    if benchmark not in BENCHMARKS:
+        raise ConfigError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
+    cfg = Config(benchmark=benchmark)
+    cfg.hlop.sizes = pmnist_sizes(10)
+    return cfg
+
+
+# ---------------------------------------------------------------------- overrides
+def _flatten(d: dict[str, Any], prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def keys(cfg: Config | None = None) -> list[str]:
+    """Every settable dotted key."""
+    return [k for k, _ in _flatten((cfg or Config()).to_dict())]
+
+
+def _field_type(obj: Any, name: str) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    return hints[name]
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        return _coerce(value, args[0], key)
+    if isinstance(value, str) and tp is not str:
+        try:
+            value = json.loads(value.lower() if tp is bool else value)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{key}: cannot read {value!r} as {_type_name(tp)}") from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if value in (0, 1):
+            return bool(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif origin is list:
+        if isinstance(value, list | tuple):
+            (inner,) = typing.get_args(tp)
+            return [_coerce(v, inner, key) for v in value]
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _set(cfg: Config, key: str, value: Any) -> None:
+    obj: Any = cfg
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not dataclasses.is_dataclass(obj) or part not in {
+            f.name for f in dataclasses.fields(obj)
+        }:
+            raise ConfigError(_unknown(key))
+        obj = getattr(obj, part)
+    name = parts[-1]
+    if not dataclasses.is_dataclass(obj) or name not in {f.name for f in dataclasses.fields(obj)}:
+        raise ConfigError(_unknown(key))
+    tp = _field_type(obj, name)
+    if dataclasses.is_dataclass(tp):
+        raise ConfigError(f"{key} is a section; set one of its keys, e.g. {key}.{_first(tp)}")
+    setattr(obj, name, _coerce(value, tp, key))
+
+
+def _first(tp: Any) -> str:
+    return dataclasses.fields(tp)[0].name
+
+
+def _unknown(key: str) -> str:
+    return f"unknown configuration key {key!r}; valid keys: {', '.join(keys())}"
+
+
+def apply_overrides(cfg: Config, items: list[str]) -> Config:
+    """Apply ``key=value`` strings (values in JSON or plain words) to ``cfg`` in place."""
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        _set(cfg, key.strip(), value.strip())
+    return cfg
+
+
+# ---------------------------------------------------------------------- validation
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(
+    cfg: Config, layer_dims: list[int] | None = None, max_tasks: int | None = None
+) -> None:
+    """Refuse out-of-range values; ``layer_dims``: input dimension of each circuit."""
+    _check(cfg.benchmark in BENCHMARKS, f"benchmark must be one of {BENCHMARKS}")
+    _check(cfg.method in METHODS, f"method must be one of {METHODS}, got {cfg.method!r}")
+    for name in ("tasks", "epochs", "batch_size", "test_batch_size", "timesteps", "hidden"):
+        _check(getattr(cfg, name) >= 1, f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if max_tasks is not None:
+        _check(cfg.tasks <= max_tasks, f"tasks must be <= {max_tasks} for {cfg.benchmark}")
+    _check(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
+    _check(cfg.momentum >= 0 and cfg.weight_decay >= 0, "momentum and weight_decay must be >= 0")
+    _check(
+        cfg.optimizer in ("sgd", "adam"), f"optimizer must be sgd or adam, got {cfg.optimizer!r}"
+    )
+    _check(cfg.scheduler in ("step", "cosine"), "scheduler must be step or cosine")
+    _check(cfg.step_size >= 1 and cfg.gamma > 0, "step_size must be >= 1 and gamma > 0")
+    _check(0 <= cfg.warmup < cfg.t_max, "warmup must be >= 0 and < t_max")
+    _check(
+        cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
+        f"device must be auto, cpu or cuda, got {cfg.device!r}",
+    )
+    _check(
+        cfg.feedback in ("backprop", "feedback-alignment", "sign-symmetric"),
+        f"feedback must be backprop, feedback-alignment or sign-symmetric, got {cfg.feedback!r}",
+    )
+    for name in ("train_limit", "test_limit"):
+        v = getattr(cfg, name)
+        _check(v is None or v >= 1, f"{name} must be >= 1 or none, got {v}")
+    n = cfg.neuron
+    _check(
+        n.vth > 0 and n.vth_bound > 0 and n.tau > 0 and n.dt > 0 and n.alpha > 0,
+        "neuron.vth, vth_bound, tau, dt and alpha must be > 0",
+    )
+    h = cfg.hlop
+    _check(
+        h.iterations >= 0 and h.start_epochs >= 0, "hlop.iterations and start_epochs must be >= 0"
+    )
+    _check(h.hebbian_on in ("rate", "steps"), "hlop.hebbian_on must be rate or steps")
+    _check(h.proj_type in ("input", "weight"), "hlop.proj_type must be input or weight")
+    _check(h.spike_scale > 0 and h.spike_steps >= 1, "hlop.spike_scale and spike_steps must be > 0")
+    _check(all(lr > 0 for lr in h.lrs), f"hlop.lrs must all be > 0, got {h.lrs}")
+    if layer_dims is not None:
+        _check(
+            len(h.lrs) == len(layer_dims),
+            f"hlop.lrs needs {len(layer_dims)} values (one per circuit), got {len(h.lrs)}",
+        )
+    _check(
+        len(h.sizes) >= cfg.tasks,
+        f"hlop.sizes lists {len(h.sizes)} tasks but the run has {cfg.tasks}: one list per task",
+    )
+    for k, sizes in enumerate(h.sizes[: cfg.tasks]):
+        _check(all(s >= 0 for s in sizes), f"hlop.sizes[{k}] must be >= 0, got {sizes}")
+        if layer_dims is not None:
+            _check(
+                len(sizes) == len(layer_dims),
+                f"hlop.sizes[{k}] needs {len(layer_dims)} values (one per circuit), got {sizes}",
+            )
+            for s, d in zip(sizes, layer_dims, strict=True):
+                _check(
+                    s <= d, f"hlop.sizes[{k}]: block of {s} rows above the layer's dimension {d}"
+                )

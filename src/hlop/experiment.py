@@ -1,0 +1,270 @@
+"""From a resolved configuration to results on disk: data, model, loop, outputs.
+
+An output directory holds::
+
+    config.json          the fully resolved configuration
+    metrics.csv          one row per epoch: task, epoch, train_loss, train_acc, test_acc
+    results.json         accuracy matrix (percent), ACC, BWT, forgetting, seconds per task
+    checkpoint_task{k}.pt  after each task; loads with torch.load(weights_only=True)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from . import __version__
+from .config import Config, ConfigError, validate
+from .continual import Events, RunState, method_plugins, run_continual
+from .data import DataError, load_embedded_mnist, load_mnist_dir, permuted_mnist
+from .data.benchmarks import Benchmark
+from .metrics import average_accuracy, backward_transfer, forgetting, format_matrix
+from .networks import SpikingMLP, SpikingNetwork
+
+OUTPUT_FILES = ("config.json", "results.json", "metrics.csv")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def build_benchmark(cfg: Config) -> Benchmark:
+    """The benchmark of ``cfg`` (its tasks, data and transforms)."""
+    if cfg.benchmark == "pmnist-subset":
+        mnist = load_embedded_mnist()
+    elif cfg.benchmark == "pmnist":
+        if cfg.data_dir is None:
+            raise DataError(
+                "benchmark pmnist reads full MNIST from a data directory: pass --data-dir D "
+                "where D/mnist/ holds train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (raw or .gz); "
+                "get them with: hlop data fetch mnist --data-dir D"
+            )
+        mnist = load_mnist_dir(Path(cfg.data_dir) / "mnist")
+    else:
+        raise ConfigError(f"unknown benchmark {cfg.benchmark!r}")
+    return permuted_mnist(mnist, cfg.tasks, cfg.seed, cfg.train_limit, cfg.test_limit)
+
+
+def build_model(cfg: Config, benchmark: Benchmark) -> SpikingNetwork:
+    """The network of ``cfg`` for ``benchmark`` (random initialisation from the current RNG)."""
+    n_in = math.prod(benchmark.input_shape)
+    h = cfg.hlop
+    model = SpikingMLP(
+        n_in,
+        cfg.hidden,
+        benchmark.tasks[0].num_classes,
+        timesteps=cfg.timesteps,
+        neuron=vars(cfg.neuron).copy(),
+        circuit_lrs=h.lrs,
+        circuit={
+            "iterations": h.iterations,
+            "spiking": h.spiking,
+            "spike_scale": h.spike_scale,
+            "spike_steps": h.spike_steps,
+        },
+        feedback=cfg.feedback,
+        proj_type=h.proj_type,
+    )
+    model.fast = cfg.fast
+    model.hebbian_on = h.hebbian_on
+    return model
+
+
+def circuit_dims(model: SpikingNetwork) -> list[int]:
+    return [m.circuit.in_features for _, m in model.projected_layers()]
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[SpikingNetwork, dict]:
+    """A fresh model with the weights and circuits of a checkpoint, and its metadata."""
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    cfg = Config.from_dict(ckpt["config"])
+    benchmark = build_benchmark(cfg)
+    model = build_model(cfg, benchmark).to(device)
+    if not model.shared_head:
+        for k in range(ckpt["task"] + 1):
+            model.add_head(benchmark.tasks[k].num_classes)
+    model.load_state_dict(ckpt["model"])
+    model.consolidated = ckpt["task"] > 0
+    return model, ckpt
+
+
+class RunOutputs:
+    """The files of one run in ``out_dir``."""
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.dir = Path(out_dir)
+
+    def existing(self) -> list[Path]:
+        if not self.dir.exists():
+            return []
+        found = [self.dir / f for f in OUTPUT_FILES if (self.dir / f).exists()]
+        return found + sorted(self.dir.glob("checkpoint_task*.pt"))
+
+    def prepare(self, overwrite: bool) -> None:
+        """Create the directory; refuse one holding an earlier run unless ``overwrite``."""
+        old = self.existing()
+        if old and not overwrite:
+            raise ConfigError(
+                f"{self.dir} already holds a run ({', '.join(p.name for p in old[:4])}"
+                f"{', ...' if len(old) > 4 else ''}); choose another --out-dir or pass --overwrite"
+            )
+        for p in old:
+            p.unlink()
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def _write_json(self, name: str, data: dict) -> None:
+        tmp = self.dir / f".{name}.tmp"
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, self.dir / name)
+
+    def write_config(self, cfg: Config) -> None:
+        self._write_json("config.json", cfg.to_dict())
+
+    def add_metrics(self, row: dict) -> None:
+        path = self.dir / "metrics.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
+
+    def write_results(self, run: RunState, status: str) -> dict:
+        results = summarise(run, status)
+        self._write_json("results.json", results)
+        return results
+
+    def save_checkpoint(self, run: RunState) -> Path:
+        path = self.dir / f"checkpoint_task{run.task}.pt"
+        state = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
+        torch.save(
+            {
+                "model": state,
+                "task": run.task,
+                "config": run.cfg.to_dict(),
+                "acc_matrix": run.acc_matrix,
+                "version": __version__,
+            },
+            path,
+        )
+        return path
+
+
+def summarise(run: RunState, status: str = "complete") -> dict:
+    """results.json: accuracy matrix (percent, null where a task is not yet learnt) and metrics."""
+    n_tasks = run.cfg.tasks
+    a = run.acc_matrix
+    matrix = [row + [None] * (n_tasks - len(row)) for row in a]
+    return {
+        "benchmark": run.cfg.benchmark,
+        "method": run.cfg.method,
+        "status": status,
+        "tasks_completed": len(a),
+        "task_names": [t.name for t in run.benchmark.tasks[:n_tasks]],
+        "acc_matrix": matrix,
+        "acc": average_accuracy(a) if a else None,
+        "bwt": backward_transfer(a) if a else None,
+        "forgetting": forgetting(a) if a else [],
+        "seconds_per_task": [round(s, 2) for s in run.seconds],
+        "circuit_sizes": run.model.circuit_sizes(),
+        "version": __version__,
+    }
+
+
+class Progress:
+    """A progress bar with per-task ETA on a terminal; plain log lines otherwise."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.task_start = time.perf_counter()
+        self.last_draw = 0.0
+
+    def log(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\033[K")
+        print(text, file=self.stream, flush=True)
+
+    def batch(self, run: RunState, b: int, n: int, loss: float, acc: float) -> None:
+        if not self.tty:
+            return
+        now = time.perf_counter()
+        if b == 1 and run.epoch == 0:
+            self.task_start = now
+        if now - self.last_draw < 0.2 and b < n:
+            return
+        self.last_draw = now
+        done = (run.epoch * n + b) / (run.cfg.epochs * n)
+        eta = (now - self.task_start) * (1 - done) / max(done, 1e-9)
+        bar = "#" * int(24 * b / n)
+        self.stream.write(
+            f"\r\033[Ktask {run.task + 1}/{run.cfg.tasks} epoch {run.epoch + 1}/{run.cfg.epochs} "
+            f"[{bar:<24}] {b}/{n} loss {loss:.4f} acc {acc:5.1f}% task ETA {eta:5.0f}s"
+        )
+        self.stream.flush()
+
+    def epoch(self, run: RunState, row: dict) -> None:
+        self.log(
+            f"task {row['task'] + 1}/{run.cfg.tasks} epoch {row['epoch']}/{run.cfg.epochs}: "
+            f"train loss {row['train_loss']:.4f}, train acc {row['train_acc']:.2f}%, "
+            f"test acc {row['test_acc']:.2f}%"
+        )
+
+
+def train(
+    cfg: Config, out_dir: str | Path, overwrite: bool = False, stream: TextIO | None = None
+) -> dict:
+    """Run a whole continual experiment; returns the results (also written to ``out_dir``).
+
+    Everything that can be checked is checked before training starts.  If training
+    diverges, the results and checkpoints of the completed tasks stay on disk.
+    """
+    progress = Progress(stream)
+    benchmark = build_benchmark(cfg)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, benchmark).to(device)
+    validate(cfg, circuit_dims(model))
+    outputs = RunOutputs(out_dir)
+    outputs.prepare(overwrite)
+    outputs.write_config(cfg)
+    run = RunState(cfg, model, benchmark, device)
+    run.generator.manual_seed(cfg.seed)
+    progress.log(
+        f"{cfg.benchmark}: {cfg.tasks} tasks, method {cfg.method}, T={cfg.timesteps}, "
+        f"device {device}, {len(benchmark.tasks[0].train)} training samples per task"
+    )
+
+    def on_epoch(r: RunState, row: dict) -> None:
+        outputs.add_metrics(row)
+        progress.epoch(r, row)
+
+    def on_task(r: RunState) -> None:
+        outputs.save_checkpoint(r)
+        outputs.write_results(r, "running" if r.task + 1 < cfg.tasks else "complete")
+        row = " ".join(f"{v:.2f}" for v in r.acc_matrix[-1])
+        progress.log(f"after task {r.task + 1}: accuracies {row} ({r.seconds[-1]:.1f}s)")
+
+    events = Events(on_batch=progress.batch, on_epoch=on_epoch, on_task=on_task)
+    try:
+        run_continual(run, method_plugins(cfg.method), events)
+    except Exception:
+        outputs.write_results(run, "failed")
+        raise
+    results = outputs.write_results(run, "complete")
+    progress.log("accuracy matrix (%):\n" + format_matrix(run.acc_matrix))
+    progress.log(f"ACC {results['acc']:.2f}%  BWT {results['bwt']:.2f}%  -> {outputs.dir}")
+    return results

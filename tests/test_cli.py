@@ -1,0 +1,182 @@
+"""The command line: bad input gives a clear message and an exit code, never a traceback."""
+
+import gzip
+import json
+
+import pytest
+import torch
+
+import hlop.experiment
+from hlop.cli import main
+from hlop.continual import HLOP, Plugin
+from hlop.data import write_idx
+
+TINY = ["--tasks", "2", "--timesteps", "2", "--set", "train_limit=200", "--set", "test_limit=100"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def test_train_embedded_end_to_end(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", *TINY, "--out-dir", str(out_dir))
+    assert code == 0, err
+    assert "accuracy matrix" in out and "ACC" in out and "BWT" in out
+    res = json.loads((out_dir / "results.json").read_text())
+    assert res["benchmark"] == "pmnist-subset" and res["tasks_completed"] == 2
+    cfg = json.loads((out_dir / "config.json").read_text())
+    assert cfg["timesteps"] == 2 and cfg["train_limit"] == 200
+
+
+def test_existing_out_dir_refused_unless_overwrite(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert run_cli(capsys, "train", *TINY, "--tasks", "1", "--out-dir", str(out_dir))[0] == 0
+    before = (out_dir / "results.json").read_text()
+    code, _, err = run_cli(capsys, "train", *TINY, "--tasks", "1", "--out-dir", str(out_dir))
+    assert code == 2 and "already holds a run" in err and "--overwrite" in err
+    assert (out_dir / "results.json").read_text() == before
+    args = ("train", *TINY, "--tasks", "1", "--out-dir", str(out_dir), "--overwrite")
+    assert run_cli(capsys, *args)[0] == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "hlop.nope=3"], "unknown configuration key 'hlop.nope'"),
+        (["--set", "lr"], "key=value"),
+        (["--lr", "-0.1"], "lr must be > 0"),
+        (["--tasks", "0"], "tasks must be >= 1"),
+        (["--batch-size", "0"], "batch_size must be >= 1"),
+        (["--set", "epochs=two"], "epochs"),
+        (["--set", "hlop.sizes=[[900,10,10],[1,1,1]]"], "above the layer's dimension 784"),
+        (["--set", "hlop.sizes=[[-1,10,10],[1,1,1]]"], "hlop.sizes[0] must be >= 0"),
+        (["--set", "hlop.sizes=[[10,10]]"], "hlop.sizes"),
+        (["--set", "neuron=3"], "is a section"),
+    ],
+)
+def test_bad_config_refused_before_training(tmp_path, capsys, args, message):
+    out_dir = tmp_path / "run"
+    code, out, err = run_cli(capsys, "train", *TINY, *args, "--out-dir", str(out_dir))
+    assert code == 2
+    assert message in err
+    assert not out_dir.exists()  # nothing started
+
+
+def test_missing_data_names_files_and_fetch_command(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "pmnist", "--out-dir", str(tmp_path / "r"))
+    assert code == 2 and "--data-dir" in err and "hlop data fetch mnist" in err
+    code, _, err = run_cli(
+        capsys, "train", "pmnist", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "r")
+    )
+    assert code == 2
+    assert "train-images-idx3-ubyte" in err and "hlop data fetch mnist" in err
+
+
+def write_mnist(root, n=20, corrupt=None):
+    d = root / "mnist"
+    d.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    for prefix, count in (("train", n), ("t10k", n)):
+        images = torch.randint(0, 256, (count, 28, 28), generator=g, dtype=torch.uint8).numpy()
+        labels = (torch.arange(count) % 10).to(torch.uint8).numpy()
+        write_idx(d / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(d / f"{prefix}-labels-idx1-ubyte", labels)
+    if corrupt:
+        path = d / corrupt
+        path.write_bytes(path.read_bytes()[:-7])  # truncated
+    return d
+
+
+def test_full_pmnist_from_data_dir_in_idx_files(tmp_path, capsys):
+    write_mnist(tmp_path / "data")
+    args = ["train", "pmnist", "--data-dir", str(tmp_path / "data"), "--tasks", "2"]
+    code, _, err = run_cli(capsys, *args, "--timesteps", "2", "--out-dir", str(tmp_path / "r"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["benchmark"] == "pmnist"
+
+
+def test_truncated_idx_names_the_file(tmp_path, capsys):
+    write_mnist(tmp_path / "data", corrupt="t10k-labels-idx1-ubyte")
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "pmnist",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out-dir",
+        str(tmp_path / "r"),
+    )
+    assert code == 2 and "t10k-labels-idx1-ubyte" in err
+
+
+def test_corrupt_gzip_names_the_file(tmp_path, capsys):
+    d = write_mnist(tmp_path / "data")
+    (d / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"x" * 100)[:30])
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "pmnist",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--out-dir",
+        str(tmp_path / "r"),
+    )
+    assert code == 2 and "train-images-idx3-ubyte.gz" in err
+
+
+class Poison(Plugin):
+    """Puts ``value`` into a weight in task 1 (as a diverging learning rate would)."""
+
+    def __init__(self, layer: str, value: float) -> None:
+        self.layer, self.value = layer, value
+
+    def before_epoch(self, run):
+        if run.task == 1:
+            with torch.no_grad():
+                run.model.get_parameter(self.layer).fill_(self.value)
+
+
+@pytest.mark.parametrize(
+    "layer, value, message",
+    [
+        ("heads.0.weight", float("inf"), "loss became nan in task 1"),
+        # NaN currents never reach the threshold: silent neurons, finite loss, NaN weights
+        ("fc2.weight", float("nan"), "fc2.weight became NaN or infinite in task 1"),
+    ],
+)
+def test_divergence_stops_and_keeps_completed_tasks(
+    tmp_path, capsys, monkeypatch, layer, value, message
+):
+    plugins = [HLOP(), Poison(layer, value)]
+    monkeypatch.setattr(hlop.experiment, "method_plugins", lambda m: plugins)
+    out_dir = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", *TINY, "--out-dir", str(out_dir))
+    assert code == 1
+    assert message in err and "completed tasks are kept" in err
+    res = json.loads((out_dir / "results.json").read_text())
+    assert res["status"] == "failed" and res["tasks_completed"] == 1
+    assert len(res["acc_matrix"]) == 1 and res["acc_matrix"][0][0] > 10
+    assert (out_dir / "checkpoint_task0.pt").exists()
+    assert not (out_dir / "checkpoint_task1.pt").exists()
+
+
+def test_data_fetch_command(tmp_path, capsys, monkeypatch):
+    calls = []
+
+    def fake_fetch(root):
+        calls.append(root)
+        return root / "mnist"
+
+    monkeypatch.setattr("hlop.cli.fetch_mnist", fake_fetch)
+    code, out, _ = run_cli(capsys, "data", "fetch", "mnist", "--data-dir", str(tmp_path))
+    assert code == 0 and calls == [tmp_path] and "ready" in out
+
+
+def test_show_config(capsys):
+    code, out, _ = run_cli(capsys, "train", "pmnist", "--lr", "0.05", "--show-config")
+    cfg = json.loads(out)
+    assert code == 0 and cfg["lr"] == 0.05 and cfg["hlop"]["sizes"][9] == [10, 10, 10]
