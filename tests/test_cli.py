@@ -1,6 +1,7 @@
 """The command line: bad input gives a clear message and an exit code, never a traceback."""
 
 import gzip
+import io
 import json
 
 import pytest
@@ -8,8 +9,10 @@ import torch
 
 import hlop.experiment
 from hlop.cli import main
+from hlop.config import apply_overrides, preset
 from hlop.continual import HLOP, Plugin
 from hlop.data import write_idx
+from hlop.experiment import train
 
 TINY = ["--tasks", "2", "--timesteps", "2", "--set", "train_limit=200", "--set", "test_limit=100"]
 
@@ -180,3 +183,18 @@ def test_show_config(capsys):
     code, out, _ = run_cli(capsys, "train", "pmnist", "--lr", "0.05", "--show-config")
     cfg = json.loads(out)
     assert code == 0 and cfg["lr"] == 0.05 and cfg["hlop"]["sizes"][9] == [10, 10, 10]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_terminal_plain_lines_otherwise(tmp_path):
+    cfg = apply_overrides(preset("pmnist-subset"), ["tasks=1", "timesteps=2", "train_limit=300"])
+    term, plain = FakeTerminal(), io.StringIO()
+    train(cfg, tmp_path / "a", stream=term)
+    train(cfg, tmp_path / "b", stream=plain)
+    assert "\r" in term.getvalue() and "task ETA" in term.getvalue()
+    assert "\r" not in plain.getvalue() and "ETA" not in plain.getvalue()
+    assert "task 1/1 epoch 1/1: train loss" in plain.getvalue()

@@ -24,6 +24,18 @@ FLAGS = {
     "device": "device",
     "seed": "seed",
     "proj_type": "hlop.proj_type",
+    "feedback": "feedback",
+    "lateral_scale": "hlop.spike_scale",
+    "lateral_timesteps": "hlop.spike_steps",
+    "hlop_on": "hlop.hebbian_on",
+    "hlop_start_epochs": "hlop.start_epochs",
+    "hlop_iterations": "hlop.iterations",
+}
+# on/off flags -> configuration key set to true
+SWITCHES = {
+    "online_update": "online_update",
+    "lateral_spiking": "hlop.spiking",
+    "replay": "replay.enabled",
 }
 
 
@@ -60,6 +72,29 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--proj-type", choices=["input", "weight"], help="HLOP projection mode")
     t.add_argument(
+        "--training", choices=["dsr", "bptt", "ottt"], default="dsr",
+        help="training method (bptt and ottt presets use T=6)",
+    )
+    t.add_argument(
+        "--online-update", action="store_true", help="OTTT: optimiser step at every time step"
+    )
+    t.add_argument(
+        "--feedback", choices=["backprop", "feedback-alignment", "sign-symmetric"],
+        help="how errors propagate to earlier layers",
+    )
+    t.add_argument("--lateral-spiking", action="store_true", help="spiking lateral neurons")
+    t.add_argument("--lateral-scale", type=float, help="scale s of spiking lateral neurons")
+    t.add_argument("--lateral-timesteps", type=int, help="time steps of spiking lateral neurons")
+    t.add_argument(
+        "--hlop-on", choices=["wfr", "spikes"], help="what circuits learn from (DSR, BPTT)"
+    )
+    t.add_argument("--hlop-start-epochs", type=int, help="epochs before circuits start learning")
+    t.add_argument("--hlop-iterations", type=int, help="Hebbian iterations per batch")
+    t.add_argument(
+        "--replay", action="store_true",
+        help="memory replay after each task (with --method baseline: replay only)",
+    )
+    t.add_argument(
         "--set",
         action="append",
         default=[],
@@ -81,12 +116,13 @@ def _parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from .experiment import train  # torch-heavy imports only when training
 
-    cfg = preset(args.benchmark)
+    cfg = preset(args.benchmark, args.training)
     overrides = [
         f"{key}={getattr(args, flag)}"
         for flag, key in FLAGS.items()
         if getattr(args, flag) is not None
     ]
+    overrides += [f"{key}=true" for flag, key in SWITCHES.items() if getattr(args, flag)]
     apply_overrides(cfg, overrides + args.set)
     if args.show_config:
         import json

@@ -31,17 +31,36 @@ class NeuronConfig:
 
 
 @dataclass
+class SurrogateConfig:
+    """LIF of BPTT / OTTT training."""
+
+    tau: float = 2.0
+    vth: float = 1.0
+    alpha: float = 4.0  # sigmoid(alpha x) surrogate
+
+
+@dataclass
 class HLOPConfig:
     lrs: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.01])
     iterations: int = 5
     # block sizes added to each circuit before each task (one list per task)
     sizes: list[list[int]] = field(default_factory=list)
     start_epochs: int = 0  # epochs of each task before the circuits start learning
-    hebbian_on: str = "rate"  # what DSR circuits learn from: "rate" (wfr) or "steps"
+    hebbian_on: str = "wfr"  # what circuits learn from: "wfr" (rate over time) or "spikes"
     spiking: bool = False
     spike_scale: float = 20.0
     spike_steps: int = 1000
     proj_type: str = "input"
+
+
+@dataclass
+class ReplayConfig:
+    enabled: bool = False
+    memory_size: int = 50  # samples kept per class of each task (chosen at random, seeded)
+    epochs: int = 1
+    batch_size: int = 50  # per task, in each replay step
+    lr: float = 0.01
+    t_max: int = 20  # cosine schedule of replay, when the run's scheduler is cosine
 
 
 @dataclass
@@ -64,6 +83,8 @@ class Config:
     timesteps: int = 20
     seed: int = 2022
     device: str = "auto"
+    training: str = "dsr"  # dsr, bptt or ottt
+    online_update: bool = False  # OTTT: optimiser step at every time step
     feedback: str = "backprop"
     fast: bool = True  # DSR fast path
     hidden: int = 800
@@ -71,7 +92,9 @@ class Config:
     test_limit: int | None = None
     data_dir: str | None = None
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     hlop: HLOPConfig = field(default_factory=HLOPConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -98,12 +121,23 @@ def pmnist_sizes(tasks: int = 10) -> list[list[int]]:
     return sizes
 
 
-def preset(benchmark: str) -> Config:
-    """The paper's settings for ``benchmark`` (permuted MNIST: the embedded subset or full)."""
+TRAININGS = ("dsr", "bptt", "ottt")
+
+
+def preset(benchmark: str, training: str = "dsr") -> Config:
+    """The paper's settings for ``benchmark`` (permuted MNIST: the embedded subset or full).
+
+    BPTT and OTTT use T = 6; BPTT circuits learn from per-step spikes.
+    """
     if benchmark not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
-    cfg = Config(benchmark=benchmark)
+    if training not in TRAININGS:
+        raise ConfigError(f"unknown training method {training!r}; choose one of {TRAININGS}")
+    cfg = Config(benchmark=benchmark, training=training)
     cfg.hlop.sizes = pmnist_sizes(10)
+    if training != "dsr":
+        cfg.timesteps = 6
+        cfg.hlop.hebbian_on = "spikes"
     return cfg
 
 
@@ -213,6 +247,15 @@ def validate(
     """Refuse out-of-range values; ``layer_dims``: input dimension of each circuit."""
     _check(cfg.benchmark in BENCHMARKS, f"benchmark must be one of {BENCHMARKS}")
     _check(cfg.method in METHODS, f"method must be one of {METHODS}, got {cfg.method!r}")
+    _check(cfg.training in TRAININGS, f"training must be one of {TRAININGS}, got {cfg.training!r}")
+    _check(
+        not cfg.online_update or cfg.training == "ottt",
+        "online_update (--online-update) applies to OTTT training only (--training ottt)",
+    )
+    r = cfg.replay
+    for name in ("memory_size", "epochs", "batch_size", "t_max"):
+        _check(getattr(r, name) >= 1, f"replay.{name} must be >= 1, got {getattr(r, name)}")
+    _check(r.lr > 0, f"replay.lr must be > 0, got {r.lr}")
     for name in ("tasks", "epochs", "batch_size", "test_batch_size", "timesteps", "hidden"):
         _check(getattr(cfg, name) >= 1, f"{name} must be >= 1, got {getattr(cfg, name)}")
     if max_tasks is not None:
@@ -245,7 +288,7 @@ def validate(
     _check(
         h.iterations >= 0 and h.start_epochs >= 0, "hlop.iterations and start_epochs must be >= 0"
     )
-    _check(h.hebbian_on in ("rate", "steps"), "hlop.hebbian_on must be rate or steps")
+    _check(h.hebbian_on in ("wfr", "spikes"), "hlop.hebbian_on must be wfr or spikes")
     _check(h.proj_type in ("input", "weight"), "hlop.proj_type must be input or weight")
     _check(h.spike_scale > 0 and h.spike_steps >= 1, "hlop.spike_scale and spike_steps must be > 0")
     _check(all(lr > 0 for lr in h.lrs), f"hlop.lrs must all be > 0, got {h.lrs}")

@@ -8,7 +8,7 @@ For each task ``k``::
         train one epoch; evaluate the current task; one metrics row
     after_training   (HLOP: circuits stop learning)
     evaluate every seen task without projection -> row k of the accuracy matrix
-    after_evaluation (HLOP: merge the circuits; replay would retrain and re-evaluate here)
+    after_evaluation (HLOP: merge the circuits; replay: retrain on memory, re-evaluate)
     checkpoint, results
 
 Task 0 trains every parameter; later tasks train weight matrices only (biases,
@@ -88,13 +88,64 @@ class HLOP(Plugin):
         run.model.merge_circuits()
 
 
-def method_plugins(method: str) -> list[Plugin]:
-    """The plugins of a ``--method``: ``hlop`` or ``baseline`` (plain fine-tuning)."""
-    if method == "hlop":
-        return [HLOP()]
-    if method == "baseline":
-        return []
-    raise ValueError(f"unknown method {method!r}")
+class Replay(Plugin):
+    """Memory replay: after each task k >= 1 (and after HLOP's merge), train on a memory of
+    ``memory_size`` samples per class of every seen task, without projection, then
+    re-evaluate the task's row.  The memory is drawn at random per class with the run's
+    seed (the reference code keeps the first samples of each class)."""
+
+    name = "replay"
+
+    def __init__(self) -> None:
+        self.memory: list[torch.Tensor] = []  # indices into each task's training split
+
+    def select(self, run: RunState, task: int) -> torch.Tensor:
+        """Indices of ``memory_size`` random samples of each class of ``task``."""
+        split = run.benchmark.tasks[task].train
+        g = torch.Generator().manual_seed(run.cfg.seed * 1009 + task)
+        size = run.cfg.replay.memory_size
+        chosen = [
+            idx[torch.randperm(len(idx), generator=g)[:size]]
+            for _, idx in sorted(split.class_indices().items())
+        ]
+        return torch.cat(chosen)
+
+    def before_task(self, run: RunState) -> None:
+        while len(self.memory) <= run.task:
+            self.memory.append(self.select(run, len(self.memory)))
+
+    def after_evaluation(self, run: RunState) -> None:
+        if run.task == 0:
+            return
+        cfg, r = run.cfg, run.cfg.replay
+        optimizer = make_optimizer(cfg, trainable_parameters(run.model, run.task), lr=r.lr)
+        if cfg.scheduler == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, r.t_max)
+        else:
+            scheduler = make_scheduler(cfg, optimizer)
+        longest = max(len(m) for m in self.memory)
+        for _ in range(r.epochs):
+            run.model.train()
+            order = torch.randperm(longest, generator=run.generator)
+            for start in range(0, longest, r.batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                for j, memory in enumerate(self.memory[: run.task + 1]):
+                    pick = order[start : start + r.batch_size]
+                    pick = pick[pick < len(memory)]
+                    if len(pick):
+                        x, y = run.benchmark.tasks[j].train.batch(memory[pick])
+                        backward_batch(run, x.to(run.device), y.to(run.device), j)
+                optimizer.step()
+            scheduler.step()
+        run.acc_matrix[-1] = evaluate_seen(run)
+
+
+def method_plugins(cfg: Config) -> list[Plugin]:
+    """The plugins of a run: HLOP (``--method hlop``) and memory replay (``--replay``)."""
+    plugins: list[Plugin] = [HLOP()] if cfg.method == "hlop" else []
+    if cfg.replay.enabled:
+        plugins.append(Replay())
+    return plugins
 
 
 def trainable_parameters(model: SpikingNetwork, task: int) -> list[torch.nn.Parameter]:
@@ -154,6 +205,46 @@ class Events:
         self.on_batch, self.on_epoch, self.on_task = on_batch, on_epoch, on_task
 
 
+def _check_loss(run: RunState, loss: torch.Tensor, batch: int) -> None:
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(
+            f"the loss became {loss.item()} in task {run.task}, epoch {run.epoch + 1}, "
+            f"batch {batch}; try a smaller learning rate (--lr)"
+        )
+
+
+def backward_batch(
+    run: RunState, x: torch.Tensor, y: torch.Tensor, task: int, optimizer=None, batch: int = 0
+) -> tuple[torch.Tensor, float]:
+    """Forward and backward of one batch (gradients accumulate); returns (scores, loss).
+
+    DSR and BPTT: one backward through the whole simulation.  OTTT: a forward and a
+    backward at every time step, loss ``CE / T`` each; with ``online_update`` and an
+    ``optimizer``, an optimiser step at every time step.
+    """
+    model, cfg = run.model, run.cfg
+    if cfg.training != "ottt":
+        out = model(x, task)
+        loss = F.cross_entropy(out, y)
+        _check_loss(run, loss, batch)
+        loss.backward()
+        return out.detach(), loss.item()
+    steps, total, loss_sum = model.timesteps, 0.0, 0.0
+    online = cfg.online_update and optimizer is not None
+    for t in range(steps):
+        if online and t > 0:
+            optimizer.zero_grad(set_to_none=True)
+        out = model(x, task, step=t)
+        loss = F.cross_entropy(out, y) / steps
+        _check_loss(run, loss, batch)
+        loss.backward()
+        if online:
+            optimizer.step()
+        total = total + out.detach()
+        loss_sum += loss.item()
+    return total / steps, loss_sum
+
+
 def train_epoch(run: RunState, optimizer, events: Events) -> tuple[float, float]:
     """One pass over the current task's training split (shuffled with the run's generator)."""
     cfg, model, task = run.cfg, run.model, run.benchmark.tasks[run.task]
@@ -165,16 +256,10 @@ def train_epoch(run: RunState, optimizer, events: Events) -> tuple[float, float]
         x, y = task.train.batch(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
         x, y = x.to(run.device), y.to(run.device)
         optimizer.zero_grad(set_to_none=True)
-        out = model(x, run.task)
-        loss = F.cross_entropy(out, y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"the loss became {loss.item()} in task {run.task}, epoch {run.epoch + 1}, "
-                f"batch {b + 1}; try a smaller learning rate (--lr)"
-            )
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(y)
+        out, loss = backward_batch(run, x, y, run.task, optimizer, b + 1)
+        if not (cfg.training == "ottt" and cfg.online_update):
+            optimizer.step()
+        total_loss += loss * len(y)
         total_correct += float((out.argmax(1) == y).sum())
         seen += len(y)
         if events.on_batch:

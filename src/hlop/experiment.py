@@ -62,12 +62,17 @@ def build_model(cfg: Config, benchmark: Benchmark) -> SpikingNetwork:
     """The network of ``cfg`` for ``benchmark`` (random initialisation from the current RNG)."""
     n_in = math.prod(benchmark.input_shape)
     h = cfg.hlop
+    if cfg.training == "dsr":
+        neuron = vars(cfg.neuron).copy()
+    else:
+        sg = cfg.surrogate
+        neuron = {"tau": sg.tau, "vth": sg.vth, "surrogate_alpha": sg.alpha}
     model = SpikingMLP(
         n_in,
         cfg.hidden,
         benchmark.tasks[0].num_classes,
         timesteps=cfg.timesteps,
-        neuron=vars(cfg.neuron).copy(),
+        neuron=neuron,
         circuit_lrs=h.lrs,
         circuit={
             "iterations": h.iterations,
@@ -77,6 +82,7 @@ def build_model(cfg: Config, benchmark: Benchmark) -> SpikingNetwork:
         },
         feedback=cfg.feedback,
         proj_type=h.proj_type,
+        training=cfg.training,
     )
     model.fast = cfg.fast
     model.hebbian_on = h.hebbian_on
@@ -260,7 +266,7 @@ def train(
 
     events = Events(on_batch=progress.batch, on_epoch=on_epoch, on_task=on_task)
     try:
-        run_continual(run, method_plugins(cfg.method), events)
+        run_continual(run, method_plugins(cfg), events)
     except Exception:
         outputs.write_results(run, "failed")
         raise

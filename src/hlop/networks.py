@@ -14,8 +14,11 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from .circuit import LateralCircuit
-from .neurons import DSRNeuron, time_weights
+from .neurons import DSRNeuron
 from .projection import Feedback, ProjectedLayer, ProjectedLinear, ProjType
+from .surrogate import SurrogateLIF
+
+TRAINING_METHODS = ("dsr", "bptt", "ottt")
 
 
 class SpikingNetwork(nn.Module):
@@ -28,18 +31,31 @@ class SpikingNetwork(nn.Module):
 
     Attributes:
         timesteps: T.
-        fast: use the DSR fast path when the network trains (see :mod:`hlop.neurons`).
+        training_method: ``"dsr"``, ``"bptt"`` or ``"ottt"`` (the neurons and time layout).
+        fast: use the DSR fast path (see :mod:`hlop.neurons`).
+        hebbian_on: what circuits learn from: ``"wfr"`` (the time aggregate) or ``"spikes"``
+            (per-step activity); OTTT circuits learn from each step's spikes and traces.
         shared_head: one classifier for all tasks (with its own circuit) or one head per task.
     """
 
-    def __init__(self, timesteps: int, shared_head: bool, feedback: Feedback, proj_type: ProjType):
+    def __init__(
+        self,
+        timesteps: int,
+        shared_head: bool,
+        feedback: Feedback,
+        proj_type: ProjType,
+        training: str = "dsr",
+    ):
         super().__init__()
+        if training not in TRAINING_METHODS:
+            raise ValueError(f"training must be one of {TRAINING_METHODS}, got {training!r}")
+        self.training_method = training
         self.timesteps = timesteps
         self.shared_head = shared_head
         self.feedback = feedback
         self.proj_type = proj_type
         self.fast = True
-        self.hebbian_on = "rate"
+        self.hebbian_on = "wfr" if training == "dsr" else "spikes"
         self.consolidated = False  # after task 0: batch-norm statistics stay fixed
         self.heads = nn.ModuleList()
 
@@ -52,7 +68,13 @@ class SpikingNetwork(nn.Module):
         return self
 
     # ------------------------------------------------------------------ structure
-    def _finish(self, input_layer: ProjectedLayer, readout_neuron: DSRNeuron) -> None:
+    def _neuron(self, **kwargs) -> DSRNeuron | SurrogateLIF:
+        """A layer of the network's neurons: DSR for ``dsr``, surrogate LIF for BPTT/OTTT."""
+        if self.training_method == "dsr":
+            return DSRNeuron(self.timesteps, **kwargs)
+        return SurrogateLIF(self.timesteps, **kwargs)
+
+    def _finish(self, input_layer: ProjectedLayer, readout_neuron: nn.Module) -> None:
         self._input_layer = [input_layer]  # a list: not registered twice as a submodule
         self._readout_neuron = [readout_neuron]
         readout_neuron.readout = True
@@ -78,8 +100,8 @@ class SpikingNetwork(nn.Module):
     def circuits(self) -> list[LateralCircuit]:
         return [m.circuit for _, m in self.projected_layers()]
 
-    def neurons(self) -> list[DSRNeuron]:
-        return [m for m in self.modules() if isinstance(m, DSRNeuron)]
+    def neurons(self) -> list[nn.Module]:
+        return [m for m in self.modules() if isinstance(m, DSRNeuron | SurrogateLIF)]
 
     def add_subspaces(self, sizes: Sequence[int]) -> list[int]:
         """Add one block to every circuit (sizes in :meth:`projected_layers` order)."""
@@ -122,52 +144,74 @@ class SpikingNetwork(nn.Module):
         self._name_layers()
 
     # ------------------------------------------------------------------ time layout
-    def _use_fast(self) -> bool:
+    def _mode(self, step: int | None) -> str:
+        """``"online"`` (one OTTT step), ``"fast"`` (DSR fast path) or ``"steps"``."""
+        if step is not None:
+            if self.training_method != "ottt":
+                raise ValueError("single-step forward (step=...) is for OTTT training only")
+            return "online"
+        if self.training_method != "dsr" or not self.fast:
+            return "steps"
         spiking_input_mode = any(
             m.circuit.spiking and m.proj_type == "input" and m.circuit.projecting
             for _, m in self.projected_layers()
         )
-        return self.fast and not spiking_input_mode
+        return "steps" if spiking_input_mode else "fast"
 
-    def _configure(self, fast: bool) -> None:
+    def _configure(self, mode: str, step: int | None) -> None:
         t = self.timesteps
-        readout = self._readout_neuron[0]
-        weights = time_weights(t, readout.tau if readout.leaky else None, readout.dt)
+        weights = self._readout_neuron[0].time_weights()
         for m in self.modules():
             if isinstance(m, DSRNeuron):
-                m.fast = fast
+                m.fast = mode == "fast"
+                m.timesteps = t
+            elif isinstance(m, SurrogateLIF):
+                m.online = mode == "online"
+                m.step = step or 0
                 m.timesteps = t
             elif isinstance(m, ProjectedLayer):
-                m.fast = fast
-                m.timesteps = None if (fast and m is self._input_layer[0]) else t
+                static = mode != "steps" and m is self._input_layer[0]
+                m.layout = "rows" if static or mode == "steps" else mode
+                m.layout = "trace" if m.layout == "online" else m.layout
+                m.timesteps = None if static else t
                 m.rate_weights = weights
                 m.hebbian_on = self.hebbian_on
 
-    def encode(self, x: Tensor, fast: bool) -> Tensor:
-        """Input layer on the static image: once (fast path) or at every step."""
+    def encode(self, x: Tensor, mode: str) -> Tensor:
+        """Input layer on the static image: once (fast path, OTTT step) or at every step."""
         layer = self._input_layer[0]
         t = self.timesteps
-        if fast:
+        if mode == "online":
+            return layer(x)
+        if mode == "fast":
             return layer(x).repeat(t + 1, *([1] * (x.dim() - 1)))
         return layer(x.repeat(t, *([1] * (x.dim() - 1))))
 
-    def forward(self, x: Tensor, task: int = 0) -> Tensor:
-        """Class scores (B x classes): the readout rate of the per-step head outputs."""
-        fast = self._use_fast()
-        self._configure(fast)
-        h = self.features(x, fast)
+    def forward(self, x: Tensor, task: int = 0, step: int | None = None) -> Tensor:
+        """Class scores (B x classes): the readout rate of the per-step head outputs.
+
+        With ``step=t`` (OTTT training) one time step is simulated and its scores returned.
+        """
+        mode = self._mode(step)
+        self._configure(mode, step)
+        h = self.features(x, mode)
         head = self.heads[0 if self.shared_head else task]
         out = head(h)
-        if fast:
+        if mode == "online":
+            return out
+        if mode == "fast":
             return out[-x.shape[0] :]  # the rate slice is already the wfr readout
         return self._readout_neuron[0].rate(out)
 
-    def features(self, x: Tensor, fast: bool) -> Tensor:  # pragma: no cover - abstract
+    def features(self, x: Tensor, mode: str) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 class SpikingMLP(SpikingNetwork):
-    """The permuted-MNIST network: ``784 - 800 - 800 - 10``, DSR LIF, no biases.
+    """The permuted-MNIST network: ``784 - 800 - 800 - 10``, no biases.
+
+    Neurons: DSR LIF (``training="dsr"``, keyword ``neuron`` passed to :class:`DSRNeuron`)
+    or surrogate-gradient LIF for ``"bptt"`` / ``"ottt"`` (to :class:`SurrogateLIF`).
 
     Lateral circuits on the inputs of fc1, fc2 and the shared classifier, with
     learning rates ``circuit_lrs`` (paper: 0.001, 0.01, 0.01).
@@ -185,8 +229,9 @@ class SpikingMLP(SpikingNetwork):
         circuit: dict | None = None,
         feedback: Feedback = "backprop",
         proj_type: ProjType = "input",
+        training: str = "dsr",
     ) -> None:
-        super().__init__(timesteps, shared_head=True, feedback=feedback, proj_type=proj_type)
+        super().__init__(timesteps, True, feedback, proj_type, training)
         if len(circuit_lrs) != 3:
             raise ValueError(f"circuit_lrs needs 3 values (fc1, fc2, head), got {circuit_lrs}")
         neuron = dict(neuron or {})
@@ -199,15 +244,15 @@ class SpikingMLP(SpikingNetwork):
             )
 
         self.fc1 = layer(in_features, hidden, circuit_lrs[0])
-        self.sn1 = DSRNeuron(timesteps, **neuron)
+        self.sn1 = self._neuron(**neuron)
         self.fc2 = layer(hidden, hidden, circuit_lrs[1])
-        self.sn2 = DSRNeuron(timesteps, **neuron)
+        self.sn2 = self._neuron(**neuron)
         self.head_features = hidden
         self.heads.append(layer(hidden, num_classes, circuit_lrs[2]))
         self._finish(self.fc1, self.sn2)
 
-    def features(self, x: Tensor, fast: bool) -> Tensor:
-        h = self.encode(x.flatten(1), fast)
+    def features(self, x: Tensor, mode: str) -> Tensor:
+        h = self.encode(x.flatten(1), mode)
         return self.sn2(self.fc2(self.sn1(h)))
 
 

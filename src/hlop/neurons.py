@@ -169,6 +169,10 @@ class DSRNeuron(nn.Module):
         cfg = _NeuronConfig(self.timesteps, self.tau, self.dt, self.alpha, self.leaky, self.readout)
         return _DSRFunction.apply(current, self.vth, cfg, self.fast)
 
+    def time_weights(self) -> Tensor:
+        """Normalised weights of this neuron type's readout rate over the T steps."""
+        return time_weights(self.timesteps, self.tau if self.leaky else None, self.dt)
+
     def rate(self, x: Tensor) -> Tensor:
         """The readout of this neuron type: wfr (LIF) or mean rate (IF) over time."""
         if self.leaky:

@@ -14,9 +14,11 @@ earlier layers is ``G B`` with ``B = W`` (backprop), a fixed random matrix
 (feedback alignment) or ``sign(W) * scale`` (sign symmetry); projection never
 changes it.
 
-DSR fast layout (``fast=True``, see :mod:`hlop.neurons`): the input has ``T + 1``
-slices and only the last, the rate slice, carries gradient, so the backward and
-the projection use ``B`` rows instead of ``T * B``.
+Row layouts: ``"rows"`` (ordinary); ``"fast"``, the DSR fast path (see
+:mod:`hlop.neurons`): ``T + 1`` slices of which only the last, the rate slice,
+carries gradient, so the backward and the projection use ``B`` rows instead of
+``T * B``; ``"trace"`` (OTTT): the input stacks ``[spikes; traces]``, the forward
+uses the spikes and the weight update the (projected) traces.
 """
 
 from __future__ import annotations
@@ -34,15 +36,17 @@ Feedback = Literal["backprop", "feedback-alignment", "sign-symmetric"]
 ProjType = Literal["input", "weight"]
 FEEDBACK_RULES = ("backprop", "feedback-alignment", "sign-symmetric")
 PROJ_TYPES = ("input", "weight")
-HEBBIAN_SOURCES = ("rate", "steps")
+HEBBIAN_SOURCES = ("wfr", "spikes")
 
 
 class _ProjectedFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, feedback, layer, circuit, slices):  # type: ignore[override]
-        ctx.layer, ctx.circuit, ctx.slices = layer, circuit, slices
+    def forward(ctx, x, weight, bias, feedback, layer, circuit, layout):  # type: ignore[override]
+        ctx.layer, ctx.circuit, ctx.layout = layer, circuit, layout
         ctx.save_for_backward(x, weight, feedback)
         ctx.has_bias = bias is not None
+        if layout == "trace":  # rows [spikes; traces]: the forward sees the spikes only
+            x = x[: x.shape[0] // 2]
         return layer._op(x, weight, bias)
 
     @staticmethod
@@ -50,19 +54,26 @@ class _ProjectedFunction(torch.autograd.Function):
         x, weight, feedback = ctx.saved_tensors
         layer: ProjectedLayer = ctx.layer
         circuit: LateralCircuit | None = ctx.circuit
-        rows = x.shape[0]
+        g, n = grad_out, grad_out.shape[0]
+        if ctx.layout == "fast":  # only the rate slice (the last B rows) carries gradient
+            n = x.shape[0] // (layer.timesteps + 1)
+            g = grad_out[-n:]
+            xa = x[-n:]
+        elif ctx.layout == "trace":  # OTTT: the weight update uses the presynaptic trace
+            xa = x[n:]
+        else:
+            xa = x
         grad_x = grad_w = grad_b = None
-        g, xa = grad_out, x
-        if ctx.slices > 1:  # fast layout: only the rate slice carries gradient
-            n = rows // ctx.slices
-            g, xa = grad_out[-n:], x[-n:]
         if ctx.needs_input_grad[0]:
             gx = layer._grad_input(g, feedback if feedback is not None else weight, xa.shape)
-            if ctx.slices > 1:
-                grad_x = gx.new_zeros(x.shape)
-                grad_x[-gx.shape[0] :] = gx
-            else:
+            if ctx.layout == "rows":
                 grad_x = gx
+            else:
+                grad_x = gx.new_zeros(x.shape)
+                if ctx.layout == "fast":
+                    grad_x[-n:] = gx
+                else:
+                    grad_x[:n] = gx
         if ctx.needs_input_grad[1]:
             project = circuit.project if circuit is not None else None
             grad_w = layer._grad_weight(g, xa, project)
@@ -80,10 +91,13 @@ class ProjectedLayer(nn.Module):
         proj_type: ``"input"`` or ``"weight"``.
         timesteps: T when the input holds time-major per-step rows; None when every
             row is a sample (static input, or a non-temporal network).
-        fast: the input uses the DSR fast layout (``T + 1`` slices).
+        layout: how the input rows are organised: ``"rows"`` (every row is a sample, or a
+            time step of one), ``"fast"`` (the DSR fast layout, ``T + 1`` slices) or
+            ``"trace"`` (OTTT: ``[spikes; traces]``, the trace drives the weight update).
         rate_weights: normalised time weights that turn per-step rows into the rate the
-            circuit learns from (``hebbian_on="rate"``).
-        hebbian_on: ``"rate"`` (learn from the time aggregate) or ``"steps"`` (per-step rows).
+            circuit learns from (``hebbian_on="wfr"``).
+        hebbian_on: ``"wfr"`` (learn from the rate over time, weighted as the readout) or
+            ``"spikes"`` (from the per-step rows).
         name: the layer's name in its network (for messages).
     """
 
@@ -99,9 +113,9 @@ class ProjectedLayer(nn.Module):
         self.feedback = feedback
         self.proj_type = proj_type
         self.timesteps: int | None = None
-        self.fast = False
+        self.layout = "rows"
         self.rate_weights: Tensor | None = None
-        self.hebbian_on = "rate"
+        self.hebbian_on = "wfr"
         self.name = ""
         if feedback == "feedback-alignment":
             fb = torch.empty_like(self.weight)
@@ -134,17 +148,16 @@ class ProjectedLayer(nn.Module):
 
     def presynaptic(self, x: Tensor) -> Tensor:
         """The activity rows (B' x N) this layer's circuit learns from."""
-        if self.timesteps is not None:
+        if self.timesteps is not None and self.layout != "trace":
             t = self.timesteps
-            seq = x.reshape(-1, *x.shape[-self._sample_dims :])
-            seq = seq.reshape(t + 1 if self.fast else t, -1, *seq.shape[1:])[:t]
-            if self.hebbian_on == "rate":
+            seq = x.reshape(t + 1 if self.layout == "fast" else t, -1, *x.shape[1:])[:t]
+            if self.hebbian_on == "wfr":
                 w = self.rate_weights
                 w = torch.full((t,), 1.0 / t) if w is None else w
                 x = torch.tensordot(w.to(seq), seq, dims=1)
             else:
                 x = seq.reshape(-1, *seq.shape[2:])
-        return self._activity_rows(x)
+        return self._activity_rows(x)  # OTTT: spikes and traces alike
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
@@ -152,9 +165,8 @@ class ProjectedLayer(nn.Module):
         if circuit is not None and circuit.learning and self.training:
             with torch.no_grad():
                 circuit.hebbian_update(self.presynaptic(x.detach()))
-        slices = (self.timesteps + 1) if (self.fast and self.timesteps) else 1
         return _ProjectedFunction.apply(
-            x, self.weight, self.bias, self._feedback_matrix(), self, circuit, slices
+            x, self.weight, self.bias, self._feedback_matrix(), self, circuit, self.layout
         )
 
 
@@ -166,8 +178,6 @@ class ProjectedLinear(ProjectedLayer, nn.Linear):
         feedback: ``"backprop"``, ``"feedback-alignment"`` or ``"sign-symmetric"``.
         proj_type: ``"input"`` or ``"weight"`` (identical for a non-spiking circuit).
     """
-
-    _sample_dims = 1
 
     def __init__(
         self,
@@ -218,8 +228,6 @@ class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
     The circuit's dimension is ``C_in * k_h * k_w``; it learns from, and projects,
     the patches the convolution actually sees (its own kernel, stride, padding, dilation).
     """
-
-    _sample_dims = 3
 
     def __init__(
         self,
