@@ -284,7 +284,8 @@ def run_task(run: RunState, plugins: Sequence[Plugin], events: Events) -> None:
             model.add_head(task.num_classes)
     for p in plugins:
         p.before_task(run)
-    optimizer = make_optimizer(cfg, trainable_parameters(model, k))
+    lr = cfg.lr if k == 0 or cfg.lr_later is None else cfg.lr_later
+    optimizer = make_optimizer(cfg, trainable_parameters(model, k), lr)
     scheduler = make_scheduler(cfg, optimizer)
     for epoch in range(cfg.epochs):
         run.epoch = epoch

@@ -27,7 +27,7 @@ from .continual import Events, RunState, method_plugins, run_continual
 from .data import DataError, load_embedded_mnist, load_mnist_dir, permuted_mnist
 from .data.benchmarks import Benchmark
 from .metrics import average_accuracy, backward_transfer, forgetting, format_matrix
-from .networks import SpikingMLP, SpikingNetwork
+from .networks import SpikingCNN, SpikingMLP, SpikingNetwork, SpikingResNet18
 
 OUTPUT_FILES = ("config.json", "results.json", "metrics.csv")
 
@@ -60,30 +60,53 @@ def build_benchmark(cfg: Config) -> Benchmark:
 
 def build_model(cfg: Config, benchmark: Benchmark) -> SpikingNetwork:
     """The network of ``cfg`` for ``benchmark`` (random initialisation from the current RNG)."""
-    n_in = math.prod(benchmark.input_shape)
     h = cfg.hlop
     if cfg.training == "dsr":
         neuron = vars(cfg.neuron).copy()
     else:
         sg = cfg.surrogate
         neuron = {"tau": sg.tau, "vth": sg.vth, "surrogate_alpha": sg.alpha}
-    model = SpikingMLP(
-        n_in,
-        cfg.hidden,
-        benchmark.tasks[0].num_classes,
-        timesteps=cfg.timesteps,
-        neuron=neuron,
-        circuit_lrs=h.lrs,
-        circuit={
+    common = {
+        "timesteps": cfg.timesteps,
+        "neuron": neuron,
+        "circuit": {
             "iterations": h.iterations,
             "spiking": h.spiking,
             "spike_scale": h.spike_scale,
             "spike_steps": h.spike_steps,
         },
-        feedback=cfg.feedback,
-        proj_type=h.proj_type,
-        training=cfg.training,
-    )
+        "feedback": cfg.feedback,
+        "proj_type": h.proj_type,
+        "training": cfg.training,
+    }
+    shape = benchmark.input_shape
+    classes = benchmark.tasks[0].num_classes
+    shared = benchmark.shared_head if cfg.shared_head is None else cfg.shared_head
+    if cfg.model == "mlp":
+        if not shared:
+            raise ConfigError("the mlp model has one shared head; set shared_head=true")
+        lrs = h.lrs * 3 if len(h.lrs) == 1 else h.lrs
+        model: SpikingNetwork = SpikingMLP(
+            math.prod(shape), cfg.hidden, classes, circuit_lrs=lrs, **common
+        )
+    elif len(shape) != 3:
+        raise ConfigError(f"model {cfg.model} needs images (C, H, W); {cfg.benchmark} has {shape}")
+    elif len(h.lrs) != 1:
+        raise ConfigError(f"model {cfg.model} takes one circuit learning rate (hlop.lrs=[x])")
+    elif cfg.model == "cnn":
+        model = SpikingCNN(
+            shape[0], shape[1], classes, circuit_lr=h.lrs[0], shared_head=shared, **common
+        )
+    else:
+        model = SpikingResNet18(
+            classes,
+            width=cfg.width,
+            stem=cfg.stem,
+            in_channels=shape[0],
+            circuit_lr=h.lrs[0],
+            shared_head=shared,
+            **common,
+        )
     model.fast = cfg.fast
     model.hebbian_on = h.hebbian_on
     return model
@@ -100,8 +123,8 @@ def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[SpikingNetwo
     benchmark = build_benchmark(cfg)
     model = build_model(cfg, benchmark).to(device)
     if not model.shared_head:
-        for k in range(ckpt["task"] + 1):
-            model.add_head(benchmark.tasks[k].num_classes)
+        while len(model.heads) <= ckpt["task"]:
+            model.add_head(benchmark.tasks[len(model.heads)].num_classes)
     model.load_state_dict(ckpt["model"])
     model.consolidated = ckpt["task"] > 0
     return model, ckpt
@@ -243,7 +266,7 @@ def train(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, benchmark).to(device)
-    validate(cfg, circuit_dims(model))
+    validate(cfg, circuit_dims(model), max_tasks=len(benchmark.tasks))
     outputs = RunOutputs(out_dir)
     outputs.prepare(overwrite)
     outputs.write_config(cfg)

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .circuit import LateralCircuit
 from .neurons import DSRNeuron
-from .projection import Feedback, ProjectedLayer, ProjectedLinear, ProjType
+from .projection import Feedback, ProjectedConv2d, ProjectedLayer, ProjectedLinear, ProjType
 from .surrogate import SurrogateLIF
 
 TRAINING_METHODS = ("dsr", "bptt", "ottt")
@@ -45,8 +45,10 @@ class SpikingNetwork(nn.Module):
         feedback: Feedback,
         proj_type: ProjType,
         training: str = "dsr",
+        circuit: dict | None = None,
     ):
         super().__init__()
+        self.circuit_options = dict(circuit or {})
         if training not in TRAINING_METHODS:
             raise ValueError(f"training must be one of {TRAINING_METHODS}, got {training!r}")
         self.training_method = training
@@ -121,17 +123,43 @@ class SpikingNetwork(nn.Module):
     def circuit_sizes(self) -> list[int]:
         return [c.rows for c in self.circuits()]
 
-    # ------------------------------------------------------------------ heads
-    def _make_head(self, in_features: int, num_classes: int, lr: float | None) -> ProjectedLinear:
-        circuit = LateralCircuit(in_features, lr) if lr is not None else None
+    # ------------------------------------------------------------------ layers
+    def _circuit(self, n: int, lr: float | None) -> LateralCircuit | None:
+        return None if lr is None else LateralCircuit(n, lr, **self.circuit_options)
+
+    def _linear(
+        self, n_in: int, n_out: int, lr: float | None, bias: bool = False
+    ) -> ProjectedLinear:
+        """A projected linear layer (with a circuit of learning rate ``lr`` unless None)."""
         return ProjectedLinear(
-            in_features,
-            num_classes,
-            bias=not self.shared_head,
-            circuit=circuit,
+            n_in,
+            n_out,
+            bias=bias,
+            circuit=self._circuit(n_in, lr),
             feedback=self.feedback,
             proj_type=self.proj_type,
         )
+
+    def _conv(
+        self, c_in: int, c_out: int, k: int, stride: int, padding: int, lr: float | None
+    ) -> ProjectedConv2d:
+        """A projected convolution without bias, Kaiming-normal (fan_out) initialised."""
+        conv = ProjectedConv2d(
+            c_in,
+            c_out,
+            k,
+            stride,
+            padding,
+            bias=False,
+            circuit=self._circuit(c_in * k * k, lr),
+            feedback=self.feedback,
+            proj_type=self.proj_type,
+        )
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        return conv
+
+    def _make_head(self, in_features: int, num_classes: int, lr: float | None) -> ProjectedLinear:
+        return self._linear(in_features, num_classes, lr, bias=not self.shared_head)
 
     def add_head(self, num_classes: int) -> None:
         """Add a classifier head for a new task (multi-head networks only)."""
@@ -152,6 +180,10 @@ class SpikingNetwork(nn.Module):
             return "online"
         if self.training_method != "dsr" or not self.fast:
             return "steps"
+        if any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in self.modules()
+        ):
+            return "steps"  # batch statistics over T*B rows: not time-aggregatable
         spiking_input_mode = any(
             m.circuit.spiking and m.proj_type == "input" and m.circuit.projecting
             for _, m in self.projected_layers()
@@ -231,29 +263,159 @@ class SpikingMLP(SpikingNetwork):
         proj_type: ProjType = "input",
         training: str = "dsr",
     ) -> None:
-        super().__init__(timesteps, True, feedback, proj_type, training)
+        super().__init__(timesteps, True, feedback, proj_type, training, circuit)
         if len(circuit_lrs) != 3:
             raise ValueError(f"circuit_lrs needs 3 values (fc1, fc2, head), got {circuit_lrs}")
         neuron = dict(neuron or {})
-        circuit = dict(circuit or {})
-
-        def layer(n_in, n_out, lr):
-            c = LateralCircuit(n_in, lr, **circuit)
-            return ProjectedLinear(
-                n_in, n_out, bias=False, circuit=c, feedback=feedback, proj_type=proj_type
-            )
-
-        self.fc1 = layer(in_features, hidden, circuit_lrs[0])
+        self.fc1 = self._linear(in_features, hidden, circuit_lrs[0])
         self.sn1 = self._neuron(**neuron)
-        self.fc2 = layer(hidden, hidden, circuit_lrs[1])
+        self.fc2 = self._linear(hidden, hidden, circuit_lrs[1])
         self.sn2 = self._neuron(**neuron)
         self.head_features = hidden
-        self.heads.append(layer(hidden, num_classes, circuit_lrs[2]))
+        self.heads.append(self._make_head(hidden, num_classes, circuit_lrs[2]))
         self._finish(self.fc1, self.sn2)
 
     def features(self, x: Tensor, mode: str) -> Tensor:
         h = self.encode(x.flatten(1), mode)
         return self.sn2(self.fc2(self.sn1(h)))
+
+
+def _init_batchnorm(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class SpikingCNN(SpikingNetwork):
+    """The CIFAR-100 network: three ``conv3x3 - BN - LIF - avgpool2`` stages (64, 128, 256).
+
+    Lateral circuits on the three convolutions (N = C_in * 9), learning rate ``circuit_lr``.
+    Heads: ``Linear(256 * (size / 8)^2, classes)`` per task (multi-head), or one shared head
+    with its own circuit.  Batch norm statistics are taken over all ``T * B`` rows.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        image_size: int = 32,
+        num_classes: int = 10,
+        *,
+        channels: Sequence[int] = (64, 128, 256),
+        timesteps: int = 20,
+        neuron: dict | None = None,
+        circuit_lr: float = 0.01,
+        circuit: dict | None = None,
+        feedback: Feedback = "backprop",
+        proj_type: ProjType = "input",
+        training: str = "dsr",
+        shared_head: bool = False,
+    ) -> None:
+        super().__init__(timesteps, shared_head, feedback, proj_type, training, circuit)
+        neuron = dict(neuron or {})
+        c_in, convs, bns, sns = in_channels, [], [], []
+        for c in channels:
+            convs.append(self._conv(c_in, c, 3, 1, 1, circuit_lr))
+            bns.append(nn.BatchNorm2d(c))
+            sns.append(self._neuron(**neuron))
+            c_in = c
+        self.convs, self.bns, self.sns = (
+            nn.ModuleList(convs),
+            nn.ModuleList(bns),
+            nn.ModuleList(sns),
+        )
+        self.pool = nn.AvgPool2d(2)
+        self.head_features = channels[-1] * (image_size // 2 ** len(channels)) ** 2
+        _init_batchnorm(self)
+        if shared_head:
+            self.heads.append(self._make_head(self.head_features, num_classes, circuit_lr))
+        self._finish(self.convs[0], self.sns[-1])
+        if not shared_head:
+            self.add_head(num_classes)
+
+    def features(self, x: Tensor, mode: str) -> Tensor:
+        h = self.encode(x, mode)
+        for i in range(len(self.convs)):
+            if i:
+                h = self.convs[i](h)
+            h = self.pool(self.sns[i](self.bns[i](h)))
+        return h.flatten(1)
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation spiking residual block::
+
+    out = LIF(BN1(x)); identity = x, or a 1x1 strided conv of out
+    return conv2(LIF(BN2(conv1(out)))) + identity
+    """
+
+    def __init__(self, net: SpikingNetwork, c_in: int, c_out: int, stride: int, lr, neuron):
+        super().__init__()
+        self.bn1, self.sn1 = nn.BatchNorm2d(c_in), net._neuron(**neuron)
+        self.conv1 = net._conv(c_in, c_out, 3, stride, 1, lr)
+        self.bn2, self.sn2 = nn.BatchNorm2d(c_out), net._neuron(**neuron)
+        self.conv2 = net._conv(c_out, c_out, 3, 1, 1, lr)
+        # registered after conv1 and conv2: circuits in the order [conv1, conv2, shortcut]
+        self.shortcut = (
+            net._conv(c_in, c_out, 1, stride, 0, lr) if stride != 1 or c_in != c_out else None
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.sn1(self.bn1(x))
+        identity = x if self.shortcut is None else self.shortcut(out)
+        return self.conv2(self.sn2(self.bn2(self.conv1(out)))) + identity
+
+
+class SpikingResNet18(SpikingNetwork):
+    """Pre-activation spiking ResNet-18 (blocks [2, 2, 2, 2], widths w, 2w, 4w, 8w).
+
+    Stem: 3x3 stride 1 (``stem="3x3"``, 32x32 inputs) or 5x5 stride 2 (``"5x5"``,
+    miniImageNet).  Head: BN, LIF, global average pooling, ``Linear(8w, classes)`` per task
+    (or one shared head with its own circuit: the domain-incremental setting).  A lateral
+    circuit on every convolution: stem, then each block's conv1, conv2 and shortcut.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        *,
+        width: int = 20,
+        stem: str = "3x3",
+        in_channels: int = 3,
+        timesteps: int = 20,
+        neuron: dict | None = None,
+        circuit_lr: float = 0.01,
+        circuit: dict | None = None,
+        feedback: Feedback = "backprop",
+        proj_type: ProjType = "input",
+        training: str = "dsr",
+        shared_head: bool = False,
+    ) -> None:
+        super().__init__(timesteps, shared_head, feedback, proj_type, training, circuit)
+        if stem not in ("3x3", "5x5"):
+            raise ValueError(f"stem must be '3x3' or '5x5', got {stem!r}")
+        neuron = dict(neuron or {})
+        k, s = (3, 1) if stem == "3x3" else (5, 2)
+        self.stem = self._conv(in_channels, width, k, s, k // 2, circuit_lr)
+        blocks, c_in = [], width
+        for stage, c in enumerate((width, 2 * width, 4 * width, 8 * width)):
+            for b in range(2):
+                stride = 2 if stage > 0 and b == 0 else 1
+                blocks.append(PreActBlock(self, c_in, c, stride, circuit_lr, neuron))
+                c_in = c
+        self.blocks = nn.Sequential(*blocks)
+        self.bn, self.sn = nn.BatchNorm2d(c_in), self._neuron(**neuron)
+        self.head_features = c_in
+        _init_batchnorm(self)
+        if shared_head:
+            self.heads.append(self._make_head(c_in, num_classes, circuit_lr))
+        self._finish(self.stem, self.sn)
+        if not shared_head:
+            self.add_head(num_classes)
+
+    def features(self, x: Tensor, mode: str) -> Tensor:
+        h = self.blocks(self.encode(x, mode))
+        return self.sn(self.bn(h)).mean(dim=(2, 3))
 
 
 def circuit_state(model: SpikingNetwork) -> dict[str, list[int]]:

@@ -1,0 +1,105 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hlop.networks import SpikingCNN, SpikingResNet18
+
+
+def later_task(model):
+    """As in task k > 0: circuits with an old block projecting, a new one learning, BN fixed."""
+    # old blocks leave part of every input space free (else that gradient is exactly 0)
+    model.add_subspaces([min(4, c.in_features // 2) for c in model.circuits()])
+    model.merge_circuits()
+    model.add_subspaces([1] * len(model.circuits()))
+    for c in model.circuits():
+        c.learning = c.projecting = True
+    model.consolidated = True
+    model.train()
+    for p in model.parameters():
+        p.requires_grad_(p.dim() > 1)
+    return model
+
+
+def step_gradients(model, x, y, fast):
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    model.fast = fast
+    model.zero_grad()
+    out = model(x)
+    F.cross_entropy(out, y).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.load_state_dict(state)
+    return out.detach(), grads
+
+
+@pytest.mark.parametrize("proj_type", ["input", "weight"])
+@pytest.mark.parametrize("arch", ["cnn", "resnet"])
+def test_conv_fast_path_equals_per_step_path(arch, proj_type):
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    if arch == "cnn":
+        model = SpikingCNN(channels=(8, 16, 32), timesteps=5, proj_type=proj_type)
+    else:
+        model = SpikingResNet18(width=4, timesteps=5, proj_type=proj_type)
+    later_task(model)
+    x, y = torch.randn(6, 3, 32, 32) * 2, torch.randint(0, 10, (6,))
+    out_s, g_s = step_gradients(model, x, y, fast=False)
+    out_f, g_f = step_gradients(model, x, y, fast=True)
+    assert torch.allclose(out_f, out_s, atol=1e-5)
+    assert set(g_s) == {n for n, p in model.named_parameters() if p.dim() > 1}
+    for name, gs in g_s.items():
+        assert gs.abs().max() > 0, name
+        # float32 sums in another order; see test_network for the tolerance argument
+        assert (g_f[name] - gs).abs().max() <= 5e-5 * gs.abs().max(), name
+
+
+def test_batchnorm_in_training_mode_uses_per_step_path():
+    model = SpikingCNN(channels=(4, 4, 4), timesteps=3)
+    model.train()
+    assert model._mode(None) == "steps"  # batch statistics over T*B rows
+    model.consolidated = True
+    model.train()
+    assert model._mode(None) == "fast"
+    assert all(not m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_cnn_circuits_and_heads():
+    model = SpikingCNN(timesteps=2)
+    assert [c.in_features for c in model.circuits()] == [27, 576, 1152]
+    assert model.head_features == 4096 and len(model.heads) == 1
+    head = model.heads[0]
+    assert head.bias is not None and head.circuit is None
+    assert head.weight.std() < 0.02 and torch.all(head.bias == 0)
+    model.add_head(10)
+    x = torch.randn(2, 3, 32, 32)
+    assert model(x, task=1).shape == (2, 10)
+    one_channel = SpikingCNN(1, 32, timesteps=2)
+    assert one_channel.circuits()[0].in_features == 9
+
+
+@pytest.mark.parametrize("stem, size", [("3x3", 32), ("5x5", 84)])
+def test_resnet_output_shapes(stem, size):
+    torch.manual_seed(0)
+    model = SpikingResNet18(5, stem=stem, timesteps=2)
+    model.eval()
+    assert model(torch.randn(2, 3, size, size)).shape == (2, 5)
+    dims = [c.in_features for c in model.circuits()]
+    assert len(dims) == 20  # stem, 8 blocks x (conv1, conv2), 3 shortcuts
+    assert dims[0] == (27 if stem == "3x3" else 75)
+    # block3 (first of stage 2): conv1 on 20 channels, conv2 on 40, shortcut 1x1 on 20
+    names = [n for n, _ in model.projected_layers()]
+    assert names[5:8] == ["blocks.2.conv1", "blocks.2.conv2", "blocks.2.shortcut"]
+    assert dims[5:8] == [180, 360, 20]
+
+
+def test_strided_convolution_circuit_learns_from_its_own_patches():
+    model = SpikingResNet18(timesteps=2, stem="5x5")
+    rows = model.stem.presynaptic(torch.randn(2, 3, 84, 84))
+    assert rows.shape == (2 * 42 * 42, 75)  # stride 2: 42 x 42 positions, not 84 x 84
+
+
+def test_domain_incremental_shared_head_has_a_circuit():
+    model = SpikingResNet18(timesteps=2, shared_head=True)
+    assert model.heads[0].circuit.in_features == 160 and model.heads[0].bias is None
+    assert len(model.circuits()) == 21
+    with pytest.raises(RuntimeError, match="shared head"):
+        model.add_head(10)
