@@ -1,0 +1,105 @@
+"""Time and peak memory of one training step of the CIFAR-100 spiking CNN.
+
+Setting: B=64, T=20, 3x32x32 inputs, HLOP on as during task 1 (circuits [8, 120, 240]
+rows of N = [27, 576, 1152], of which [6, 100, 200] old and projecting), batch norm fixed,
+SGD.  Each (projection mode, path) runs in its own process so that its peak resident
+memory (ru_maxrss) is its own; the ratios are computed from the same run.
+
+    python benchmarks/cnn_step.py [--repeats 3] [--batch-size 64] [--timesteps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def one(proj_type: str, fast: bool, batch: int, timesteps: int, repeats: int) -> dict:
+    from hlop.networks import SpikingCNN
+
+    torch.manual_seed(0)
+    m = SpikingCNN(timesteps=timesteps, proj_type=proj_type)
+    m.add_subspaces([6, 100, 200])
+    m.merge_circuits()
+    m.add_subspaces([2, 20, 40])
+    for c in m.circuits():
+        c.learning = c.projecting = True
+    m.consolidated = True
+    m.train()
+    m.fast = fast
+    params = [p for p in m.parameters() if p.dim() > 1]
+    for p in m.parameters():
+        p.requires_grad_(p.dim() > 1)
+    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    times = []
+    for i in range(repeats + 1):
+        t = time.perf_counter()
+        opt.zero_grad()
+        F.cross_entropy(m(x), y).backward()
+        opt.step()
+        if i:  # the first step warms up
+            times.append(time.perf_counter() - t)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": statistics.median(times), "peak_mb": peak_mb}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--timesteps", type=int, default=20)
+    p.add_argument("--one", nargs=2, metavar=("PROJ", "PATH"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.one:
+        proj, path = args.one
+        r = one(proj, path == "fast", args.batch_size, args.timesteps, args.repeats)
+        print(json.dumps(r))
+        return
+    print(
+        f"CNN step, B={args.batch_size}, T={args.timesteps}, 32x32, task-1 circuits, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    results = {}
+    for proj in ("input", "weight"):
+        for path in ("per-step", "fast"):
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                proj,
+                path,
+                "--repeats",
+                str(args.repeats),
+                "--batch-size",
+                str(args.batch_size),
+                "--timesteps",
+                str(args.timesteps),
+            ]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            results[proj, path] = r = json.loads(out.strip().splitlines()[-1])
+            print(
+                f"  {proj:6s} {path:8s}: {r['seconds'] * 1e3:9.1f} ms/step, "
+                f"peak RSS {r['peak_mb']:7.0f} MB",
+                flush=True,
+            )
+    for proj in ("input", "weight"):
+        slow, fast = results[proj, "per-step"], results[proj, "fast"]
+        print(
+            f"  {proj}: fast path {slow['seconds'] / fast['seconds']:.2f}x faster, "
+            f"peak memory ratio (fast / per-step) {fast['peak_mb'] / slow['peak_mb']:.2f}"
+        )
+    ratio = results["input", "fast"]["seconds"] / results["weight", "fast"]["seconds"]
+    print(f"  fast path: input-mode time / weight-mode time = {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
