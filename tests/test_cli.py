@@ -170,13 +170,15 @@ def test_divergence_stops_and_keeps_completed_tasks(
 def test_data_fetch_command(tmp_path, capsys, monkeypatch):
     calls = []
 
-    def fake_fetch(root):
-        calls.append(root)
-        return root / "mnist"
+    def fake_fetch(name, root):
+        calls.append((name, root))
+        return root / name
 
-    monkeypatch.setattr("hlop.cli.fetch_mnist", fake_fetch)
+    monkeypatch.setattr("hlop.cli.fetch_dataset", fake_fetch)
     code, out, _ = run_cli(capsys, "data", "fetch", "mnist", "--data-dir", str(tmp_path))
-    assert code == 0 and calls == [tmp_path] and "ready" in out
+    assert code == 0 and calls == [("mnist", tmp_path)] and "ready" in out
+    code, _, err = run_cli(capsys, "data", "fetch", "notmnist", "--data-dir", str(tmp_path))
+    assert code == 0  # the mocked fetch; the real one explains where to place the files
 
 
 def test_show_config(capsys):

@@ -10,7 +10,7 @@ from pathlib import Path
 from .circuit import CircuitError
 from .config import BENCHMARKS, ConfigError, apply_overrides, preset, validate
 from .continual import TrainingDiverged
-from .data import DataError, fetch_mnist
+from .data import DATASET_NAMES, DataError, fetch_dataset
 
 # command-line flag -> configuration key
 FLAGS = {
@@ -72,14 +72,17 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--proj-type", choices=["input", "weight"], help="HLOP projection mode")
     t.add_argument(
-        "--training", choices=["dsr", "bptt", "ottt"], default="dsr",
+        "--training",
+        choices=["dsr", "bptt", "ottt"],
+        default="dsr",
         help="training method (bptt and ottt presets use T=6)",
     )
     t.add_argument(
         "--online-update", action="store_true", help="OTTT: optimiser step at every time step"
     )
     t.add_argument(
-        "--feedback", choices=["backprop", "feedback-alignment", "sign-symmetric"],
+        "--feedback",
+        choices=["backprop", "feedback-alignment", "sign-symmetric"],
         help="how errors propagate to earlier layers",
     )
     t.add_argument("--lateral-spiking", action="store_true", help="spiking lateral neurons")
@@ -91,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--hlop-start-epochs", type=int, help="epochs before circuits start learning")
     t.add_argument("--hlop-iterations", type=int, help="Hebbian iterations per batch")
     t.add_argument(
-        "--replay", action="store_true",
+        "--replay",
+        action="store_true",
         help="memory replay after each task (with --method baseline: replay only)",
     )
     t.add_argument(
@@ -108,8 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="get datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     f = dsub.add_parser("fetch", help="download a dataset into the data root, checking checksums")
-    f.add_argument("name", choices=["mnist"])
-    f.add_argument("--data-dir", required=True, help="data root (the files go to DIR/mnist/)")
+    f.add_argument("name", choices=DATASET_NAMES)
+    f.add_argument("--data-dir", required=True, help="data root (files go to DIR/NAME/...)")
     return p
 
 
@@ -140,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return _train(args)
-        path = fetch_mnist(Path(args.data_dir))
-        print(f"MNIST is ready in {path}")
+        path = fetch_dataset(args.name, Path(args.data_dir))
+        print(f"{args.name} is ready in {path}")
         return 0
     except (ConfigError, DataError, CircuitError) as e:
         print(f"hlop: error: {e}", file=sys.stderr)

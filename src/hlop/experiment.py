@@ -25,7 +25,23 @@ from . import __version__
 from .config import Config, ConfigError, validate
 from .continual import Events, RunState, method_plugins, run_continual
 from .data import DataError, load_embedded_mnist, load_mnist_dir, permuted_mnist
-from .data.benchmarks import Benchmark
+from .data.benchmarks import (
+    Benchmark,
+    five_datasets,
+    split_cifar100,
+    split_fashion_mnist,
+    split_miniimagenet,
+    split_mnist,
+)
+from .data.readers import (
+    LAYOUTS,
+    load_cifar10,
+    load_cifar100,
+    load_fashion_mnist,
+    load_miniimagenet,
+    load_notmnist,
+    load_svhn,
+)
 from .metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from .networks import SpikingCNN, SpikingMLP, SpikingNetwork, SpikingResNet18
 
@@ -40,22 +56,76 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# datasets read by each benchmark from the data root
+BENCHMARK_DATASETS = {
+    "pmnist": ["mnist"],
+    "cifar100": ["cifar100"],
+    "miniimagenet": ["miniimagenet"],
+    "five-datasets": ["cifar10", "mnist", "svhn", "fashion-mnist", "notmnist"],
+    "five-datasets-domain": ["cifar10", "mnist", "svhn", "fashion-mnist", "notmnist"],
+    "split-fashion-mnist": ["fashion-mnist"],
+    "split-mnist": ["mnist"],
+}
+
+
+def _data_root(cfg: Config) -> Path:
+    if cfg.data_dir is None:
+        names = BENCHMARK_DATASETS[cfg.benchmark]
+        folders = ", ".join(f"D/{LAYOUTS[n].folder}/" if n in LAYOUTS else f"D/{n}/" for n in names)
+        raise DataError(
+            f"benchmark {cfg.benchmark} reads {', '.join(names)} from a data directory: pass "
+            f"--data-dir D holding {folders}; `hlop data fetch NAME --data-dir D` downloads "
+            "what can be downloaded and says which files to place where for the rest"
+        )
+    return Path(cfg.data_dir)
+
+
+def _mnist(root: Path) -> dict:
+    mnist = load_mnist_dir(root / "mnist")
+    return {k: (x[:, None], y) for k, (x, y) in mnist.items()}  # N x 1 x 28 x 28
+
+
 def build_benchmark(cfg: Config) -> Benchmark:
     """The benchmark of ``cfg`` (its tasks, data and transforms)."""
-    if cfg.benchmark == "pmnist-subset":
-        mnist = load_embedded_mnist()
-    elif cfg.benchmark == "pmnist":
-        if cfg.data_dir is None:
-            raise DataError(
-                "benchmark pmnist reads full MNIST from a data directory: pass --data-dir D "
-                "where D/mnist/ holds train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-                "t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (raw or .gz); "
-                "get them with: hlop data fetch mnist --data-dir D"
-            )
-        mnist = load_mnist_dir(Path(cfg.data_dir) / "mnist")
-    else:
-        raise ConfigError(f"unknown benchmark {cfg.benchmark!r}")
-    return permuted_mnist(mnist, cfg.tasks, cfg.seed, cfg.train_limit, cfg.test_limit)
+    try:
+        return _build_benchmark(cfg)
+    except ValueError as e:  # inconsistent data (a class without samples, ...)
+        if isinstance(e, ConfigError | DataError):
+            raise
+        raise DataError(f"{cfg.benchmark}: {e}") from e
+
+
+def _build_benchmark(cfg: Config) -> Benchmark:
+    name, seed = cfg.benchmark, cfg.seed
+    limits = {"train_limit": cfg.train_limit, "test_limit": cfg.test_limit}
+    if name == "pmnist-subset":
+        return permuted_mnist(load_embedded_mnist(), cfg.tasks, seed, **limits)
+    if name == "split-mnist" and cfg.data_dir is None:  # the shipped subset
+        mnist = {k: (x[:, None], y) for k, (x, y) in load_embedded_mnist().items()}
+        return split_mnist(mnist, seed, **limits)
+    if name == "split-fashion-mnist":  # also found where Debian's package puts it
+        return split_fashion_mnist(load_fashion_mnist(Path(cfg.data_dir or ".")), seed, **limits)
+    root = _data_root(cfg)
+    if name == "pmnist":
+        return permuted_mnist(load_mnist_dir(root / "mnist"), cfg.tasks, seed, **limits)
+    if name == "split-mnist":
+        return split_mnist(_mnist(root), seed, **limits)
+    if name == "cifar100":
+        return split_cifar100(load_cifar100(root), seed, **limits)
+    if name == "miniimagenet":
+        return split_miniimagenet(load_miniimagenet(root), seed, **limits)
+    if name in ("five-datasets", "five-datasets-domain"):
+        return five_datasets(
+            load_cifar10(root),
+            _mnist(root),
+            load_svhn(root),
+            load_fashion_mnist(root),
+            load_notmnist(root),
+            seed=seed,
+            shared_head=name == "five-datasets-domain",
+            **limits,
+        )
+    raise ConfigError(f"unknown benchmark {name!r}")
 
 
 def build_model(cfg: Config, benchmark: Benchmark) -> SpikingNetwork:

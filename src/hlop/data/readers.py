@@ -1,0 +1,758 @@
+"""Readers of the standard image-dataset files kept under a data root.
+
+Every ``load_*`` function returns ``{"train": (images, labels), "test": (images, labels)}``
+with uint8 images of shape (N, C, H, W) and int64 labels of shape (N,), and raises
+:class:`DataError` naming the file, the problem and the fix when something is wrong.
+
+Layout under the data root::
+
+    cifar-10-batches-py/data_batch_1 .. data_batch_5, test_batch     (python pickles)
+    cifar-100-python/train, test                                     (python pickles)
+    svhn/train_32x32.mat, test_32x32.mat                             (MATLAB v5)
+    fashion-mnist/<the four MNIST file names>[.gz]                   (IDX)
+    notmnist/notmnist_train.pkl, notmnist_test.pkl                   (python pickles)
+    miniimagenet/train.pkl, test.pkl                                 (python pickles)
+"""
+
+from __future__ import annotations
+
+import codecs
+import importlib
+import io
+import os
+import pickle
+import struct
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hlop.data.errors import DataError
+from hlop.data.idx import MNIST_FILES, load_mnist_dir, write_bytes_atomic
+
+Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
+
+#: Where Debian's package ``dataset-fashion-mnist`` installs the four gzipped IDX files.
+DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+CIFAR10_DIR = "cifar-10-batches-py"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_FILES = ("test_batch",)
+CIFAR100_DIR = "cifar-100-python"
+SVHN_DIR = "svhn"
+SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
+FASHION_MNIST_DIR = "fashion-mnist"
+NOTMNIST_DIR = "notmnist"
+NOTMNIST_FILES = {"train": "notmnist_train.pkl", "test": "notmnist_test.pkl"}
+MINIIMAGENET_DIR = "miniimagenet"
+MINIIMAGENET_FILES = {"train": "train.pkl", "test": "test.pkl"}
+
+CIFAR_PIXELS = 3 * 32 * 32
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a dataset's files live under the data root, and how to obtain them."""
+
+    title: str
+    folder: str
+    files: tuple[str, ...]
+    fmt: str
+    source: str
+    fetchable: bool
+
+
+LAYOUTS: dict[str, Layout] = {
+    "cifar10": Layout(
+        "CIFAR-10",
+        CIFAR10_DIR,
+        CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES,
+        "the python version of CIFAR-10 (pickled dicts with 'data' uint8 N x 3072 and "
+        "'labels' 0..9)",
+        "extract cifar-10-python.tar.gz from the CIFAR page of the University of Toronto into "
+        "the data root",
+        True,
+    ),
+    "cifar100": Layout(
+        "CIFAR-100",
+        CIFAR100_DIR,
+        ("train", "test"),
+        "the python version of CIFAR-100 (pickled dicts with 'data' uint8 N x 3072 and "
+        "'fine_labels' 0..99)",
+        "extract cifar-100-python.tar.gz from the CIFAR page of the University of Toronto "
+        "into the data root",
+        True,
+    ),
+    "svhn": Layout(
+        "SVHN",
+        SVHN_DIR,
+        tuple(SVHN_FILES.values()),
+        "the cropped-digits format of SVHN (MATLAB v5 .mat files with X uint8 32x32x3xN and "
+        "y Nx1 in 1..10)",
+        "download train_32x32.mat and test_32x32.mat from the SVHN page of Stanford University",
+        True,
+    ),
+    "fashion-mnist": Layout(
+        "FashionMNIST",
+        FASHION_MNIST_DIR,
+        tuple(MNIST_FILES.values()),
+        "IDX files with the MNIST file names, raw or gzip-compressed (.gz)",
+        "install Debian's package dataset-fashion-mnist, or download the four .gz files from "
+        "the Fashion-MNIST repository of Zalando Research",
+        True,
+    ),
+    "notmnist": Layout(
+        "notMNIST",
+        NOTMNIST_DIR,
+        tuple(NOTMNIST_FILES.values()),
+        "pickled dicts with 'features' uint8 N x 1 x 32 x 32 (letters A..J as grey images) and "
+        "'labels' 0..9",
+        "there is no stable public download of these files: they are the notMNIST pickles "
+        "distributed with the 5-Datasets benchmark code of continual-learning projects "
+        "(notMNIST.zip); the letter images themselves come from Yaroslav Bulatov's "
+        "notMNIST_small/notMNIST_large archives",
+        False,
+    ),
+    "miniimagenet": Layout(
+        "miniImageNet",
+        MINIIMAGENET_DIR,
+        tuple(MINIIMAGENET_FILES.values()),
+        "pickled dicts with 'images' uint8 N x H x W x 3 (84 x 84 normally) and 'labels' "
+        "0..99 (all 100 miniImageNet classes, split into train and test images)",
+        "there is no stable public download: build the two pickles from the 100 miniImageNet "
+        "classes (60,000 images of 84 x 84, from ImageNet) as the 20-split miniImageNet "
+        "benchmark code does",
+        False,
+    ),
+}
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def expected_paths(key: str, root: str | os.PathLike[str]) -> list[Path]:
+    """The exact paths the reader of dataset ``key`` expects under ``root``."""
+    layout = LAYOUTS[key]
+    return [Path(root) / layout.folder / file for file in layout.files]
+
+
+def placement_instructions(
+    key: str, root: str | os.PathLike[str], suggest_fetch: bool = True
+) -> str:
+    """Explain where the files of dataset ``key`` go, their format and where to get them.
+
+    ``suggest_fetch``: name the ``hlop data fetch`` command when the dataset can be fetched.
+    """
+    layout = LAYOUTS[key]
+    listing = "\n".join(f"  - {path}" for path in expected_paths(key, root))
+    how = (
+        f"Run `hlop data fetch {key} --data-dir {root}` to download them, or {layout.source}."
+        if layout.fetchable and suggest_fetch
+        else f"To get them: {layout.source}."
+    )
+    return (
+        f"The {layout.title} reader expects these files:\n{listing}\nFormat: {layout.fmt}.\n{how}"
+    )
+
+
+def missing_files_error(key: str, root: str | os.PathLike[str], missing: list[Path]) -> DataError:
+    """A DataError listing the ``missing`` files of dataset ``key`` and how to obtain them."""
+    names = ", ".join(str(path) for path in missing)
+    return DataError(
+        f"{LAYOUTS[key].title} files are missing: {names}.\n{placement_instructions(key, root)}"
+    )
+
+
+def require_files(key: str, root: str | os.PathLike[str]) -> list[Path]:
+    """Return the expected paths of dataset ``key``; raise DataError if any is missing."""
+    paths = expected_paths(key, root)
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise missing_files_error(key, root, missing)
+    return paths
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """Read ``path``; an unreadable file raises DataError."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the file ({exc}).") from exc
+
+
+# --------------------------------------------------------------------------- safe pickles
+
+
+def _numpy_attr(submodule: str, name: str) -> object:
+    """``numpy._core.<submodule>.<name>`` (NumPy 2) or ``numpy.core...`` (NumPy 1)."""
+    for package in ("numpy._core", "numpy.core"):
+        try:
+            module = importlib.import_module(f"{package}.{submodule}")
+        except ImportError:
+            continue
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise ImportError(f"numpy has no {submodule}.{name}")
+
+
+def _safe_globals() -> dict[tuple[str, str], object]:
+    """The only globals a dataset pickle may reference: numpy array reconstruction."""
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,  # bytes in protocol 0-2 pickles of Python 3
+    }
+    numpy_names = (("multiarray", "_reconstruct"), ("multiarray", "scalar"))
+    numpy_names += (("numeric", "_frombuffer"),)
+    for package in ("numpy.core", "numpy._core"):
+        for submodule, name in numpy_names:
+            allowed[(f"{package}.{submodule}", name)] = _numpy_attr(submodule, name)
+    return allowed
+
+
+class ForbiddenGlobal(pickle.UnpicklingError):
+    """A pickle references a class or function outside the allowed numpy/builtin set."""
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """An unpickler that only rebuilds builtins and numpy arrays; any other class is refused."""
+
+    allowed = _safe_globals()
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return self.allowed[(module, name)]
+        except KeyError:
+            raise ForbiddenGlobal(
+                f"refusing to load {module}.{name}: only numpy arrays and builtin values are "
+                "allowed in a dataset pickle"
+            ) from None
+
+
+def safe_unpickle(data: bytes, source: str | os.PathLike[str]) -> object:
+    """Unpickle ``data`` with :class:`SafeUnpickler` (Python 2 pickles too, as latin-1)."""
+    try:
+        return SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except ForbiddenGlobal as exc:
+        raise DataError(
+            f"{source}: {exc}. This is not a plain dataset pickle; replace it with the "
+            "original file."
+        ) from exc
+    except Exception as exc:  # truncated or corrupt data raises many different errors
+        reason = exc
+    raise DataError(
+        f"{source}: cannot be read as a python pickle ({type(reason).__name__}: {reason}). "
+        "It is probably corrupt or only partly copied; replace it with an intact copy."
+    ) from reason
+
+
+def load_pickle_dict(data: bytes, source: str | os.PathLike[str]) -> dict[str, object]:
+    """Unpickle a dict safely; byte-string keys are decoded so ``b"data"`` reads as ``"data"``."""
+    obj = safe_unpickle(data, source)
+    if not isinstance(obj, dict):
+        raise DataError(
+            f"{source}: expected a pickled dict but found {type(obj).__name__}. Replace it "
+            "with the original file."
+        )
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def dict_entry(obj: Mapping[str, object], key: str, source: str | os.PathLike[str]) -> object:
+    """Return ``obj[key]``; a missing key raises DataError listing the keys present."""
+    if key not in obj:
+        raise DataError(
+            f"{source}: the pickled dict has no {key!r} entry (it has {sorted(map(str, obj))}). "
+            "Is this the right file? Replace it with the original one."
+        )
+    return obj[key]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def as_labels(values: object, source: str | os.PathLike[str]) -> np.ndarray:
+    """Turn ``values`` (list or array of integers, or integral floats) into int64 (N,)."""
+    try:
+        labels = np.asarray(values)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{source}: the labels are not an array ({exc}).") from exc
+    if labels.ndim == 2 and 1 in labels.shape:
+        labels = labels.reshape(-1)
+    if labels.ndim != 1:
+        raise DataError(
+            f"{source}: expected a 1-D label array but found shape {labels.shape}. Replace the "
+            "file with the original one."
+        )
+    if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == labels // 1):
+        return labels.astype(np.int64)
+    if labels.dtype.kind not in "iu":
+        raise DataError(
+            f"{source}: expected integer labels but found {labels.dtype}. Replace the file "
+            "with the original one."
+        )
+    return labels.astype(np.int64)
+
+
+def as_images(values: object, source: str | os.PathLike[str]) -> np.ndarray:
+    """Turn ``values`` (an array, or a list of equal-shape arrays) into a uint8 array."""
+    try:
+        images = np.asarray(values)
+    except (ValueError, TypeError) as exc:
+        raise DataError(
+            f"{source}: the images are not an array of equal-shape images ({exc})."
+        ) from exc
+    if images.dtype == np.uint8:
+        return images
+    fits = not images.size or (images.min() >= 0 and images.max() <= 255)
+    if images.dtype.kind in "iu" and fits:
+        return images.astype(np.uint8)  # lossless: every value fits in 0..255
+    raise DataError(
+        f"{source}: expected uint8 pixels (0..255) but found {images.dtype} values that do not "
+        "all fit. Convert the images to uint8 or replace the file with the original one."
+    )
+
+
+def check_image_split(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    source: str | os.PathLike[str],
+    shape: tuple[int | None, ...] = (None, None, None),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate uint8 images (N, C, H, W) and int64 labels (N,) in ``0..num_classes-1``.
+
+    ``shape`` gives the expected (C, H, W); None entries are not checked.
+    """
+    expected = "x".join("?" if s is None else str(s) for s in shape)
+    wrong = images.ndim != 4 or any(
+        s is not None and s != d for s, d in zip(shape, images.shape[1:], strict=True)
+    )
+    if wrong:
+        raise DataError(
+            f"{source}: expected images of shape N x {expected} (count, channels, height, width)"
+            f" but found {images.shape}. The file is not in the expected format; replace it."
+        )
+    if images.dtype != np.uint8:
+        raise DataError(f"{source}: expected uint8 images but found {images.dtype}.")
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(
+            f"{source}: holds {len(images)} images but {len(labels)} labels; the counts must be "
+            "equal. The file is damaged or was assembled wrongly; replace it."
+        )
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(
+            f"{source}: labels must lie in 0..{num_classes - 1} but range from {labels.min()} "
+            f"to {labels.max()}. The file is damaged or belongs to another dataset; replace it."
+        )
+    return images, labels.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+
+def parse_cifar_batch(
+    data: bytes, source: str | os.PathLike[str], label_key: str, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Parse one CIFAR python pickle into images (N, 3, 32, 32) and labels (N,)."""
+    obj = load_pickle_dict(data, source)
+    raw = as_images(dict_entry(obj, "data", source), source)
+    labels = as_labels(dict_entry(obj, label_key, source), source)
+    if raw.ndim != 2 or raw.shape[1] != CIFAR_PIXELS:
+        raise DataError(
+            f"{source}: 'data' must have shape N x {CIFAR_PIXELS} (R, G and B planes of 32 x 32)"
+            f" but has shape {raw.shape}. Replace the file with the original one."
+        )
+    images = raw.reshape(len(raw), 3, 32, 32)
+    return check_image_split(images, labels, num_classes, source, (3, 32, 32))
+
+
+def read_cifar_batches(
+    paths: list[Path], label_key: str, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read and concatenate CIFAR batch files."""
+    parts = [
+        parse_cifar_batch(read_file_bytes(path), path, label_key, num_classes) for path in paths
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def load_cifar10(root: str | os.PathLike[str]) -> Arrays:
+    """Read CIFAR-10 from ``root/cifar-10-batches-py`` (python version)."""
+    paths = require_files("cifar10", root)
+    n_train = len(CIFAR10_TRAIN_FILES)
+    return {
+        "train": read_cifar_batches(paths[:n_train], "labels", 10),
+        "test": read_cifar_batches(paths[n_train:], "labels", 10),
+    }
+
+
+def load_cifar100(root: str | os.PathLike[str]) -> Arrays:
+    """Read CIFAR-100 (fine labels) from ``root/cifar-100-python`` (python version)."""
+    train, test = require_files("cifar100", root)
+    return {
+        "train": read_cifar_batches([train], "fine_labels", 100),
+        "test": read_cifar_batches([test], "fine_labels", 100),
+    }
+
+
+# --------------------------------------------------------------------------- MATLAB v5
+
+MAT_HEADER_BYTES = 128
+MAT_VERSION_5 = 0x0100
+MAT_VERSION_73 = 0x0200
+MI_INT8, MI_INT32, MI_UINT32, MI_MATRIX, MI_COMPRESSED = 1, 5, 6, 14, 15
+
+#: MAT data type -> numpy dtype (native order; the file's byte order is applied when read).
+MI_DTYPES: dict[int, str] = {
+    1: "i1",
+    2: "u1",
+    3: "i2",
+    4: "u2",
+    5: "i4",
+    6: "u4",
+    7: "f4",
+    9: "f8",
+    12: "i8",
+    13: "u8",
+}
+#: Numeric MATLAB array class -> numpy dtype.
+MX_CLASSES: dict[int, str] = {
+    6: "f8",
+    7: "f4",
+    8: "i1",
+    9: "u1",
+    10: "i2",
+    11: "u2",
+    12: "i4",
+    13: "u4",
+    14: "i8",
+    15: "u8",
+}
+MX_COMPLEX_FLAG = 0x0800
+
+
+@dataclass(frozen=True)
+class Element:
+    """A MAT data element: its type, its payload and where the next element starts."""
+
+    mtype: int
+    payload: memoryview
+    end: int
+
+
+def mat_byte_order(data: bytes, source: str | os.PathLike[str]) -> str:
+    """Check the 128-byte MAT header and return the file's byte order ``"<"`` or ``">"``."""
+    if len(data) < MAT_HEADER_BYTES:
+        raise DataError(
+            f"{source}: not a MATLAB file: it has {len(data)} bytes, fewer than the 128-byte "
+            "header. It is truncated or not a .mat file; replace it."
+        )
+    indicator = data[126:128]
+    if indicator not in (b"IM", b"MI"):
+        raise DataError(
+            f"{source}: not a MATLAB v5 MAT-file (no endian indicator 'IM'/'MI' at byte 126). "
+            "Replace it with the original .mat file."
+        )
+    order = "<" if indicator == b"IM" else ">"
+    (version,) = struct.unpack(f"{order}H", data[124:126])
+    if version == MAT_VERSION_73:
+        raise DataError(
+            f"{source}: a MATLAB v7.3 (HDF5) file, which this reader does not support. Save it "
+            "again in MATLAB with save(..., '-v7') or use the original v5 file."
+        )
+    if version != MAT_VERSION_5:
+        raise DataError(f"{source}: unknown MAT-file version 0x{version:04X} (expected 0x0100).")
+    return order
+
+
+def read_element(
+    data: memoryview, pos: int, order: str, source: str | os.PathLike[str], pad: bool = True
+) -> Element:
+    """Read the data element at ``pos`` (small format included).
+
+    ``pad``: the next element starts at an 8-byte boundary (subelements); top-level elements
+    follow each other directly.
+    """
+    if pos + 8 > len(data):
+        raise DataError(
+            f"{source}: truncated MAT-file: a data element tag at byte {pos} is cut off. "
+            "Replace the file with an intact copy."
+        )
+    word, size = struct.unpack_from(f"{order}II", data, pos)
+    if word >> 16:  # small data element: size and type packed in the first 4 bytes
+        mtype, size = word & 0xFFFF, word >> 16
+        if size > 4:
+            raise DataError(f"{source}: corrupt small data element at byte {pos}.")
+        return Element(mtype, data[pos + 4 : pos + 4 + size], pos + 8)
+    start, stop = pos + 8, pos + 8 + size
+    if stop > len(data):
+        raise DataError(
+            f"{source}: truncated MAT-file: an element at byte {pos} declares {size} bytes but "
+            f"only {len(data) - start} remain. Replace the file with an intact copy."
+        )
+    end = start + (-(-size // 8) * 8 if pad else size)
+    return Element(word, data[start:stop], end)
+
+
+def element_array(element: Element, order: str, source: str | os.PathLike[str]) -> np.ndarray:
+    """The numeric payload of ``element`` as a native-order 1-D array (maybe a read-only view)."""
+    if element.mtype not in MI_DTYPES:
+        raise DataError(f"{source}: unsupported MAT data type {element.mtype} in a numeric part.")
+    dtype = np.dtype(MI_DTYPES[element.mtype]).newbyteorder(order)
+    if len(element.payload) % dtype.itemsize:
+        raise DataError(f"{source}: a numeric element's size is not a multiple of its type.")
+    values = np.frombuffer(element.payload, dtype=dtype)
+    return values.astype(dtype.newbyteorder("="), copy=False)
+
+
+def parse_matrix(
+    body: memoryview, order: str, source: str | os.PathLike[str]
+) -> tuple[str, np.ndarray] | None:
+    """Parse a miMATRIX payload; None for empty or non-numeric (cell, struct, char...) arrays."""
+    if not body:
+        return None
+    flags = read_element(body, 0, order, source)
+    dims = read_element(body, flags.end, order, source)
+    name = read_element(body, dims.end, order, source)
+    flag_words = element_array(flags, order, source)
+    variable = bytes(name.payload).decode("latin1")
+    mx_class = int(flag_words[0]) & 0xFF
+    if mx_class not in MX_CLASSES or int(flag_words[0]) & MX_COMPLEX_FLAG:
+        return None
+    shape = tuple(int(d) for d in element_array(dims, order, source))
+    real = element_array(read_element(body, name.end, order, source), order, source)
+    if real.size != int(np.prod(shape, dtype=np.int64)):
+        raise DataError(
+            f"{source}: variable {variable!r} declares shape {shape} but "
+            f"holds {real.size} values. The file is corrupt; replace it."
+        )
+    values = real.astype(MX_CLASSES[mx_class], copy=False)
+    return variable, values.reshape(shape, order="F")
+
+
+def parse_mat(data: bytes, source: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Parse the bytes of a MATLAB v5 MAT-file into ``{name: array}``.
+
+    Only real numeric arrays are returned (possibly as read-only views of ``data``); empty,
+    complex, sparse, char, cell and struct variables are skipped.
+    """
+    order = mat_byte_order(data, source)
+    data = memoryview(data)
+    arrays = {}
+    pos = MAT_HEADER_BYTES
+    while pos < len(data):
+        element = read_element(data, pos, order, source, pad=False)
+        pos = element.end
+        payload, mtype = element.payload, element.mtype
+        if mtype == MI_COMPRESSED:
+            try:
+                inner = zlib.decompress(payload)
+            except zlib.error as exc:
+                raise DataError(
+                    f"{source}: a compressed variable cannot be decompressed ({exc}). The file "
+                    "is corrupt or truncated; replace it with an intact copy."
+                ) from exc
+            element = read_element(memoryview(inner), 0, order, source, pad=False)
+            payload, mtype = element.payload, element.mtype
+        if mtype != MI_MATRIX:
+            continue
+        parsed = parse_matrix(payload, order, source)
+        if parsed is not None:
+            arrays[parsed[0]] = parsed[1]
+    return arrays
+
+
+def read_mat(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Read the numeric variables of a MATLAB v5 MAT-file (compressed or not)."""
+    path = Path(path)
+    return parse_mat(read_file_bytes(path), path)
+
+
+def mat_element(mtype: int, payload: bytes, order: str, small: bool = True) -> bytes:
+    """Encode a data element, in the small format when ``small`` and it fits in 4 bytes."""
+    if small and len(payload) <= 4:
+        return struct.pack(f"{order}I", len(payload) << 16 | mtype) + payload.ljust(4, b"\0")
+    padding = b"\0" * (-len(payload) % 8)
+    return struct.pack(f"{order}II", mtype, len(payload)) + payload + padding
+
+
+def mx_class_of(dtype: np.dtype) -> int:
+    """The MATLAB class of numpy ``dtype``; unsupported dtypes raise ValueError."""
+    for mx_class, name in MX_CLASSES.items():
+        if np.dtype(name) == np.dtype(dtype).newbyteorder("="):
+            return mx_class
+    raise ValueError(f"cannot store dtype {dtype} in a MAT-file; use a numeric dtype")
+
+
+def mi_type_of(dtype: np.dtype) -> int:
+    """The MAT data type that stores numpy ``dtype``."""
+    for mtype, name in MI_DTYPES.items():
+        if np.dtype(name) == np.dtype(dtype).newbyteorder("="):
+            return mtype
+    raise ValueError(f"no MAT data type stores dtype {dtype}")
+
+
+def encode_matrix(name: str, array: np.ndarray, order: str, storage: np.dtype) -> bytes:
+    """Encode ``array`` as a miMATRIX element whose values are stored as ``storage``."""
+    array = np.asarray(array)
+    shape = array.shape if array.ndim >= 2 else (1, array.size)
+    values = array.reshape(shape).ravel(order="F").astype(np.dtype(storage).newbyteorder(order))
+    body = b"".join(
+        [
+            mat_element(MI_UINT32, struct.pack(f"{order}II", mx_class_of(array.dtype), 0), order),
+            mat_element(MI_INT32, np.asarray(shape, dtype=f"{order}i4").tobytes(), order),
+            mat_element(MI_INT8, name.encode("ascii"), order),
+            mat_element(mi_type_of(storage), values.tobytes(), order),
+        ]
+    )
+    return mat_element(MI_MATRIX, body, order, small=False)
+
+
+def write_mat(
+    path: str | os.PathLike[str],
+    arrays: Mapping[str, np.ndarray],
+    compress: bool = True,
+    *,
+    byte_order: str = "<",
+    storage: Mapping[str, np.dtype | str] | None = None,
+) -> Path:
+    """Write numeric ``arrays`` as a MATLAB v5 MAT-file (each variable zlib-compressed or not).
+
+    ``storage`` optionally stores a variable's values in a smaller type than its class, as
+    MATLAB does (e.g. a double array of small integers stored as uint8). 1-D arrays are
+    written as 1 x N rows.
+    """
+    text = b"MATLAB 5.0 MAT-file, Platform: hlop, written by hlop.data.readers.write_mat"
+    header = text.ljust(116, b" ") + b"\0" * 8
+    header += struct.pack(f"{byte_order}HH", MAT_VERSION_5, 0x4D49)
+    parts = [header]
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        kind = (storage or {}).get(name, array.dtype)
+        element = encode_matrix(name, array, byte_order, np.dtype(kind))
+        if compress:  # a compressed element is not padded
+            packed = zlib.compress(element)
+            element = struct.pack(f"{byte_order}II", MI_COMPRESSED, len(packed)) + packed
+        parts.append(element)
+    path = Path(path)
+    write_bytes_atomic(path, b"".join(parts))
+    return path
+
+
+# --------------------------------------------------------------------------- SVHN
+
+
+def parse_svhn(
+    arrays: Mapping[str, np.ndarray], source: str | os.PathLike[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn the X (32x32x3xN) and y (Nx1, 1..10) variables of an SVHN file into one split."""
+    for key in ("X", "y"):
+        if key not in arrays:
+            raise DataError(
+                f"{source}: the MAT-file has no numeric variable {key!r} (it has "
+                f"{sorted(arrays)}). Is this an SVHN cropped-digits file? Replace it."
+            )
+    x = arrays["X"]
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3):
+        raise DataError(
+            f"{source}: X must have shape 32 x 32 x 3 x N but has {x.shape}. Replace the file "
+            "with the original train_32x32.mat/test_32x32.mat."
+        )
+    if x.dtype != np.uint8:
+        raise DataError(f"{source}: X must hold uint8 pixels but holds {x.dtype}.")
+    labels = as_labels(arrays["y"], f"{source} (variable y)")
+    if labels.size and (labels.min() < 1 or labels.max() > 10):
+        raise DataError(
+            f"{source}: SVHN labels must lie in 1..10 (10 is digit 0) but range from "
+            f"{labels.min()} to {labels.max()}. Replace the file with the original one."
+        )
+    images = np.ascontiguousarray(x.transpose(3, 2, 0, 1))
+    return check_image_split(images, labels % 10, 10, source, (3, 32, 32))
+
+
+def load_svhn(root: str | os.PathLike[str]) -> Arrays:
+    """Read SVHN (cropped digits) from ``root/svhn/{train,test}_32x32.mat``; label 10 -> 0."""
+    train, test = require_files("svhn", root)
+    return {"train": parse_svhn(read_mat(train), train), "test": parse_svhn(read_mat(test), test)}
+
+
+# --------------------------------------------------------------------------- MNIST-like
+
+
+def load_fashion_mnist(
+    root: str | os.PathLike[str],
+    system_dir: str | os.PathLike[str] | None = DEBIAN_FASHION_MNIST_DIR,
+) -> Arrays:
+    """Read FashionMNIST IDX files from ``root/fashion-mnist``, else from ``system_dir``.
+
+    ``system_dir`` defaults to where Debian's package ``dataset-fashion-mnist`` installs the
+    files; it is used only when ``root/fashion-mnist`` does not exist. Images come back as
+    (N, 1, 28, 28).
+    """
+    directory = Path(root) / FASHION_MNIST_DIR
+    if not directory.exists():
+        if system_dir is None or not Path(system_dir).is_dir():
+            extra = f" (nor {system_dir})" if system_dir is not None else ""
+            how = placement_instructions("fashion-mnist", root)
+            raise DataError(f"{directory} does not exist{extra}.\n{how}")
+        directory = Path(system_dir)
+    data = load_mnist_dir(directory, "FashionMNIST", fetch_key="fashion-mnist")
+    return {split: (images[:, None], labels) for split, (images, labels) in data.items()}
+
+
+# --------------------------------------------------------------------------- pickled sets
+
+
+def read_pickled_split(
+    path: Path,
+    image_key: str,
+    num_classes: int,
+    channels_last: bool,
+    shape: tuple[int | None, ...] = (None, None, None),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a pickled ``{image_key: images, "labels": labels}`` dict as (N, C, H, W) uint8."""
+    obj = load_pickle_dict(read_file_bytes(path), path)
+    images = as_images(dict_entry(obj, image_key, path), path)
+    labels = as_labels(dict_entry(obj, "labels", path), path)
+    if channels_last:
+        if images.ndim != 4 or images.shape[3] != 3:
+            raise DataError(
+                f"{path}: {image_key!r} must have shape N x H x W x 3 but has {images.shape}. "
+                "Replace the file with one in that format."
+            )
+        images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    elif images.ndim == 3:
+        images = images[:, None]
+    return check_image_split(images, labels, num_classes, path, shape)
+
+
+def load_notmnist(root: str | os.PathLike[str]) -> Arrays:
+    """Read notMNIST from ``root/notmnist/notmnist_{train,test}.pkl`` as (N, 1, 32, 32)."""
+    train, test = require_files("notmnist", root)
+    return {
+        "train": read_pickled_split(train, "features", 10, False, (1, 32, 32)),
+        "test": read_pickled_split(test, "features", 10, False, (1, 32, 32)),
+    }
+
+
+def load_miniimagenet(root: str | os.PathLike[str]) -> Arrays:
+    """Read miniImageNet from ``root/miniimagenet/{train,test}.pkl`` as (N, 3, H, W)."""
+    train, test = require_files("miniimagenet", root)
+    return {
+        "train": read_pickled_split(train, "images", 100, True, (3, None, None)),
+        "test": read_pickled_split(test, "images", 100, True, (3, None, None)),
+    }
+
+
+LOADERS = {
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "svhn": load_svhn,
+    "fashion-mnist": load_fashion_mnist,
+    "notmnist": load_notmnist,
+    "miniimagenet": load_miniimagenet,
+}
