@@ -24,7 +24,7 @@ import torch
 from . import __version__
 from .config import Config, ConfigError, validate
 from .continual import Events, RunState, method_plugins, run_continual
-from .data import DataError, load_embedded_mnist, load_mnist_dir, permuted_mnist
+from .data import MNIST_FILES, DataError, load_embedded_mnist, load_mnist_dir, permuted_mnist
 from .data.benchmarks import (
     Benchmark,
     five_datasets,
@@ -68,14 +68,22 @@ BENCHMARK_DATASETS = {
 }
 
 
+def _expected_files(dataset: str) -> list[str]:
+    if dataset == "mnist":
+        return [f"D/mnist/{name}" for name in MNIST_FILES.values()]
+    layout = LAYOUTS[dataset]
+    return [f"D/{layout.folder}/{name}" for name in layout.files]
+
+
 def _data_root(cfg: Config) -> Path:
     if cfg.data_dir is None:
-        names = BENCHMARK_DATASETS[cfg.benchmark]
-        folders = ", ".join(f"D/{LAYOUTS[n].folder}/" if n in LAYOUTS else f"D/{n}/" for n in names)
+        lines = []
+        for n in BENCHMARK_DATASETS[cfg.benchmark]:
+            how = f"hlop data fetch {n} --data-dir D"
+            lines.append(f"  {n}: {', '.join(_expected_files(n))} ({how})")
         raise DataError(
-            f"benchmark {cfg.benchmark} reads {', '.join(names)} from a data directory: pass "
-            f"--data-dir D holding {folders}; `hlop data fetch NAME --data-dir D` downloads "
-            "what can be downloaded and says which files to place where for the rest"
+            f"benchmark {cfg.benchmark} reads its data from a data directory: pass --data-dir D "
+            "holding these files (IDX files may also be .gz):\n" + "\n".join(lines)
         )
     return Path(cfg.data_dir)
 
