@@ -135,3 +135,22 @@ def test_state_dict_loads_into_fresh_circuit():
     assert torch.equal(fresh.weight, c.weight) and torch.equal(fresh.velocity, c.velocity)
     x = torch.randn(2, 10)
     assert torch.equal(fresh.project(x), c.project(x))
+
+
+@pytest.mark.parametrize("rows", [5, 50])
+def test_covariance_form_equals_batch_form(rows):
+    """Many rows (conv patches) use C = X^T X / B; the update is the same rule."""
+    torch.manual_seed(4)
+    c = LateralCircuit(12, lr=0.05, iterations=3)
+    c.add_subspace(3)
+    c.merge()
+    c.add_subspace(4)
+    h0, x = c.weight.clone(), torch.randn(rows, 12)
+    c.hebbian_update(x)
+    h, v = h0.clone(), torch.zeros_like(h0)
+    for _ in range(3):  # the rule written out on the batch
+        y = x @ h.t()
+        dh = (y.t() @ (x - y @ h) / rows).clamp(-10, 10)
+        v[3:] = 0.9 * v[3:] + 0.1 * dh[3:]
+        h[3:] += 0.05 * v[3:]
+    assert torch.allclose(c.weight, h, atol=1e-5)

@@ -175,3 +175,11 @@ def test_unknown_rule_or_mode_refused():
         ProjectedLinear(4, 2, proj_type="both")
     with pytest.raises(ValueError, match="circuit dimension"):
         ProjectedLinear(4, 2, circuit=LateralCircuit(5))
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 1, 1), (2, 0, 2), (1, 2, 2)])
+def test_conv_patches_equal_unfold(stride, padding, dilation):
+    conv = ProjectedConv2d(3, 4, 3, stride=stride, padding=padding, dilation=dilation)
+    x = torch.randn(2, 3, 9, 9)
+    patches = torch.nn.functional.unfold(x, 3, dilation, padding, stride)
+    assert torch.equal(conv._activity_rows(x), patches.transpose(1, 2).reshape(-1, 27))

@@ -163,10 +163,17 @@ class LateralCircuit(nn.Module):
             return
         x = x.to(self.weight.dtype)
         h, vel = self.weight, self.velocity
+        # Y^T (X - Y H) / B = H_new C - (H_new C H^T) H with C = X^T X / B: with many more
+        # rows than dimensions (unfolded conv patches), C once beats B-row products per iteration
+        cov = x.t() @ x / x.shape[0] if not self.spiking and x.shape[0] > x.shape[1] else None
         for _ in range(self.iterations if iterations is None else iterations):
-            y = self.respond(x, h)
-            residual = x - y @ h
-            dh = (y[:, k:].t() @ residual).div_(x.shape[0]).clamp_(-self.clip, self.clip)
+            if cov is None:
+                y = self.respond(x, h)
+                dh = y[:, k:].t() @ (x - y @ h) / x.shape[0]
+            else:
+                p = h[k:] @ cov
+                dh = p - (p @ h.t()) @ h
+            dh.clamp_(-self.clip, self.clip)
             vel[k:].mul_(self.momentum).add_(dh, alpha=1.0 - self.momentum)
             h[k:].add_(vel[k:], alpha=self.lr)
 

@@ -269,8 +269,20 @@ class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
         return torch.nn.grad.conv2d_input(x_shape, b, g, self.stride, self.padding, self.dilation)
 
     def _activity_rows(self, x):
-        patches = F.unfold(x, self.kernel_size, self.dilation, self.padding, self.stride)
-        return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+        """Unfolded patches (B * L x C_in k k), ordered as the weight's flattened columns.
+
+        Same rows as ``F.unfold`` (transposed), taken from strided views: several times
+        faster on CPU."""
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+        )
+        xp = F.pad(x, (pw, pw, ph, ph))
+        v = xp.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
+        v = v[..., ::dh, ::dw]  # B, C, H_out, W_out, kh, kw
+        return v.permute(0, 2, 3, 1, 4, 5).reshape(-1, self.patch_features)
 
     def _grad_rows(self, g):
         return g.flatten(2).transpose(1, 2).reshape(-1, g.shape[1])
