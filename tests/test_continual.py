@@ -6,22 +6,13 @@ import json
 
 import pytest
 import torch
+from conftest import SMALL_PMNIST
 
 from hlop.config import Config, apply_overrides, preset
 from hlop.continual import evaluate
 from hlop.experiment import build_benchmark, load_checkpoint, train
 
-SMALL = [
-    "tasks=3",
-    "timesteps=4",
-    "hidden=200",
-    "epochs=4",
-    "lr=0.3",
-    "train_limit=1000",
-    "test_limit=500",
-    "hlop.lrs=[0.01,0.05,0.05]",
-    "hlop.sizes=[[100,100,60],[50,50,40],[50,50,40]]",
-]
+SMALL = ["timesteps=4", *SMALL_PMNIST]
 
 
 def small_config(method: str, *extra: str):

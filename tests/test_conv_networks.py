@@ -1,6 +1,6 @@
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import step_gradients
 
 from hlop.networks import SpikingCNN, SpikingResNet18
 
@@ -20,17 +20,6 @@ def later_task(model):
     return model
 
 
-def step_gradients(model, x, y, fast):
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    model.fast = fast
-    model.zero_grad()
-    out = model(x)
-    F.cross_entropy(out, y).backward()
-    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.load_state_dict(state)
-    return out.detach(), grads
-
-
 @pytest.mark.parametrize("proj_type", ["input", "weight"])
 @pytest.mark.parametrize("arch", ["cnn", "resnet"])
 def test_conv_fast_path_equals_per_step_path(arch, proj_type):
@@ -42,8 +31,8 @@ def test_conv_fast_path_equals_per_step_path(arch, proj_type):
         model = SpikingResNet18(width=4, timesteps=5, proj_type=proj_type)
     later_task(model)
     x, y = torch.randn(6, 3, 32, 32) * 2, torch.randint(0, 10, (6,))
-    out_s, g_s = step_gradients(model, x, y, fast=False)
-    out_f, g_f = step_gradients(model, x, y, fast=True)
+    out_s, g_s, _ = step_gradients(model, x, y, fast=False)
+    out_f, g_f, _ = step_gradients(model, x, y, fast=True)
     assert torch.allclose(out_f, out_s, atol=1e-5)
     assert set(g_s) == {n for n, p in model.named_parameters() if p.dim() > 1}
     for name, gs in g_s.items():

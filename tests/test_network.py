@@ -1,6 +1,6 @@
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import step_gradients
 
 from hlop import SpikingMLP
 from hlop.projection import FEEDBACK_RULES
@@ -18,18 +18,6 @@ def task2_model(feedback="backprop", proj_type="input", seed=0, **kw):
     for c in m.circuits():
         c.learning = c.projecting = True
     return m
-
-
-def step_gradients(m, x, y, fast):
-    state = {k: v.clone() for k, v in m.state_dict().items()}
-    m.fast = fast
-    m.zero_grad()
-    out = m(x)
-    F.cross_entropy(out, y).backward()
-    grads = {n: p.grad.clone() for n, p in m.named_parameters()}
-    circuits = [c.weight.clone() for c in m.circuits()]
-    m.load_state_dict(state)
-    return out.detach(), grads, circuits
 
 
 @pytest.mark.parametrize("feedback", FEEDBACK_RULES)

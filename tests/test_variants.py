@@ -5,21 +5,11 @@ import io
 
 import pytest
 import torch
+from conftest import SMALL_PMNIST as SMALL
 
 from hlop.config import apply_overrides, preset
 from hlop.continual import Replay, RunState
 from hlop.experiment import build_benchmark, build_model, train
-
-SMALL = [
-    "tasks=3",
-    "hidden=200",
-    "epochs=4",
-    "lr=0.3",
-    "train_limit=1000",
-    "test_limit=500",
-    "hlop.lrs=[0.01,0.05,0.05]",
-    "hlop.sizes=[[100,100,60],[50,50,40],[50,50,40]]",
-]
 
 # name: (training method, overrides, HLOP's lower forgetting is stable at this scale)
 VARIANTS = {

@@ -167,6 +167,8 @@ def _conv_preset(cfg: Config) -> None:
     """Shared settings of the convolutional experiments (SGD with momentum, cosine)."""
     cfg.optimizer, cfg.momentum, cfg.scheduler = "sgd", 0.9, "cosine"
     cfg.hlop.lrs = [0.01]
+    # identical to input mode for non-spiking circuits, and much cheaper for convolutions
+    cfg.hlop.proj_type = "weight"
     r = cfg.replay
     r.memory_size, r.epochs, r.batch_size, r.lr, r.t_max = 50, 20, 50, 0.001, 20
 
