@@ -19,6 +19,8 @@ from .projection import Feedback, ProjectedConv2d, ProjectedLayer, ProjectedLine
 from .surrogate import SurrogateLIF
 
 TRAINING_METHODS = ("dsr", "bptt", "ottt")
+# network mode -> row layout of the projected layers that see spikes
+LAYOUTS = {"steps": "rows", "fast": "fast", "online": "trace"}
 
 
 class SpikingNetwork(nn.Module):
@@ -203,8 +205,7 @@ class SpikingNetwork(nn.Module):
                 m.timesteps = t
             elif isinstance(m, ProjectedLayer):
                 static = mode != "steps" and m is self._input_layer[0]
-                m.layout = "rows" if static or mode == "steps" else mode
-                m.layout = "trace" if m.layout == "online" else m.layout
+                m.layout = "rows" if static else LAYOUTS[mode]
                 m.timesteps = None if static else t
                 m.rate_weights = weights
                 m.hebbian_on = self.hebbian_on

@@ -42,34 +42,32 @@ HEBBIAN_SOURCES = ("wfr", "spikes")
 class _ProjectedFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, feedback, layer, circuit, layout):  # type: ignore[override]
-        ctx.layer, ctx.circuit, ctx.layout = layer, circuit, layout
-        ctx.save_for_backward(x, weight, feedback)
+        ctx.layer, ctx.circuit, ctx.layout, ctx.x_shape = layer, circuit, layout, x.shape
         ctx.has_bias = bias is not None
-        if layout == "trace":  # rows [spikes; traces]: the forward sees the spikes only
-            x = x[: x.shape[0] // 2]
+        if layout == "fast":  # only the rate slice (the last B rows) will carry gradient
+            active = x[-(x.shape[0] // (layer.timesteps + 1)) :].clone()  # keep B rows, not all
+        elif layout == "trace":  # rows [spikes; traces]: forward on spikes, update from traces
+            n = x.shape[0] // 2
+            x, active = x[:n], x[n:]
+        else:
+            active = x
+        ctx.save_for_backward(active, weight, feedback)
         return layer._op(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        x, weight, feedback = ctx.saved_tensors
+        xa, weight, feedback = ctx.saved_tensors
         layer: ProjectedLayer = ctx.layer
         circuit: LateralCircuit | None = ctx.circuit
-        g, n = grad_out, grad_out.shape[0]
-        if ctx.layout == "fast":  # only the rate slice (the last B rows) carries gradient
-            n = x.shape[0] // (layer.timesteps + 1)
-            g = grad_out[-n:]
-            xa = x[-n:]
-        elif ctx.layout == "trace":  # OTTT: the weight update uses the presynaptic trace
-            xa = x[n:]
-        else:
-            xa = x
+        n = xa.shape[0]
+        g = grad_out[-n:] if ctx.layout == "fast" else grad_out
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             gx = layer._grad_input(g, feedback if feedback is not None else weight, xa.shape)
             if ctx.layout == "rows":
                 grad_x = gx
-            else:
-                grad_x = gx.new_zeros(x.shape)
+            else:  # the other rows carry no gradient
+                grad_x = gx.new_zeros(ctx.x_shape)
                 if ctx.layout == "fast":
                     grad_x[-n:] = gx
                 else:
@@ -124,7 +122,8 @@ class ProjectedLayer(nn.Module):
         else:
             self.feedback_weight = None
 
-    # subclasses: _op, _check, _grad_input, _weight_rows, _grad_rows, _ss_scale
+    # subclasses: _op, _check, _grad_input, _activity_rows, _grad_rows, _plain_grad_weight,
+    # _ss_scale
 
     def _feedback_matrix(self) -> Tensor | None:
         if self.feedback == "feedback-alignment":
