@@ -77,11 +77,15 @@ WRITERS = {
 }
 
 
-@pytest.mark.parametrize("benchmark", list(WRITERS))
-def test_benchmark_end_to_end_on_fixtures(benchmark, tmp_path):
+@pytest.mark.parametrize(
+    "benchmark, extra",
+    [(b, []) for b in WRITERS]
+    + [("cifar100", ["feedback=sign-symmetric"]), ("cifar100", ["hlop.proj_type=input"])],
+)
+def test_benchmark_end_to_end_on_fixtures(benchmark, extra, tmp_path):
     torch.set_num_threads(1)
     WRITERS[benchmark](tmp_path / "data")
-    cfg = apply_overrides(preset(benchmark), [*QUICK, f"data_dir={tmp_path / 'data'}"])
+    cfg = apply_overrides(preset(benchmark), [*QUICK, f"data_dir={tmp_path / 'data'}", *extra])
     if benchmark == "cifar100":
         apply_overrides(cfg, ["hlop.sizes=[[6,10,10],[2,2,2]]"])
     out = tmp_path / "run"
