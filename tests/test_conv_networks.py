@@ -92,3 +92,33 @@ def test_domain_incremental_shared_head_has_a_circuit():
     assert len(model.circuits()) == 21
     with pytest.raises(RuntimeError, match="shared head"):
         model.add_head(10)
+
+
+def test_conv_circuit_learns_principal_subspace_of_its_patches():
+    """Images whose 3x3 patches (stride 3) mostly vary along 3 directions: the circuit of a
+    strided conv, learning from the layer's own forward passes, finds that subspace."""
+    from hlop import LateralCircuit, ProjectedConv2d
+
+    torch.manual_seed(0)
+    n = 2 * 9
+    basis, _ = torch.linalg.qr(torch.randn(n, n))
+    scales = torch.tensor([3.0, 2.5, 2.0] + [0.1] * (n - 3))
+    # the stride-3 patches of a 2-channel 3x3 kernel tile the image: place sampled patches
+    patches = (torch.randn(64 * 16, n) * scales) @ basis.t()
+    x = patches.reshape(64, 4, 4, 2, 3, 3).permute(0, 3, 1, 4, 2, 5).reshape(64, 2, 12, 12)
+    circuit = LateralCircuit(n, lr=0.01)
+    circuit.add_subspace(3)
+    circuit.learning = True
+    conv = ProjectedConv2d(2, 4, 3, stride=3, circuit=circuit)
+    conv.train()
+    for lr, steps in [(0.01, 150), (0.002, 150)]:
+        circuit.lr = lr
+        for _ in range(steps):
+            conv(x)
+    rows = conv.presynaptic(x)
+    assert torch.allclose(rows, patches)  # the circuit sees exactly the stride-3 patches
+    cov = rows.t() @ rows / len(rows)
+    top = torch.linalg.eigh(cov).eigenvectors[:, -3:]  # principal subspace of the patches seen
+    q, _ = torch.linalg.qr(circuit.weight.t())
+    cos = torch.linalg.svdvals(top.t() @ q).min().clamp(max=1.0)
+    assert torch.rad2deg(torch.arccos(cos)) < 3.0
