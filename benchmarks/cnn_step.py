@@ -23,15 +23,11 @@ import torch.nn.functional as F
 
 
 def one(proj_type: str, fast: bool, batch: int, timesteps: int, repeats: int) -> dict:
-    from hlop.networks import SpikingCNN
+    from hlop.networks import SpikingCNN, as_during_task
 
     torch.manual_seed(0)
     m = SpikingCNN(timesteps=timesteps, proj_type=proj_type)
-    m.add_subspaces([6, 100, 200])
-    m.merge_circuits()
-    m.add_subspaces([2, 20, 40])
-    for c in m.circuits():
-        c.learning = c.projecting = True
+    as_during_task(m, [[6, 100, 200], [2, 20, 40]])
     m.consolidated = True
     m.train()
     m.fast = fast

@@ -18,19 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from hlop import SpikingMLP
+from hlop.networks import as_during_task
 
 
 def build(proj_type: str) -> SpikingMLP:
     torch.manual_seed(0)
-    m = SpikingMLP(proj_type=proj_type)
-    m.add_subspaces([80, 200, 100])
-    m.merge_circuits()
-    m.add_subspaces([70, 70, 70])
-    m.merge_circuits()
-    m.add_subspaces([70, 70, 70])
-    for c in m.circuits():
-        c.learning = c.projecting = True
-    return m
+    return as_during_task(SpikingMLP(proj_type=proj_type), [[80, 200, 100], [70] * 3, [70] * 3])
 
 
 def step(m: SpikingMLP, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:

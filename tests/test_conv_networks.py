@@ -2,17 +2,14 @@ import pytest
 import torch
 from conftest import step_gradients
 
-from hlop.networks import SpikingCNN, SpikingResNet18
+from hlop.networks import SpikingCNN, SpikingResNet18, as_during_task
 
 
 def later_task(model):
     """As in task k > 0: circuits with an old block projecting, a new one learning, BN fixed."""
     # old blocks leave part of every input space free (else that gradient is exactly 0)
-    model.add_subspaces([min(4, c.in_features // 2) for c in model.circuits()])
-    model.merge_circuits()
-    model.add_subspaces([1] * len(model.circuits()))
-    for c in model.circuits():
-        c.learning = c.projecting = True
+    old = [min(4, c.in_features // 2) for c in model.circuits()]
+    as_during_task(model, [old, [1] * len(old)])
     model.consolidated = True
     model.train()
     for p in model.parameters():

@@ -3,6 +3,7 @@ import torch
 from conftest import step_gradients
 
 from hlop import SpikingMLP
+from hlop.networks import as_during_task
 from hlop.projection import FEEDBACK_RULES
 
 
@@ -10,14 +11,7 @@ def task2_model(feedback="backprop", proj_type="input", seed=0, **kw):
     """The PMNIST network as during task 2: two merged blocks' worth old, one learning."""
     torch.manual_seed(seed)
     m = SpikingMLP(feedback=feedback, proj_type=proj_type, **kw)
-    m.add_subspaces([80, 200, 100])
-    m.merge_circuits()
-    m.add_subspaces([70, 70, 70])
-    m.merge_circuits()
-    m.add_subspaces([70, 70, 70])
-    for c in m.circuits():
-        c.learning = c.projecting = True
-    return m
+    return as_during_task(m, [[80, 200, 100], [70] * 3, [70] * 3])
 
 
 @pytest.mark.parametrize("feedback", FEEDBACK_RULES)

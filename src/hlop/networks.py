@@ -419,6 +419,15 @@ class SpikingResNet18(SpikingNetwork):
         return self.sn(self.bn(h)).mean(dim=(2, 3))
 
 
-def circuit_state(model: SpikingNetwork) -> dict[str, list[int]]:
-    """Block sizes of every circuit, by layer name (for logs and results)."""
-    return {n: m.circuit.blocks for n, m in model.projected_layers()}
+def as_during_task(model: SpikingNetwork, sizes: Sequence[Sequence[int]]) -> SpikingNetwork:
+    """Put the circuits in their state during the last task of ``sizes`` (for benchmarks and
+    tests): every earlier block added and merged, the last one added; circuits learning and,
+    after task 0, projecting."""
+    for k, block in enumerate(sizes):
+        if k:
+            model.merge_circuits()
+        model.add_subspaces(list(block))
+    for c in model.circuits():
+        c.learning = True
+        c.projecting = len(sizes) > 1
+    return model
