@@ -23,18 +23,17 @@ import torch.nn.functional as F
 
 
 def one(proj_type: str, fast: bool, batch: int, timesteps: int, repeats: int) -> dict:
-    from hlop.networks import SpikingCNN, as_during_task
+    from hlop import NetworkOptions
+    from hlop.networks import SpikingCNN
+    from hlop.testing import as_during_task
 
     torch.manual_seed(0)
-    m = SpikingCNN(timesteps=timesteps, proj_type=proj_type)
+    m = SpikingCNN(options=NetworkOptions(timesteps=timesteps, proj_type=proj_type))
     as_during_task(m, [[6, 100, 200], [2, 20, 40]])
-    m.consolidated = True
     m.train()
+    m.begin_task(1, 10)  # a later task: batch norm fixed, only weight matrices train
     m.fast = fast
-    params = [p for p in m.parameters() if p.dim() > 1]
-    for p in m.parameters():
-        p.requires_grad_(p.dim() > 1)
-    opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD(m.trainable_parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     times = []
     for i in range(repeats + 1):

@@ -17,13 +17,16 @@ import time
 import torch
 import torch.nn.functional as F
 
-from hlop import SpikingMLP
-from hlop.networks import as_during_task
+from hlop import NetworkOptions, SpikingMLP
+from hlop.testing import as_during_task
 
 
 def build(proj_type: str) -> SpikingMLP:
     torch.manual_seed(0)
-    return as_during_task(SpikingMLP(proj_type=proj_type), [[80, 200, 100], [70] * 3, [70] * 3])
+    return as_during_task(
+        SpikingMLP(options=NetworkOptions(proj_type=proj_type)),
+        [[80, 200, 100], [70] * 3, [70] * 3],
+    )
 
 
 def step(m: SpikingMLP, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:

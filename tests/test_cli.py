@@ -10,9 +10,10 @@ import torch
 import hlop.experiment
 from hlop.cli import main
 from hlop.config import apply_overrides, preset
-from hlop.continual import HLOP, Plugin
+from hlop.continual import Plugin
 from hlop.data import write_idx
 from hlop.experiment import train
+from hlop.methods import HLOP
 
 TINY = ["--tasks", "2", "--timesteps", "2", "--set", "train_limit=200", "--set", "test_limit=100"]
 

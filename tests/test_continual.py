@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import SMALL_PMNIST
+from helpers import SMALL_PMNIST
 
 from hlop.config import Config, apply_overrides, preset
 from hlop.continual import evaluate

@@ -1,16 +1,15 @@
 import pytest
 import torch
-from conftest import step_gradients
+from helpers import as_during_task, step_gradients
 
-from hlop import SpikingMLP
-from hlop.networks import as_during_task
+from hlop import NetworkOptions, SpikingMLP
 from hlop.projection import FEEDBACK_RULES
 
 
 def task2_model(feedback="backprop", proj_type="input", seed=0, **kw):
     """The PMNIST network as during task 2: two merged blocks' worth old, one learning."""
     torch.manual_seed(seed)
-    m = SpikingMLP(feedback=feedback, proj_type=proj_type, **kw)
+    m = SpikingMLP(options=NetworkOptions(feedback=feedback, proj_type=proj_type, **kw))
     return as_during_task(m, [[80, 200, 100], [70] * 3, [70] * 3])
 
 

@@ -47,10 +47,9 @@ def test_bptt_gradient_equals_unrolled_hand_computation():
 
 def test_ottt_trace_and_spikes_by_hand():
     sn = SurrogateLIF(3, tau=2.0, vth=1.0)
-    sn.online = True
+    sn.layout = "online"
     outs = []
-    for t, current in enumerate([1.2, 0.5, 1.0]):
-        sn.step = t
+    for current in [1.2, 0.5, 1.0]:
         outs.append(sn(torch.tensor([[current]])).flatten().tolist())
     # v: 1.2 -> spike, 0.2; 0.1 + 0.5 = 0.6; 0.3 + 1.0 = 1.3 -> spike
     spikes = [o[0] for o in outs]
@@ -61,11 +60,9 @@ def test_ottt_trace_and_spikes_by_hand():
 
 def test_ottt_membrane_is_detached_between_steps():
     sn = SurrogateLIF(2)
-    sn.online = True
+    sn.layout = "online"
     x0 = torch.tensor([[0.9]], requires_grad=True)
-    sn.step = 0
     sn(x0)
-    sn.step = 1
     out = sn(torch.tensor([[0.9]], requires_grad=True))
     out[:1].sum().backward()
     assert x0.grad is None  # no gradient through v_{t-1}

@@ -5,11 +5,12 @@ import io
 
 import pytest
 import torch
-from conftest import SMALL_PMNIST as SMALL
+from helpers import SMALL_PMNIST as SMALL
 
 from hlop.config import apply_overrides, preset
-from hlop.continual import Replay, RunState
+from hlop.continual import RunState
 from hlop.experiment import build_benchmark, build_model, train
+from hlop.methods import Replay
 
 # name: (training method, overrides, HLOP's lower forgetting is stable at this scale)
 VARIANTS = {

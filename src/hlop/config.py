@@ -14,6 +14,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from .networks import NETWORKS, STEMS
+from .projection import FEEDBACK_RULES, HEBBIAN_SOURCES, HEBBIAN_STRIDES, PROJ_TYPES
+from .training import TRAINING_RULES
+
 
 class ConfigError(ValueError):
     """An unknown key or an out-of-range value, reported before training starts."""
@@ -47,6 +51,9 @@ class HLOPConfig:
     sizes: list[list[int]] = field(default_factory=list)
     start_epochs: int = 0  # epochs of each task before the circuits start learning
     hebbian_on: str = "wfr"  # what circuits learn from: "wfr" (rate over time) or "spikes"
+    # convolutions learn from patches at their own stride ("layer") or at stride 1 ("one",
+    # as the authors' code does); projection always uses the layer's own patches
+    hebbian_stride: str = "layer"
     spiking: bool = False
     spike_scale: float = 20.0
     spike_steps: int = 1000
@@ -122,9 +129,6 @@ BENCHMARKS = (
     "split-fashion-mnist",
     "split-mnist",
 )
-METHODS = ("hlop", "baseline")
-MODELS = ("mlp", "cnn", "resnet18")
-TRAININGS = ("dsr", "bptt", "ottt")
 
 
 def pmnist_sizes(tasks: int = 10) -> list[list[int]]:
@@ -180,8 +184,10 @@ def preset(benchmark: str, training: str = "dsr") -> Config:
     """
     if benchmark not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
-    if training not in TRAININGS:
-        raise ConfigError(f"unknown training method {training!r}; choose one of {TRAININGS}")
+    if training not in TRAINING_RULES:
+        raise ConfigError(
+            f"unknown training method {training!r}; choose one of {tuple(TRAINING_RULES)}"
+        )
     cfg = Config(benchmark=benchmark, training=training)
     if benchmark in ("pmnist", "pmnist-subset"):
         cfg.hlop.sizes = pmnist_sizes(10)
@@ -312,13 +318,16 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
 def validate(
     cfg: Config, layer_dims: list[int] | None = None, max_tasks: int | None = None
 ) -> None:
     """Refuse out-of-range values; ``layer_dims``: input dimension of each circuit."""
     _check(cfg.benchmark in BENCHMARKS, f"benchmark must be one of {BENCHMARKS}")
-    _check(cfg.method in METHODS, f"method must be one of {METHODS}, got {cfg.method!r}")
-    _check(cfg.training in TRAININGS, f"training must be one of {TRAININGS}, got {cfg.training!r}")
+    _choice("training", cfg.training, tuple(TRAINING_RULES))
     _check(
         not cfg.online_update or cfg.training == "ottt",
         "online_update (--online-update) applies to OTTT training only (--training ottt)",
@@ -327,8 +336,8 @@ def validate(
     for name in ("memory_size", "epochs", "batch_size", "t_max"):
         _check(getattr(r, name) >= 1, f"replay.{name} must be >= 1, got {getattr(r, name)}")
     _check(r.lr > 0, f"replay.lr must be > 0, got {r.lr}")
-    _check(cfg.model in MODELS, f"model must be one of {MODELS}, got {cfg.model!r}")
-    _check(cfg.stem in ("3x3", "5x5"), f"stem must be 3x3 or 5x5, got {cfg.stem!r}")
+    _choice("model", cfg.model, tuple(NETWORKS))
+    _choice("stem", cfg.stem, STEMS)
     _check(cfg.lr_later is None or cfg.lr_later > 0, f"lr_later must be > 0, got {cfg.lr_later}")
     for name in (
         "tasks",
@@ -354,10 +363,7 @@ def validate(
         cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
         f"device must be auto, cpu or cuda, got {cfg.device!r}",
     )
-    _check(
-        cfg.feedback in ("backprop", "feedback-alignment", "sign-symmetric"),
-        f"feedback must be backprop, feedback-alignment or sign-symmetric, got {cfg.feedback!r}",
-    )
+    _choice("feedback", cfg.feedback, FEEDBACK_RULES)
     for name in ("train_limit", "test_limit"):
         v = getattr(cfg, name)
         _check(v is None or v >= 1, f"{name} must be >= 1 or none, got {v}")
@@ -370,15 +376,16 @@ def validate(
     _check(
         h.iterations >= 0 and h.start_epochs >= 0, "hlop.iterations and start_epochs must be >= 0"
     )
-    _check(h.hebbian_on in ("wfr", "spikes"), "hlop.hebbian_on must be wfr or spikes")
-    _check(h.proj_type in ("input", "weight"), "hlop.proj_type must be input or weight")
+    _choice("hlop.hebbian_on", h.hebbian_on, HEBBIAN_SOURCES)
+    _choice("hlop.hebbian_stride", h.hebbian_stride, HEBBIAN_STRIDES)
+    _choice("hlop.proj_type", h.proj_type, PROJ_TYPES)
+    _check(
+        not (h.spiking and h.proj_type == "weight"),
+        "spiking lateral neurons (hlop.spiking, --lateral-spiking) quantise activity rows, "
+        "which only the input projection has: use hlop.proj_type=input (--proj-type input)",
+    )
     _check(h.spike_scale > 0 and h.spike_steps >= 1, "hlop.spike_scale and spike_steps must be > 0")
     _check(all(lr > 0 for lr in h.lrs), f"hlop.lrs must all be > 0, got {h.lrs}")
-    if layer_dims is not None:
-        _check(
-            len(h.lrs) in (1, len(layer_dims)),
-            f"hlop.lrs needs 1 value or {len(layer_dims)} (one per circuit), got {len(h.lrs)}",
-        )
     _check(
         len(h.sizes) >= cfg.tasks,
         f"hlop.sizes lists {len(h.sizes)} tasks but the run has {cfg.tasks}: one list per task",

@@ -23,7 +23,7 @@ import torch
 
 from . import __version__
 from .config import Config, ConfigError, validate
-from .continual import Events, RunState, method_plugins, run_continual
+from .continual import Plugin, RunState, run_continual
 from .data import MNIST_FILES, DataError, load_embedded_mnist, load_mnist_dir, permuted_mnist
 from .data.benchmarks import (
     Benchmark,
@@ -42,8 +42,18 @@ from .data.readers import (
     load_notmnist,
     load_svhn,
 )
+from .methods import method_plugins
 from .metrics import average_accuracy, backward_transfer, forgetting, format_matrix
-from .networks import SpikingCNN, SpikingMLP, SpikingNetwork, SpikingResNet18
+from .networks import (
+    NETWORKS,
+    CircuitOptions,
+    NetworkOptions,
+    SpikingCNN,
+    SpikingMLP,
+    SpikingNetwork,
+    SpikingResNet18,
+)
+from .training import training_rule
 
 OUTPUT_FILES = ("config.json", "results.json", "metrics.csv")
 
@@ -136,92 +146,128 @@ def _build_benchmark(cfg: Config) -> Benchmark:
     raise ConfigError(f"unknown benchmark {name!r}")
 
 
+def network_options(cfg: Config) -> NetworkOptions:
+    """The :class:`NetworkOptions` of ``cfg``."""
+    h = cfg.hlop
+    try:
+        rule = training_rule(cfg.training, online_update=cfg.online_update)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    circuit = CircuitOptions(
+        lrs=tuple(h.lrs),
+        iterations=h.iterations,
+        spiking=h.spiking,
+        spike_scale=h.spike_scale,
+        spike_steps=h.spike_steps,
+        hebbian_on=h.hebbian_on,
+        hebbian_stride=h.hebbian_stride,
+    )
+    return NetworkOptions(
+        timesteps=cfg.timesteps,
+        training=rule,
+        neuron=rule.neuron_params(cfg),
+        feedback=cfg.feedback,
+        proj_type=h.proj_type,
+        circuit=circuit,
+        fast=cfg.fast,
+    )
+
+
 def build_model(cfg: Config, benchmark: Benchmark) -> SpikingNetwork:
     """The network of ``cfg`` for ``benchmark`` (random initialisation from the current RNG)."""
-    h = cfg.hlop
-    if cfg.training == "dsr":
-        neuron = vars(cfg.neuron).copy()
-    else:
-        sg = cfg.surrogate
-        neuron = {"tau": sg.tau, "vth": sg.vth, "surrogate_alpha": sg.alpha}
-    common = {
-        "timesteps": cfg.timesteps,
-        "neuron": neuron,
-        "circuit": {
-            "iterations": h.iterations,
-            "spiking": h.spiking,
-            "spike_scale": h.spike_scale,
-            "spike_steps": h.spike_steps,
-        },
-        "feedback": cfg.feedback,
-        "proj_type": h.proj_type,
-        "training": cfg.training,
-    }
+    options = network_options(cfg)
     shape = benchmark.input_shape
     classes = benchmark.tasks[0].num_classes
     shared = benchmark.shared_head if cfg.shared_head is None else cfg.shared_head
-    if cfg.model == "mlp":
-        if not shared:
-            raise ConfigError("the mlp model has one shared head; set shared_head=true")
-        lrs = h.lrs * 3 if len(h.lrs) == 1 else h.lrs
-        model: SpikingNetwork = SpikingMLP(
-            math.prod(shape), cfg.hidden, classes, circuit_lrs=lrs, **common
-        )
-    elif len(shape) != 3:
+    if cfg.model not in NETWORKS:
+        raise ConfigError(f"model must be one of {', '.join(NETWORKS)}; got {cfg.model!r}")
+    if cfg.model != "mlp" and len(shape) != 3:
         raise ConfigError(f"model {cfg.model} needs images (C, H, W); {cfg.benchmark} has {shape}")
-    elif len(h.lrs) != 1:
-        raise ConfigError(f"model {cfg.model} takes one circuit learning rate (hlop.lrs=[x])")
-    elif cfg.model == "cnn":
-        model = SpikingCNN(
-            shape[0], shape[1], classes, circuit_lr=h.lrs[0], shared_head=shared, **common
-        )
-    else:
-        model = SpikingResNet18(
+    try:
+        if cfg.model == "mlp":
+            if not shared:
+                raise ConfigError("the mlp model has one shared head; set shared_head=true")
+            return SpikingMLP(math.prod(shape), cfg.hidden, classes, options)
+        if cfg.model == "cnn":
+            return SpikingCNN(shape[0], shape[1], classes, shared_head=shared, options=options)
+        return SpikingResNet18(
             classes,
             width=cfg.width,
             stem=cfg.stem,
             in_channels=shape[0],
-            circuit_lr=h.lrs[0],
             shared_head=shared,
-            **common,
+            options=options,
         )
-    model.fast = cfg.fast
-    model.hebbian_on = h.hebbian_on
-    return model
+    except ConfigError:
+        raise
+    except ValueError as e:  # a setting the network refuses (e.g. hlop.lrs of the wrong length)
+        raise ConfigError(str(e)) from None
 
 
 def circuit_dims(model: SpikingNetwork) -> list[int]:
     return [m.circuit.in_features for _, m in model.projected_layers()]
 
 
+class CheckpointError(ConfigError):
+    """A file that is not a readable hlop checkpoint."""
+
+
+def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
+    """The contents of an hlop checkpoint; :class:`CheckpointError` for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # pickle, zip or torch errors: not a checkpoint we wrote
+        raise CheckpointError(
+            f"{path} is not an hlop checkpoint (it cannot be read as one: {type(e).__name__}); "
+            "pass a checkpoint_task<k>.pt file written by hlop train"
+        ) from None
+    missing = {"model", "task", "config"} - set(ckpt) if isinstance(ckpt, dict) else {"all"}
+    if missing:
+        raise CheckpointError(
+            f"{path} is not an hlop checkpoint (missing entries: {', '.join(sorted(missing))}); "
+            "pass a checkpoint_task<k>.pt file written by hlop train"
+        )
+    return ckpt
+
+
 def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[SpikingNetwork, dict]:
     """A fresh model with the weights and circuits of a checkpoint, and its metadata."""
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    ckpt = read_checkpoint(path, device)
     cfg = Config.from_dict(ckpt["config"])
     benchmark = build_benchmark(cfg)
     model = build_model(cfg, benchmark).to(device)
+    task = ckpt["task"]
     if not model.shared_head:
-        while len(model.heads) <= ckpt["task"]:
+        while len(model.heads) <= task:
             model.add_head(benchmark.tasks[len(model.heads)].num_classes)
     model.load_state_dict(ckpt["model"])
-    model.consolidated = ckpt["task"] > 0
+    model.consolidated = task > 0
     return model, ckpt
 
 
-class RunOutputs:
-    """The files of one run in ``out_dir``."""
+class RunOutputs(Plugin):
+    """The files of one run in ``out_dir``, written on the loop's events: a metrics row
+    after each epoch, a checkpoint and the results after each task, the final status."""
+
+    name = "outputs"
 
     def __init__(self, out_dir: str | Path) -> None:
         self.dir = Path(out_dir)
+        self.results: dict | None = None
 
     def existing(self) -> list[Path]:
-        if not self.dir.exists():
+        if not self.dir.is_dir():
             return []
         found = [self.dir / f for f in OUTPUT_FILES if (self.dir / f).exists()]
         return found + sorted(self.dir.glob("checkpoint_task*.pt"))
 
     def prepare(self, overwrite: bool) -> None:
         """Create the directory; refuse one holding an earlier run unless ``overwrite``."""
+        if self.dir.exists() and not self.dir.is_dir():
+            raise ConfigError(f"--out-dir {self.dir} is a file, not a directory; choose another")
         old = self.existing()
         if old and not overwrite:
             raise ConfigError(
@@ -240,7 +286,7 @@ class RunOutputs:
     def write_config(self, cfg: Config) -> None:
         self._write_json("config.json", cfg.to_dict())
 
-    def add_metrics(self, row: dict) -> None:
+    def after_epoch(self, run: RunState, row: dict) -> None:
         path = self.dir / "metrics.csv"
         new = not path.exists()
         with path.open("a", newline="") as f:
@@ -249,10 +295,17 @@ class RunOutputs:
                 writer.writeheader()
             writer.writerow({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
 
+    def after_task(self, run: RunState) -> None:
+        self.save_checkpoint(run)
+        self.write_results(run, "running" if run.task + 1 < run.cfg.tasks else "complete")
+
+    def after_run(self, run: RunState, status: str) -> None:
+        self.write_results(run, status)
+
     def write_results(self, run: RunState, status: str) -> dict:
-        results = summarise(run, status)
-        self._write_json("results.json", results)
-        return results
+        self.results = summarise(run, status)
+        self._write_json("results.json", self.results)
+        return self.results
 
     def save_checkpoint(self, run: RunState) -> Path:
         path = self.dir / f"checkpoint_task{run.task}.pt"
@@ -291,8 +344,10 @@ def summarise(run: RunState, status: str = "complete") -> dict:
     }
 
 
-class Progress:
+class Progress(Plugin):
     """A progress bar with per-task ETA on a terminal; plain log lines otherwise."""
+
+    name = "progress"
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
@@ -305,7 +360,7 @@ class Progress:
             self.stream.write("\r\033[K")
         print(text, file=self.stream, flush=True)
 
-    def batch(self, run: RunState, b: int, n: int, loss: float, acc: float) -> None:
+    def after_batch(self, run: RunState, b: int, n: int, loss: float, acc: float) -> None:
         if not self.tty:
             return
         now = time.perf_counter()
@@ -323,12 +378,16 @@ class Progress:
         )
         self.stream.flush()
 
-    def epoch(self, run: RunState, row: dict) -> None:
+    def after_epoch(self, run: RunState, row: dict) -> None:
         self.log(
             f"task {row['task'] + 1}/{run.cfg.tasks} epoch {row['epoch']}/{run.cfg.epochs}: "
             f"train loss {row['train_loss']:.4f}, train acc {row['train_acc']:.2f}%, "
             f"test acc {row['test_acc']:.2f}%"
         )
+
+    def after_task(self, run: RunState) -> None:
+        row = " ".join(f"{v:.2f}" for v in run.acc_matrix[-1])
+        self.log(f"after task {run.task + 1}: accuracies {row} ({run.seconds[-1]:.1f}s)")
 
 
 def train(
@@ -339,6 +398,7 @@ def train(
     Everything that can be checked is checked before training starts.  If training
     diverges, the results and checkpoints of the completed tasks stay on disk.
     """
+    methods = method_plugins(cfg)
     progress = Progress(stream)
     benchmark = build_benchmark(cfg)
     device = resolve_device(cfg.device)
@@ -354,24 +414,8 @@ def train(
         f"{cfg.benchmark}: {cfg.tasks} tasks, method {cfg.method}, T={cfg.timesteps}, "
         f"device {device}, {len(benchmark.tasks[0].train)} training samples per task"
     )
-
-    def on_epoch(r: RunState, row: dict) -> None:
-        outputs.add_metrics(row)
-        progress.epoch(r, row)
-
-    def on_task(r: RunState) -> None:
-        outputs.save_checkpoint(r)
-        outputs.write_results(r, "running" if r.task + 1 < cfg.tasks else "complete")
-        row = " ".join(f"{v:.2f}" for v in r.acc_matrix[-1])
-        progress.log(f"after task {r.task + 1}: accuracies {row} ({r.seconds[-1]:.1f}s)")
-
-    events = Events(on_batch=progress.batch, on_epoch=on_epoch, on_task=on_task)
-    try:
-        run_continual(run, method_plugins(cfg), events)
-    except Exception:
-        outputs.write_results(run, "failed")
-        raise
-    results = outputs.write_results(run, "complete")
+    run_continual(run, [*methods, outputs, progress])
+    results = outputs.results
     progress.log("accuracy matrix (%):\n" + format_matrix(run.acc_matrix))
     progress.log(f"ACC {results['acc']:.2f}%  BWT {results['bwt']:.2f}%  -> {outputs.dir}")
     return results

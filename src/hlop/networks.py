@@ -1,67 +1,150 @@
-"""Spiking networks assembled from projected layers, lateral circuits and DSR neurons.
+"""Spiking networks assembled from projected layers, lateral circuits and spiking neurons.
 
-Every network derives from :class:`SpikingNetwork`, which owns what is common:
-the time layout (per-step or DSR fast path), the list of projected layers and their
-circuits, the size schedule operations (``add_subspaces``, ``merge_circuits``), the
-classifier heads, and the readout.  A network only writes its layers and its
-``features`` method.
+Every network takes one :class:`NetworkOptions` and derives from :class:`SpikingNetwork`,
+which owns what is common: the training rule (neurons, time layout), the projected
+layers and their circuits, the size schedule operations (``add_subspaces``,
+``merge_circuits``), task preparation (``begin_task``), the classifier heads and the
+readout.  A network only writes its layers and its ``features`` method.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor, nn
 
 from .circuit import LateralCircuit
-from .neurons import DSRNeuron
-from .projection import Feedback, ProjectedConv2d, ProjectedLayer, ProjectedLinear, ProjType
-from .surrogate import SurrogateLIF
+from .neurons import SpikingNeuron
+from .projection import (
+    FEEDBACK_RULES,
+    HEBBIAN_SOURCES,
+    HEBBIAN_STRIDES,
+    PROJ_TYPES,
+    ProjectedConv2d,
+    ProjectedLayer,
+    ProjectedLinear,
+)
+from .training import TrainingRule, training_rule
 
-TRAINING_METHODS = ("dsr", "bptt", "ottt")
-# network mode -> row layout of the projected layers that see spikes
-LAYOUTS = {"steps": "rows", "fast": "fast", "online": "trace"}
+STEMS = ("3x3", "5x5")  # ResNet-18 stems: 3x3 stride 1 (32x32 inputs), 5x5 stride 2
+# network time layout -> layout of the projected layers that see spikes
+_LAYER_LAYOUTS = {"steps": "steps", "fast": "fast", "online": "trace"}
+
+
+@dataclass(frozen=True)
+class CircuitOptions:
+    """The lateral circuits of a network.
+
+    Attributes:
+        lrs: Hebbian learning rate: one value for every circuit, or one per circuit in
+            network order (body first, then the shared head); None: the network's default.
+        iterations, spiking, spike_scale, spike_steps: see :class:`LateralCircuit`.
+        hebbian_on: ``"wfr"`` or ``"spikes"``; None: the training rule's default.
+        hebbian_stride: convolutions learn from patches at their own stride (``"layer"``)
+            or at stride 1 (``"one"``, the authors' code).
+    """
+
+    lrs: Sequence[float] | None = None
+    iterations: int = 5
+    spiking: bool = False
+    spike_scale: float = 20.0
+    spike_steps: int = 1000
+    hebbian_on: str | None = None
+    hebbian_stride: str = "layer"
+
+    def __post_init__(self) -> None:
+        if self.hebbian_on is not None and self.hebbian_on not in HEBBIAN_SOURCES:
+            raise ValueError(f"hebbian_on must be one of {HEBBIAN_SOURCES}: {self.hebbian_on!r}")
+        if self.hebbian_stride not in HEBBIAN_STRIDES:
+            raise ValueError(f"hebbian_stride must be one of {HEBBIAN_STRIDES}")
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """Everything a network is built with besides its shape (one object for every network).
+
+    Attributes:
+        timesteps: T.
+        training: the training method: a :class:`TrainingRule` or its name.
+        neuron: keyword arguments of the rule's neurons (DSR: ``leaky, vth, vth_bound, tau,
+            dt, alpha, train_vth``; BPTT/OTTT: ``tau, vth, surrogate_alpha``).
+        feedback: ``"backprop"``, ``"feedback-alignment"`` or ``"sign-symmetric"``.
+        proj_type: ``"input"`` or ``"weight"`` projection.
+        circuit: the lateral circuits.
+        fast: use the DSR fast path where it applies.
+    """
+
+    timesteps: int = 20
+    training: TrainingRule | str = "dsr"
+    neuron: Mapping[str, Any] = field(default_factory=dict)
+    feedback: str = "backprop"
+    proj_type: str = "input"
+    circuit: CircuitOptions = field(default_factory=CircuitOptions)
+    fast: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.training, str):
+            object.__setattr__(self, "training", training_rule(self.training))
+        if self.feedback not in FEEDBACK_RULES:
+            raise ValueError(f"feedback must be one of {FEEDBACK_RULES}, got {self.feedback!r}")
+        if self.proj_type not in PROJ_TYPES:
+            raise ValueError(f"proj_type must be one of {PROJ_TYPES}, got {self.proj_type!r}")
+
+    @property
+    def rule(self) -> TrainingRule:
+        return self.training  # type: ignore[return-value]
+
+    @property
+    def hebbian_on(self) -> str:
+        return self.circuit.hebbian_on or self.rule.hebbian_on
+
+
+def broadcast_lrs(lrs: Sequence[float], names: Sequence[str]) -> list[float]:
+    """One learning rate for every circuit, or one per circuit (in ``names`` order)."""
+    lrs = list(lrs)
+    if len(lrs) == 1:
+        return lrs * len(names)
+    if len(lrs) != len(names):
+        raise ValueError(
+            f"hlop.lrs needs 1 value or {len(names)} (one per circuit: {', '.join(names)}), "
+            f"got {len(lrs)}: {lrs}"
+        )
+    return lrs
 
 
 class SpikingNetwork(nn.Module):
     """Base of the spiking networks.
 
-    Subclasses build their layers, then call :meth:`_finish`, and implement
-    ``features(x) -> Tensor`` returning the activity (time-major rows) fed to the head.
-    The first projected layer sees the static input image, which is the same at every
-    time step: in the fast path its product is computed once.
+    Subclasses build their layers with :meth:`_neuron`, :meth:`_linear` and :meth:`_conv`,
+    then call :meth:`_finish`, and implement ``features(x) -> Tensor`` returning the activity
+    (time-major rows) fed to the head.  The first projected layer sees the static input
+    image, which is the same at every time step: it is computed once when it can be.
 
     Attributes:
+        options: the :class:`NetworkOptions` it was built with.
+        rule: the training rule (``options.training``).
         timesteps: T.
-        training_method: ``"dsr"``, ``"bptt"`` or ``"ottt"`` (the neurons and time layout).
-        fast: use the DSR fast path (see :mod:`hlop.neurons`).
-        hebbian_on: what circuits learn from: ``"wfr"`` (the time aggregate) or ``"spikes"``
-            (per-step activity); OTTT circuits learn from each step's spikes and traces.
+        fast: use the DSR fast path where it applies (see :mod:`hlop.neurons`).
         shared_head: one classifier for all tasks (with its own circuit) or one head per task.
     """
 
-    def __init__(
-        self,
-        timesteps: int,
-        shared_head: bool,
-        feedback: Feedback,
-        proj_type: ProjType,
-        training: str = "dsr",
-        circuit: dict | None = None,
-    ):
+    default_lrs: Sequence[float] = (0.01,)
+
+    def __init__(self, options: NetworkOptions | None, shared_head: bool) -> None:
         super().__init__()
-        self.circuit_options = dict(circuit or {})
-        if training not in TRAINING_METHODS:
-            raise ValueError(f"training must be one of {TRAINING_METHODS}, got {training!r}")
-        self.training_method = training
-        self.timesteps = timesteps
+        self.options = options = options or NetworkOptions()
+        self.rule = options.rule
+        self.timesteps = options.timesteps
+        self.fast = options.fast
         self.shared_head = shared_head
-        self.feedback = feedback
-        self.proj_type = proj_type
-        self.fast = True
-        self.hebbian_on = "wfr" if training == "dsr" else "spikes"
         self.consolidated = False  # after task 0: batch-norm statistics stay fixed
         self.heads = nn.ModuleList()
+        self._time_weights = self.rule.neuron(self.timesteps, options.neuron).time_weights()
+        self._layout = "steps"
+        self._single_steps = False
 
     def train(self, mode: bool = True) -> SpikingNetwork:
         super().train(mode)
@@ -72,17 +155,78 @@ class SpikingNetwork(nn.Module):
         return self
 
     # ------------------------------------------------------------------ structure
-    def _neuron(self, **kwargs) -> DSRNeuron | SurrogateLIF:
-        """A layer of the network's neurons: DSR for ``dsr``, surrogate LIF for BPTT/OTTT."""
-        if self.training_method == "dsr":
-            return DSRNeuron(self.timesteps, **kwargs)
-        return SurrogateLIF(self.timesteps, **kwargs)
+    def _neuron(self) -> SpikingNeuron:
+        """A layer of the network's neurons (the training rule's kind)."""
+        return self.rule.neuron(self.timesteps, self.options.neuron)
 
-    def _finish(self, input_layer: ProjectedLayer, readout_neuron: nn.Module) -> None:
+    def _circuit(self, n: int) -> LateralCircuit:
+        c = self.options.circuit
+        return LateralCircuit(
+            n,
+            c.lrs[0] if c.lrs else self.default_lrs[0],  # final rates are set by _finish
+            iterations=c.iterations,
+            spiking=c.spiking,
+            spike_scale=c.spike_scale,
+            spike_steps=c.spike_steps,
+        )
+
+    def _layer_options(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "feedback": o.feedback,
+            "proj_type": o.proj_type,
+            "timesteps": self.timesteps,
+            "hebbian_on": o.hebbian_on,
+            "rate_weights": self._time_weights,
+        }
+
+    def _linear(self, n_in: int, n_out: int, circuit: bool, bias: bool = False) -> ProjectedLinear:
+        """A projected linear layer (with a lateral circuit if ``circuit``)."""
+        return ProjectedLinear(
+            n_in,
+            n_out,
+            bias=bias,
+            circuit=self._circuit(n_in) if circuit else None,
+            **self._layer_options(),
+        )
+
+    def _conv(self, c_in: int, c_out: int, k: int, stride: int, padding: int) -> ProjectedConv2d:
+        """A projected convolution with a circuit, no bias, Kaiming-normal (fan_out) init."""
+        conv = ProjectedConv2d(
+            c_in,
+            c_out,
+            k,
+            stride,
+            padding,
+            bias=False,
+            circuit=self._circuit(c_in * k * k),
+            hebbian_stride=self.options.circuit.hebbian_stride,
+            **self._layer_options(),
+        )
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+        return conv
+
+    def _make_head(self, in_features: int, num_classes: int) -> ProjectedLinear:
+        """A classifier head: shared (a circuit, no bias) or per task (bias, no circuit);
+        initialised N(0, 0.01), bias 0."""
+        shared = self.shared_head
+        head = self._linear(in_features, num_classes, circuit=shared, bias=not shared)
+        nn.init.normal_(head.weight, 0.0, 0.01)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
+        return head
+
+    def _finish(self, input_layer: ProjectedLayer, readout_neuron: SpikingNeuron) -> None:
+        """Call once every layer is built: names, readout, circuit learning rates."""
         self._input_layer = [input_layer]  # a list: not registered twice as a submodule
         self._readout_neuron = [readout_neuron]
         readout_neuron.readout = True
         self._name_layers()
+        layers = self.projected_layers()
+        lrs = self.options.circuit.lrs or self.default_lrs
+        for (_, m), lr in zip(layers, broadcast_lrs(lrs, [n for n, _ in layers]), strict=True):
+            m.circuit.lr = lr
+        self.set_layout("steps")
 
     def _name_layers(self) -> None:
         for name, m in self.named_modules():
@@ -104,8 +248,8 @@ class SpikingNetwork(nn.Module):
     def circuits(self) -> list[LateralCircuit]:
         return [m.circuit for _, m in self.projected_layers()]
 
-    def neurons(self) -> list[nn.Module]:
-        return [m for m in self.modules() if isinstance(m, DSRNeuron | SurrogateLIF)]
+    def neurons(self) -> list[SpikingNeuron]:
+        return [m for m in self.modules() if isinstance(m, SpikingNeuron)]
 
     def add_subspaces(self, sizes: Sequence[int]) -> list[int]:
         """Add one block to every circuit (sizes in :meth:`projected_layers` order)."""
@@ -125,159 +269,137 @@ class SpikingNetwork(nn.Module):
     def circuit_sizes(self) -> list[int]:
         return [c.rows for c in self.circuits()]
 
-    # ------------------------------------------------------------------ layers
-    def _circuit(self, n: int, lr: float | None) -> LateralCircuit | None:
-        return None if lr is None else LateralCircuit(n, lr, **self.circuit_options)
-
-    def _linear(
-        self, n_in: int, n_out: int, lr: float | None, bias: bool = False
-    ) -> ProjectedLinear:
-        """A projected linear layer (with a circuit of learning rate ``lr`` unless None)."""
-        return ProjectedLinear(
-            n_in,
-            n_out,
-            bias=bias,
-            circuit=self._circuit(n_in, lr),
-            feedback=self.feedback,
-            proj_type=self.proj_type,
-        )
-
-    def _conv(
-        self, c_in: int, c_out: int, k: int, stride: int, padding: int, lr: float | None
-    ) -> ProjectedConv2d:
-        """A projected convolution without bias, Kaiming-normal (fan_out) initialised."""
-        conv = ProjectedConv2d(
-            c_in,
-            c_out,
-            k,
-            stride,
-            padding,
-            bias=False,
-            circuit=self._circuit(c_in * k * k, lr),
-            feedback=self.feedback,
-            proj_type=self.proj_type,
-        )
-        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-        return conv
-
-    def _make_head(self, in_features: int, num_classes: int, lr: float | None) -> ProjectedLinear:
-        return self._linear(in_features, num_classes, lr, bias=not self.shared_head)
-
+    # ------------------------------------------------------------------ tasks
     def add_head(self, num_classes: int) -> None:
         """Add a classifier head for a new task (multi-head networks only)."""
         if self.shared_head:
             raise RuntimeError("this network has one shared head; add_head is for multi-head")
-        head = self._make_head(self.head_features, num_classes, None)
-        nn.init.normal_(head.weight, 0.0, 0.01)
-        nn.init.zeros_(head.bias)
+        head = self._make_head(self.head_features, num_classes)
         self.heads.append(head.to(next(self.parameters()).device))
         self._name_layers()
+        head.layout = _LAYER_LAYOUTS[self._layout]
+
+    def begin_task(self, task: int, num_classes: int) -> None:
+        """Prepare task ``task``: add its head (multi-head); from task 1 on, freeze all but the
+        weight matrices (biases, thresholds, batch-norm affine and statistics).  In task 0
+        everything trains except thresholds built with ``train_vth=False``."""
+        if not self.shared_head:
+            while len(self.heads) <= task:
+                self.add_head(num_classes)
+        self.consolidated = task > 0
+        fixed = {id(n.vth) for n in self.neurons() if hasattr(n, "vth") and not n.train_vth}
+        for p in self.parameters():
+            p.requires_grad_(p.dim() > 1 or (task == 0 and id(p) not in fixed))
+        self.train(self.training)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters that the current task trains (see :meth:`begin_task`)."""
+        return [p for p in self.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------ time layout
-    def _mode(self, step: int | None) -> str:
-        """``"online"`` (one OTTT step), ``"fast"`` (DSR fast path) or ``"steps"``."""
-        if step is not None:
-            if self.training_method != "ottt":
-                raise ValueError("single-step forward (step=...) is for OTTT training only")
-            return "online"
-        if self.training_method != "dsr" or not self.fast:
-            return "steps"
-        if any(
+    def batchnorm_training(self) -> bool:
+        """True while a batch-norm layer takes batch statistics (task 0 in training mode)."""
+        return any(
             isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in self.modules()
-        ):
-            return "steps"  # batch statistics over T*B rows: not time-aggregatable
-        spiking_input_mode = any(
+        )
+
+    def spiking_input_projection(self) -> bool:
+        """True while a spiking circuit projects activity rows (input mode)."""
+        return any(
             m.circuit.spiking and m.proj_type == "input" and m.circuit.projecting
             for _, m in self.projected_layers()
         )
-        return "steps" if spiking_input_mode else "fast"
 
-    def _configure(self, mode: str, step: int | None) -> None:
-        t = self.timesteps
-        weights = self._readout_neuron[0].time_weights()
-        for m in self.modules():
-            if isinstance(m, DSRNeuron):
-                m.fast = mode == "fast"
-                m.timesteps = t
-            elif isinstance(m, SurrogateLIF):
-                m.online = mode == "online"
-                m.step = step or 0
-                m.timesteps = t
-            elif isinstance(m, ProjectedLayer):
-                static = mode != "steps" and m is self._input_layer[0]
-                m.layout = "rows" if static else LAYOUTS[mode]
-                m.timesteps = None if static else t
-                m.rate_weights = weights
-                m.hebbian_on = self.hebbian_on
+    @property
+    def layout(self) -> str:
+        """The time layout: ``"steps"``, ``"fast"`` (DSR fast path) or ``"online"`` (OTTT)."""
+        return self._layout
 
-    def encode(self, x: Tensor, mode: str) -> Tensor:
-        """Input layer on the static image: once (fast path, OTTT step) or at every step."""
+    def set_layout(self, layout: str) -> None:
+        """Set the time layout of every neuron and projected layer (validated by each)."""
+        if layout not in _LAYER_LAYOUTS:
+            raise ValueError(f"layout must be one of {tuple(_LAYER_LAYOUTS)}, got {layout!r}")
+        for m in self.neurons():
+            m.layout = layout
+        for _, m in self.named_modules():
+            if isinstance(m, ProjectedLayer):
+                static = layout != "steps" and m is self._input_layer[0]
+                m.layout = "static" if static else _LAYER_LAYOUTS[layout]
+        self._layout = layout
+
+    def reset_state(self) -> None:
+        """Clear the state that neurons keep between single-step calls."""
+        for m in self.neurons():
+            m.reset()
+
+    @contextlib.contextmanager
+    def single_steps(self) -> Iterator[None]:
+        """Within the block, each forward call simulates one time step (OTTT training) and
+        returns that step's scores; neuron state is reset on entry and on exit."""
+        self.reset_state()
+        self._single_steps = True
+        try:
+            yield
+        finally:
+            self._single_steps = False
+            self.reset_state()
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Input layer on the static image: once (fast path, single step) or at every step."""
         layer = self._input_layer[0]
         t = self.timesteps
-        if mode == "online":
+        if self._layout == "online":
             return layer(x)
-        if mode == "fast":
+        if self._layout == "fast":
             return layer(x).repeat(t + 1, *([1] * (x.dim() - 1)))
         return layer(x.repeat(t, *([1] * (x.dim() - 1))))
 
-    def forward(self, x: Tensor, task: int = 0, step: int | None = None) -> Tensor:
-        """Class scores (B x classes): the readout rate of the per-step head outputs.
-
-        With ``step=t`` (OTTT training) one time step is simulated and its scores returned.
-        """
-        mode = self._mode(step)
-        self._configure(mode, step)
-        h = self.features(x, mode)
+    def forward(self, x: Tensor, task: int = 0) -> Tensor:
+        """Class scores (B x classes): the readout rate of the per-step head outputs, or,
+        inside :meth:`single_steps`, the scores of one time step."""
+        layout = "online" if self._single_steps else self.rule.layout(self)
+        if layout != self._layout:
+            self.set_layout(layout)
+        h = self.features(x)
         head = self.heads[0 if self.shared_head else task]
         out = head(h)
-        if mode == "online":
+        if layout == "online":
             return out
-        if mode == "fast":
+        if layout == "fast":
             return out[-x.shape[0] :]  # the rate slice is already the wfr readout
         return self._readout_neuron[0].rate(out)
 
-    def features(self, x: Tensor, mode: str) -> Tensor:  # pragma: no cover - abstract
+    def features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 class SpikingMLP(SpikingNetwork):
-    """The permuted-MNIST network: ``784 - 800 - 800 - 10``, no biases.
+    """The permuted-MNIST network: ``784 - 800 - 800 - 10``, no biases, one shared head.
 
-    Neurons: DSR LIF (``training="dsr"``, keyword ``neuron`` passed to :class:`DSRNeuron`)
-    or surrogate-gradient LIF for ``"bptt"`` / ``"ottt"`` (to :class:`SurrogateLIF`).
-
-    Lateral circuits on the inputs of fc1, fc2 and the shared classifier, with
-    learning rates ``circuit_lrs`` (paper: 0.001, 0.01, 0.01).
+    Lateral circuits on the inputs of fc1, fc2 and the shared classifier (default learning
+    rates 0.001, 0.01, 0.01 as in the paper).
     """
+
+    default_lrs = (0.001, 0.01, 0.01)
 
     def __init__(
         self,
         in_features: int = 784,
         hidden: int = 800,
         num_classes: int = 10,
-        *,
-        timesteps: int = 20,
-        neuron: dict | None = None,
-        circuit_lrs: Sequence[float] = (0.001, 0.01, 0.01),
-        circuit: dict | None = None,
-        feedback: Feedback = "backprop",
-        proj_type: ProjType = "input",
-        training: str = "dsr",
+        options: NetworkOptions | None = None,
     ) -> None:
-        super().__init__(timesteps, True, feedback, proj_type, training, circuit)
-        if len(circuit_lrs) != 3:
-            raise ValueError(f"circuit_lrs needs 3 values (fc1, fc2, head), got {circuit_lrs}")
-        neuron = dict(neuron or {})
-        self.fc1 = self._linear(in_features, hidden, circuit_lrs[0])
-        self.sn1 = self._neuron(**neuron)
-        self.fc2 = self._linear(hidden, hidden, circuit_lrs[1])
-        self.sn2 = self._neuron(**neuron)
+        super().__init__(options, shared_head=True)
+        self.fc1 = self._linear(in_features, hidden, circuit=True)
+        self.sn1 = self._neuron()
+        self.fc2 = self._linear(hidden, hidden, circuit=True)
+        self.sn2 = self._neuron()
         self.head_features = hidden
-        self.heads.append(self._make_head(hidden, num_classes, circuit_lrs[2]))
+        self.heads.append(self._linear(hidden, num_classes, circuit=True))  # PyTorch's init
         self._finish(self.fc1, self.sn2)
 
-    def features(self, x: Tensor, mode: str) -> Tensor:
-        h = self.encode(x.flatten(1), mode)
+    def features(self, x: Tensor) -> Tensor:
+        h = self.encode(x.flatten(1))
         return self.sn2(self.fc2(self.sn1(h)))
 
 
@@ -291,9 +413,10 @@ def _init_batchnorm(module: nn.Module) -> None:
 class SpikingCNN(SpikingNetwork):
     """The CIFAR-100 network: three ``conv3x3 - BN - LIF - avgpool2`` stages (64, 128, 256).
 
-    Lateral circuits on the three convolutions (N = C_in * 9), learning rate ``circuit_lr``.
-    Heads: ``Linear(256 * (size / 8)^2, classes)`` per task (multi-head), or one shared head
-    with its own circuit.  Batch norm statistics are taken over all ``T * B`` rows.
+    Lateral circuits on the three convolutions (N = C_in * 9).  Heads:
+    ``Linear(256 * (size / 8)^2, classes)`` per task (multi-head), or one shared head with
+    its own circuit; initialised N(0, 0.01).  Batch norm statistics are taken over all
+    ``T * B`` rows.
     """
 
     def __init__(
@@ -303,22 +426,15 @@ class SpikingCNN(SpikingNetwork):
         num_classes: int = 10,
         *,
         channels: Sequence[int] = (64, 128, 256),
-        timesteps: int = 20,
-        neuron: dict | None = None,
-        circuit_lr: float = 0.01,
-        circuit: dict | None = None,
-        feedback: Feedback = "backprop",
-        proj_type: ProjType = "input",
-        training: str = "dsr",
         shared_head: bool = False,
+        options: NetworkOptions | None = None,
     ) -> None:
-        super().__init__(timesteps, shared_head, feedback, proj_type, training, circuit)
-        neuron = dict(neuron or {})
+        super().__init__(options, shared_head)
         c_in, convs, bns, sns = in_channels, [], [], []
         for c in channels:
-            convs.append(self._conv(c_in, c, 3, 1, 1, circuit_lr))
+            convs.append(self._conv(c_in, c, 3, 1, 1))
             bns.append(nn.BatchNorm2d(c))
-            sns.append(self._neuron(**neuron))
+            sns.append(self._neuron())
             c_in = c
         self.convs, self.bns, self.sns = (
             nn.ModuleList(convs),
@@ -329,13 +445,13 @@ class SpikingCNN(SpikingNetwork):
         self.head_features = channels[-1] * (image_size // 2 ** len(channels)) ** 2
         _init_batchnorm(self)
         if shared_head:
-            self.heads.append(self._make_head(self.head_features, num_classes, circuit_lr))
+            self.heads.append(self._make_head(self.head_features, num_classes))
         self._finish(self.convs[0], self.sns[-1])
         if not shared_head:
             self.add_head(num_classes)
 
-    def features(self, x: Tensor, mode: str) -> Tensor:
-        h = self.encode(x, mode)
+    def features(self, x: Tensor) -> Tensor:
+        h = self.encode(x)
         for i in range(len(self.convs)):
             if i:
                 h = self.convs[i](h)
@@ -350,15 +466,15 @@ class PreActBlock(nn.Module):
     return conv2(LIF(BN2(conv1(out)))) + identity
     """
 
-    def __init__(self, net: SpikingNetwork, c_in: int, c_out: int, stride: int, lr, neuron):
+    def __init__(self, net: SpikingNetwork, c_in: int, c_out: int, stride: int):
         super().__init__()
-        self.bn1, self.sn1 = nn.BatchNorm2d(c_in), net._neuron(**neuron)
-        self.conv1 = net._conv(c_in, c_out, 3, stride, 1, lr)
-        self.bn2, self.sn2 = nn.BatchNorm2d(c_out), net._neuron(**neuron)
-        self.conv2 = net._conv(c_out, c_out, 3, 1, 1, lr)
+        self.bn1, self.sn1 = nn.BatchNorm2d(c_in), net._neuron()
+        self.conv1 = net._conv(c_in, c_out, 3, stride, 1)
+        self.bn2, self.sn2 = nn.BatchNorm2d(c_out), net._neuron()
+        self.conv2 = net._conv(c_out, c_out, 3, 1, 1)
         # registered after conv1 and conv2: circuits in the order [conv1, conv2, shortcut]
         self.shortcut = (
-            net._conv(c_in, c_out, 1, stride, 0, lr) if stride != 1 or c_in != c_out else None
+            net._conv(c_in, c_out, 1, stride, 0) if stride != 1 or c_in != c_out else None
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -372,8 +488,9 @@ class SpikingResNet18(SpikingNetwork):
 
     Stem: 3x3 stride 1 (``stem="3x3"``, 32x32 inputs) or 5x5 stride 2 (``"5x5"``,
     miniImageNet).  Head: BN, LIF, global average pooling, ``Linear(8w, classes)`` per task
-    (or one shared head with its own circuit: the domain-incremental setting).  A lateral
-    circuit on every convolution: stem, then each block's conv1, conv2 and shortcut.
+    (or one shared head with its own circuit: the domain-incremental setting), initialised
+    N(0, 0.01).  A lateral circuit on every convolution: stem, then each block's conv1,
+    conv2 and shortcut.
     """
 
     def __init__(
@@ -383,51 +500,38 @@ class SpikingResNet18(SpikingNetwork):
         width: int = 20,
         stem: str = "3x3",
         in_channels: int = 3,
-        timesteps: int = 20,
-        neuron: dict | None = None,
-        circuit_lr: float = 0.01,
-        circuit: dict | None = None,
-        feedback: Feedback = "backprop",
-        proj_type: ProjType = "input",
-        training: str = "dsr",
         shared_head: bool = False,
+        options: NetworkOptions | None = None,
     ) -> None:
-        super().__init__(timesteps, shared_head, feedback, proj_type, training, circuit)
-        if stem not in ("3x3", "5x5"):
-            raise ValueError(f"stem must be '3x3' or '5x5', got {stem!r}")
-        neuron = dict(neuron or {})
+        super().__init__(options, shared_head)
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         k, s = (3, 1) if stem == "3x3" else (5, 2)
-        self.stem = self._conv(in_channels, width, k, s, k // 2, circuit_lr)
+        self.stem = self._conv(in_channels, width, k, s, k // 2)
         blocks, c_in = [], width
         for stage, c in enumerate((width, 2 * width, 4 * width, 8 * width)):
             for b in range(2):
                 stride = 2 if stage > 0 and b == 0 else 1
-                blocks.append(PreActBlock(self, c_in, c, stride, circuit_lr, neuron))
+                blocks.append(PreActBlock(self, c_in, c, stride))
                 c_in = c
         self.blocks = nn.Sequential(*blocks)
-        self.bn, self.sn = nn.BatchNorm2d(c_in), self._neuron(**neuron)
+        self.bn, self.sn = nn.BatchNorm2d(c_in), self._neuron()
         self.head_features = c_in
         _init_batchnorm(self)
         if shared_head:
-            self.heads.append(self._make_head(c_in, num_classes, circuit_lr))
+            self.heads.append(self._make_head(c_in, num_classes))
         self._finish(self.stem, self.sn)
         if not shared_head:
             self.add_head(num_classes)
 
-    def features(self, x: Tensor, mode: str) -> Tensor:
-        h = self.blocks(self.encode(x, mode))
+    def features(self, x: Tensor) -> Tensor:
+        h = self.blocks(self.encode(x))
         return self.sn(self.bn(h)).mean(dim=(2, 3))
 
 
-def as_during_task(model: SpikingNetwork, sizes: Sequence[Sequence[int]]) -> SpikingNetwork:
-    """Put the circuits in their state during the last task of ``sizes`` (for benchmarks and
-    tests): every earlier block added and merged, the last one added; circuits learning and,
-    after task 0, projecting."""
-    for k, block in enumerate(sizes):
-        if k:
-            model.merge_circuits()
-        model.add_subspaces(list(block))
-    for c in model.circuits():
-        c.learning = True
-        c.projecting = len(sizes) > 1
-    return model
+#: The networks by configuration name (``model``), and the one list of their names.
+NETWORKS: dict[str, type[SpikingNetwork]] = {
+    "mlp": SpikingMLP,
+    "cnn": SpikingCNN,
+    "resnet18": SpikingResNet18,
+}

@@ -129,19 +129,75 @@ class _NeuronConfig:
         self.alpha, self.leaky, self.readout = alpha, leaky, readout
 
 
-class DSRNeuron(nn.Module):
+class SpikingNeuron(nn.Module):
+    """Base of every spiking neuron layer: its time steps, readout rate, layout and state.
+
+    A layer is simulated over ``timesteps`` steps.  Its **layout** says how its input rows
+    are organised, and is changed only through the validating setter (a network sets it
+    for all its layers at once, when it changes):
+
+    * ``"steps"``: ``T * B`` time-major rows, the whole simulation in one call;
+    * ``"fast"``: the DSR fast layout, ``T + 1`` slices (DSR neurons only);
+    * ``"online"``: one time step per call, the state kept between calls until
+      :meth:`reset` (OTTT training; surrogate neurons only).
+
+    Attributes:
+        readout: True for the last neuron layer before the (linear) readout.
+        train_vth: whether the layer's threshold (if it has one) is trained in task 0.
+    """
+
+    LAYOUTS: tuple[str, ...] = ("steps",)
+    uniform_rate = True  # the readout rate is the plain mean over time (else weighted)
+
+    def __init__(self, timesteps: int) -> None:
+        super().__init__()
+        if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+            raise ValueError(f"timesteps must be an integer >= 1, got {timesteps!r}")
+        self.timesteps = timesteps
+        self.readout = False
+        self.train_vth = False
+        self._layout = "steps"
+
+    @property
+    def layout(self) -> str:
+        return self._layout
+
+    @layout.setter
+    def layout(self, value: str) -> None:
+        if value not in self.LAYOUTS:
+            raise ValueError(
+                f"{type(self).__name__} supports the layouts {self.LAYOUTS}, not {value!r}"
+            )
+        self._layout = value
+
+    def time_weights(self) -> Tensor:
+        """Normalised weights of the readout rate over the ``T`` steps."""
+        return torch.full((self.timesteps,), 1.0 / self.timesteps)
+
+    def rate(self, x: Tensor) -> Tensor:
+        """The readout of ``T * B`` time-major rows: mean over time, or weighted (wfr)."""
+        seq = x.reshape(self.timesteps, -1, *x.shape[1:])
+        if self.uniform_rate:
+            return seq.mean(0)
+        return torch.tensordot(self.time_weights().to(x), seq, dims=1)
+
+    def reset(self) -> None:
+        """Forget the state kept between online calls (stateless layers: nothing)."""
+
+
+class DSRNeuron(SpikingNeuron):
     """A layer of DSR-trained LIF (``leaky=True``) or IF neurons with a trainable threshold.
 
     Args:
         timesteps: T, time steps of the simulation.
         vth: initial threshold (a trainable scalar), clamped to ``>= vth_bound`` every forward.
         tau, dt, alpha: LIF time constant, step length, and threshold fraction to spike at.
-        readout: True for the last neuron layer before a (linear) readout; in the fast layout
-            its rate slice is then the weighted firing rate the readout uses.
+        train_vth: train the threshold in task 0 (it is frozen in later tasks anyway).
 
-    Attributes:
-        fast: input/output use the fast layout (``T + 1`` slices); set by the network.
+    Layouts: ``"steps"`` and ``"fast"`` (input and output of ``T + 1`` slices).
     """
+
+    LAYOUTS = ("steps", "fast")
 
     def __init__(
         self,
@@ -154,30 +210,22 @@ class DSRNeuron(nn.Module):
         dt: float = 0.05,
         alpha: float = 0.3,
         train_vth: bool = True,
-        readout: bool = False,
     ) -> None:
-        super().__init__()
-        if timesteps < 1:
-            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
-        self.timesteps, self.leaky, self.tau, self.dt, self.alpha = timesteps, leaky, tau, dt, alpha
-        self.vth_bound, self.readout, self.fast = vth_bound, readout, False
+        super().__init__(timesteps)
+        self.leaky, self.tau, self.dt, self.alpha = leaky, tau, dt, alpha
+        self.uniform_rate = not leaky
+        self.vth_bound, self.train_vth = vth_bound, train_vth
         self.vth = nn.Parameter(torch.tensor(float(vth)), requires_grad=train_vth)
 
     def forward(self, current: Tensor) -> Tensor:
         with torch.no_grad():
             self.vth.clamp_(min=self.vth_bound)
         cfg = _NeuronConfig(self.timesteps, self.tau, self.dt, self.alpha, self.leaky, self.readout)
-        return _DSRFunction.apply(current, self.vth, cfg, self.fast)
+        return _DSRFunction.apply(current, self.vth, cfg, self.layout == "fast")
 
     def time_weights(self) -> Tensor:
         """Normalised weights of this neuron type's readout rate over the T steps."""
         return time_weights(self.timesteps, self.tau if self.leaky else None, self.dt)
-
-    def rate(self, x: Tensor) -> Tensor:
-        """The readout of this neuron type: wfr (LIF) or mean rate (IF) over time."""
-        if self.leaky:
-            return wfr(x, self.timesteps, self.tau, self.dt)
-        return mean_rate(x, self.timesteps)
 
     def extra_repr(self) -> str:
         kind = "LIF" if self.leaky else "IF"

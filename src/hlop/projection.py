@@ -14,7 +14,7 @@ earlier layers is ``G B`` with ``B = W`` (backprop), a fixed random matrix
 (feedback alignment) or ``sign(W) * scale`` (sign symmetry); projection never
 changes it.
 
-Row layouts: ``"rows"`` (ordinary); ``"fast"``, the DSR fast path (see
+Row layouts: ``"static"`` and ``"steps"`` (ordinary rows); ``"fast"``, the DSR fast path (see
 :mod:`hlop.neurons`): ``T + 1`` slices of which only the last, the rate slice,
 carries gradient, so the backward and the projection use ``B`` rows instead of
 ``T * B``; ``"trace"`` (OTTT): the input stacks ``[spikes; traces]``, the forward
@@ -24,7 +24,7 @@ uses the spikes and the weight update the (projected) traces.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -34,9 +34,11 @@ from .circuit import LateralCircuit
 
 Feedback = Literal["backprop", "feedback-alignment", "sign-symmetric"]
 ProjType = Literal["input", "weight"]
-FEEDBACK_RULES = ("backprop", "feedback-alignment", "sign-symmetric")
-PROJ_TYPES = ("input", "weight")
-HEBBIAN_SOURCES = ("wfr", "spikes")
+HebbianSource = Literal["wfr", "spikes"]
+FEEDBACK_RULES: tuple[str, ...] = get_args(Feedback)
+PROJ_TYPES: tuple[str, ...] = get_args(ProjType)
+HEBBIAN_SOURCES: tuple[str, ...] = get_args(HebbianSource)
+HEBBIAN_STRIDES = ("layer", "one")  # conv circuits learn from patches at the layer's stride or 1
 
 
 class _ProjectedFunction(torch.autograd.Function):
@@ -49,7 +51,7 @@ class _ProjectedFunction(torch.autograd.Function):
         elif layout == "trace":  # rows [spikes; traces]: forward on spikes, update from traces
             n = x.shape[0] // 2
             x, active = x[:n], x[n:]
-        else:
+        else:  # "static" or "steps": every row is a sample or a time step of one
             active = x
         ctx.save_for_backward(active, weight, feedback)
         return layer._op(x, weight, bias)
@@ -64,7 +66,7 @@ class _ProjectedFunction(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             gx = layer._grad_input(g, feedback if feedback is not None else weight, xa.shape)
-            if ctx.layout == "rows":
+            if ctx.layout not in ("fast", "trace"):
                 grad_x = gx
             else:  # the other rows carry no gradient
                 grad_x = gx.new_zeros(ctx.x_shape)
@@ -83,38 +85,55 @@ class _ProjectedFunction(torch.autograd.Function):
 class ProjectedLayer(nn.Module):
     """Shared behaviour of :class:`ProjectedLinear` and :class:`ProjectedConv2d`.
 
-    Attributes (set by the network, all plain instance state):
+    Everything is fixed at construction except the layout, which a network changes for
+    all its layers at once (through the validating setter) when its time layout changes.
+
+    Args (keyword, shared by both layer types):
         circuit: the layer's :class:`LateralCircuit` or None.
         feedback: error-propagation rule, one of ``FEEDBACK_RULES``.
-        proj_type: ``"input"`` or ``"weight"``.
-        timesteps: T when the input holds time-major per-step rows; None when every
-            row is a sample (static input, or a non-temporal network).
-        layout: how the input rows are organised: ``"rows"`` (every row is a sample, or a
-            time step of one), ``"fast"`` (the DSR fast layout, ``T + 1`` slices) or
-            ``"trace"`` (OTTT: ``[spikes; traces]``, the trace drives the weight update).
-        rate_weights: normalised time weights that turn per-step rows into the rate the
-            circuit learns from (``hebbian_on="wfr"``).
-        hebbian_on: ``"wfr"`` (learn from the rate over time, weighted as the readout) or
-            ``"spikes"`` (from the per-step rows).
-        name: the layer's name in its network (for messages).
+        proj_type: ``"input"`` or ``"weight"`` (``PROJ_TYPES``).
+        timesteps: T when the input holds ``T * B`` time-major rows of a spiking network;
+            None when every row is a sample.
+        hebbian_on: what the circuit learns from when the rows are time steps: ``"wfr"``
+            (the rate over time, weighted by ``rate_weights``) or ``"spikes"`` (every
+            per-step row); ``HEBBIAN_SOURCES``.
+        rate_weights: normalised time weights of that rate (default: uniform).
+
+    Layouts (``LAYOUTS``): ``"static"`` (every row a sample), ``"steps"`` (``T * B``
+    time-major rows), ``"fast"`` (the DSR fast layout, ``T + 1`` slices), ``"trace"``
+    (OTTT: ``[spikes; traces]``, the trace drives the weight update and the circuit).
     """
 
+    LAYOUTS = ("static", "steps", "fast", "trace")
     weight: Tensor
     bias: Tensor | None
 
-    def _init_projection(self, circuit, feedback, proj_type) -> None:
-        if feedback not in FEEDBACK_RULES:
-            raise ValueError(f"feedback must be one of {FEEDBACK_RULES}, got {feedback!r}")
-        if proj_type not in PROJ_TYPES:
-            raise ValueError(f"proj_type must be one of {PROJ_TYPES}, got {proj_type!r}")
+    def _init_projection(
+        self,
+        circuit: LateralCircuit | None,
+        feedback: str,
+        proj_type: str,
+        timesteps: int | None,
+        hebbian_on: str,
+        rate_weights: Tensor | None,
+    ) -> None:
+        _check_choice("feedback", feedback, FEEDBACK_RULES)
+        _check_choice("proj_type", proj_type, PROJ_TYPES)
+        _check_choice("hebbian_on", hebbian_on, HEBBIAN_SOURCES)
+        if timesteps is not None and (isinstance(timesteps, bool) or timesteps < 1):
+            raise ValueError(f"timesteps must be None or >= 1, got {timesteps!r}")
+        if rate_weights is not None and (timesteps is None or rate_weights.numel() != timesteps):
+            raise ValueError("rate_weights needs timesteps and one weight per time step")
         self.circuit = circuit
         self.feedback = feedback
         self.proj_type = proj_type
-        self.timesteps: int | None = None
-        self.layout = "rows"
-        self.rate_weights: Tensor | None = None
-        self.hebbian_on = "wfr"
+        self.timesteps = timesteps
+        self.hebbian_on = hebbian_on
+        if rate_weights is None and timesteps is not None:
+            rate_weights = torch.full((timesteps,), 1.0 / timesteps)
+        self.rate_weights = rate_weights
         self.name = ""
+        self._layout = "static" if timesteps is None else "steps"
         if feedback == "feedback-alignment":
             fb = torch.empty_like(self.weight)
             nn.init.kaiming_uniform_(fb, a=math.sqrt(5))
@@ -122,8 +141,19 @@ class ProjectedLayer(nn.Module):
         else:
             self.feedback_weight = None
 
-    # subclasses: _op, _check, _grad_input, _activity_rows, _grad_rows, _plain_grad_weight,
-    # _ss_scale
+    @property
+    def layout(self) -> str:
+        return self._layout
+
+    @layout.setter
+    def layout(self, value: str) -> None:
+        _check_choice("layout", value, self.LAYOUTS)
+        if value in ("steps", "fast") and self.timesteps is None:
+            raise ValueError(f"{self._where()}: layout {value!r} needs timesteps")
+        self._layout = value
+
+    # subclasses: _op, _check, _grad_input, _activity_rows, _hebbian_rows, _grad_rows,
+    # _plain_grad_weight, _ss_scale
 
     def _feedback_matrix(self) -> Tensor | None:
         if self.feedback == "feedback-alignment":
@@ -145,18 +175,19 @@ class ProjectedLayer(nn.Module):
     def _where(self) -> str:
         return f"layer '{self.name}'" if self.name else f"{type(self).__name__}"
 
+    def _hebbian_rows(self, x: Tensor) -> Tensor:
+        return self._activity_rows(x)
+
     def presynaptic(self, x: Tensor) -> Tensor:
         """The activity rows (B' x N) this layer's circuit learns from."""
-        if self.timesteps is not None and self.layout != "trace":
+        if self.layout in ("steps", "fast"):
             t = self.timesteps
             seq = x.reshape(t + 1 if self.layout == "fast" else t, -1, *x.shape[1:])[:t]
             if self.hebbian_on == "wfr":
-                w = self.rate_weights
-                w = torch.full((t,), 1.0 / t) if w is None else w
-                x = torch.tensordot(w.to(seq), seq, dims=1)
+                x = torch.tensordot(self.rate_weights.to(seq), seq, dims=1)
             else:
                 x = seq.reshape(-1, *seq.shape[2:])
-        return self._activity_rows(x)  # OTTT: spikes and traces alike
+        return self._hebbian_rows(x)  # OTTT ("trace"): spikes and traces alike
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
@@ -169,6 +200,11 @@ class ProjectedLayer(nn.Module):
         )
 
 
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
 class ProjectedLinear(ProjectedLayer, nn.Linear):
     """``nn.Linear`` whose weight gradient is projected by its lateral circuit.
 
@@ -176,6 +212,7 @@ class ProjectedLinear(ProjectedLayer, nn.Linear):
         circuit: a :class:`LateralCircuit` of dimension ``in_features`` (or None).
         feedback: ``"backprop"``, ``"feedback-alignment"`` or ``"sign-symmetric"``.
         proj_type: ``"input"`` or ``"weight"`` (identical for a non-spiking circuit).
+        timesteps, hebbian_on, rate_weights: see :class:`ProjectedLayer`.
     """
 
     def __init__(
@@ -187,13 +224,16 @@ class ProjectedLinear(ProjectedLayer, nn.Linear):
         circuit: LateralCircuit | None = None,
         feedback: Feedback = "backprop",
         proj_type: ProjType = "input",
+        timesteps: int | None = None,
+        hebbian_on: HebbianSource = "wfr",
+        rate_weights: Tensor | None = None,
     ) -> None:
         super().__init__(in_features, out_features, bias)
         if circuit is not None and circuit.in_features != in_features:
             raise ValueError(
                 f"circuit dimension {circuit.in_features} != in_features {in_features}"
             )
-        self._init_projection(circuit, feedback, proj_type)
+        self._init_projection(circuit, feedback, proj_type, timesteps, hebbian_on, rate_weights)
 
     def _check(self, x: Tensor) -> None:
         if x.dim() != 2 or x.shape[1] != self.in_features:
@@ -224,8 +264,10 @@ class ProjectedLinear(ProjectedLayer, nn.Linear):
 class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
     """``nn.Conv2d`` whose weight gradient is projected by its lateral circuit.
 
-    The circuit's dimension is ``C_in * k_h * k_w``; it learns from, and projects,
-    the patches the convolution actually sees (its own kernel, stride, padding, dilation).
+    The circuit's dimension is ``C_in * k_h * k_w``; it projects the patches the
+    convolution actually sees (its own kernel, stride, padding, dilation) and learns from
+    them too (``hebbian_stride="layer"``), or from the patches at stride 1
+    (``hebbian_stride="one"``: what the authors' code does for strided convolutions).
     """
 
     def __init__(
@@ -241,6 +283,10 @@ class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
         circuit: LateralCircuit | None = None,
         feedback: Feedback = "backprop",
         proj_type: ProjType = "input",
+        timesteps: int | None = None,
+        hebbian_on: HebbianSource = "wfr",
+        rate_weights: Tensor | None = None,
+        hebbian_stride: str = "layer",
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, 1, bias)
         if isinstance(self.padding, str):
@@ -248,7 +294,9 @@ class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
         n = in_channels * self.kernel_size[0] * self.kernel_size[1]
         if circuit is not None and circuit.in_features != n:
             raise ValueError(f"circuit dimension {circuit.in_features} != C_in*k*k = {n}")
-        self._init_projection(circuit, feedback, proj_type)
+        _check_choice("hebbian_stride", hebbian_stride, HEBBIAN_STRIDES)
+        self.hebbian_stride = hebbian_stride
+        self._init_projection(circuit, feedback, proj_type, timesteps, hebbian_on, rate_weights)
 
     @property
     def patch_features(self) -> int:
@@ -267,17 +315,16 @@ class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
     def _grad_input(self, g, b, x_shape):
         return torch.nn.grad.conv2d_input(x_shape, b, g, self.stride, self.padding, self.dilation)
 
-    def _activity_rows(self, x):
+    def _hebbian_rows(self, x):
+        return self._activity_rows(x, (1, 1) if self.hebbian_stride == "one" else None)
+
+    def _activity_rows(self, x, stride=None):
         """Unfolded patches (B * L x C_in k k), ordered as the weight's flattened columns.
 
         Same rows as ``F.unfold`` (transposed), taken from strided views: several times
-        faster on CPU."""
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-        )
+        faster on CPU.  ``stride`` replaces the layer's own."""
+        (kh, kw), (ph, pw), (dh, dw) = self.kernel_size, self.padding, self.dilation
+        sh, sw = self.stride if stride is None else stride
         xp = F.pad(x, (pw, pw, ph, ph))
         v = xp.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
         v = v[..., ::dh, ::dw]  # B, C, H_out, W_out, kh, kw

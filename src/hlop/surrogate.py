@@ -10,17 +10,19 @@ BPTT backpropagates through every ``v_{t-1}``.  OTTT (online training through ti
 detaches ``v_{t-1}`` and keeps a presynaptic trace ``a_t = (1 - 1/tau) a_{t-1} + s_t``
 that the next layer uses, instead of ``s_t``, for its weight update.
 
-In OTTT mode (``online = True``) a forward call is one time step: the input is the
-current of ``B`` samples and the output stacks ``[s_t; a_t]`` (``2 B`` rows, the trace
-detached), which a projected layer in ``trace`` layout reads.  State is reset when
-``step == 0``.  Otherwise a forward call takes ``T * B`` time-major rows (BPTT, or
-evaluation of an OTTT network: the dynamics are the same).
+In the ``"online"`` layout (OTTT training) a forward call is one time step: the input is
+the current of ``B`` samples and the output stacks ``[s_t; a_t]`` (``2 B`` rows, the trace
+detached).  The state is kept between calls and cleared by ``reset()`` only.  In the
+``"steps"`` layout a call takes ``T * B`` time-major rows (BPTT, or evaluation of an OTTT
+network: the dynamics are the same).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from .neurons import SpikingNeuron
 
 
 class SigmoidSurrogateSpike(torch.autograd.Function):
@@ -39,8 +41,16 @@ class SigmoidSurrogateSpike(torch.autograd.Function):
         return grad * ctx.alpha * sg * (1 - sg), None
 
 
-class SurrogateLIF(nn.Module):
-    """LIF neurons for BPTT / OTTT (tau 2, Vth 1, sigmoid(4) surrogate by default)."""
+class SurrogateLIF(SpikingNeuron):
+    """LIF neurons for BPTT / OTTT (tau 2, Vth 1, sigmoid(4) surrogate by default).
+
+    Layouts: ``"steps"`` (``T * B`` time-major rows: BPTT, and evaluation of any network)
+    and ``"online"`` (OTTT training: one time step per call; the output stacks
+    ``[s_t; a_t]``, ``2 B`` rows with the trace detached, which a projected layer in
+    ``"trace"`` layout reads).  The online state is cleared only by :meth:`reset`.
+    """
+
+    LAYOUTS = ("steps", "online")
 
     def __init__(
         self,
@@ -50,28 +60,31 @@ class SurrogateLIF(nn.Module):
         vth: float = 1.0,
         surrogate_alpha: float = 4.0,
     ) -> None:
-        super().__init__()
-        if timesteps < 1:
-            raise ValueError(f"timesteps must be >= 1, got {timesteps}")
+        super().__init__(timesteps)
         if tau <= 0 or vth <= 0:
             raise ValueError(f"tau and vth must be > 0, got tau={tau}, vth={vth}")
-        self.timesteps, self.tau, self.vth = timesteps, tau, vth
+        self.tau, self.vth = tau, vth
         self.surrogate_alpha = surrogate_alpha
-        self.online = False
-        self.readout = False
-        self.step = 0
         self._v: Tensor | None = None
         self._trace: Tensor | None = None
+
+    def reset(self) -> None:
+        self._v = self._trace = None
 
     def _fire(self, v: Tensor) -> Tensor:
         return SigmoidSurrogateSpike.apply(v - self.vth, self.surrogate_alpha)
 
     def forward(self, x: Tensor) -> Tensor:
         decay = 1.0 - 1.0 / self.tau
-        if self.online:
-            if self.step == 0 or self._v is None:
+        if self.layout == "online":
+            if self._v is None:
                 self._v = torch.zeros_like(x)
                 self._trace = torch.zeros_like(x)
+            elif self._v.shape != x.shape:
+                raise ValueError(
+                    f"online step of {tuple(x.shape)} after steps of {tuple(self._v.shape)}: "
+                    "call reset() before a new batch"
+                )
             v = self._v.detach() * decay + x
             spike = self._fire(v)
             self._v = v - spike.detach() * self.vth
@@ -88,13 +101,5 @@ class SurrogateLIF(nn.Module):
             out.append(spike)
         return torch.cat(out)
 
-    def time_weights(self) -> Tensor:
-        """Uniform: the readout is the mean over time."""
-        return torch.full((self.timesteps,), 1.0 / self.timesteps)
-
-    def rate(self, x: Tensor) -> Tensor:
-        """Readout: mean over time of ``T * B`` time-major rows."""
-        return x.reshape(self.timesteps, -1, *x.shape[1:]).mean(0)
-
     def extra_repr(self) -> str:
-        return f"T={self.timesteps}, tau={self.tau}, vth={self.vth}, online={self.online}"
+        return f"T={self.timesteps}, tau={self.tau}, vth={self.vth}, layout={self.layout}"

@@ -1,0 +1,61 @@
+"""Memory replay, combinable with any method (``--replay``)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..continual import Plugin, RunState, evaluate_seen, loss_check, make_optimizer, make_scheduler
+
+
+class Replay(Plugin):
+    """After each task k >= 1 (and after HLOP's merge), train on a memory of
+    ``memory_size`` samples per class of every seen task, without projection, then
+    re-evaluate the task's row.  One optimiser step accumulates a batch from every seen
+    task's memory.  The memory is drawn at random per class with the run's seed (the
+    reference code keeps the first samples of each class)."""
+
+    name = "replay"
+
+    def __init__(self) -> None:
+        self.memory: list[torch.Tensor] = []  # indices into each task's training split
+
+    def select(self, run: RunState, task: int) -> torch.Tensor:
+        """Indices of ``memory_size`` random samples of each class of ``task``."""
+        split = run.benchmark.tasks[task].train
+        g = torch.Generator().manual_seed(run.cfg.seed * 1009 + task)
+        size = run.cfg.replay.memory_size
+        chosen = [
+            idx[torch.randperm(len(idx), generator=g)[:size]]
+            for _, idx in sorted(split.class_indices().items())
+        ]
+        return torch.cat(chosen)
+
+    def before_task(self, run: RunState) -> None:
+        while len(self.memory) <= run.task:
+            self.memory.append(self.select(run, len(self.memory)))
+
+    def after_evaluation(self, run: RunState) -> None:
+        if run.task == 0:
+            return
+        cfg, r, model = run.cfg, run.cfg.replay, run.model
+        optimizer = make_optimizer(cfg, model.trainable_parameters(), lr=r.lr)
+        if cfg.scheduler == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, r.t_max)
+        else:
+            scheduler = make_scheduler(cfg, optimizer)
+        longest = max(len(m) for m in self.memory)
+        check = loss_check(run, 0)
+        for _ in range(r.epochs):
+            model.train()
+            order = torch.randperm(longest, generator=run.generator)
+            for start in range(0, longest, r.batch_size):
+                optimizer.zero_grad(set_to_none=True)
+                for j, memory in enumerate(self.memory[: run.task + 1]):
+                    pick = order[start : start + r.batch_size]
+                    pick = pick[pick < len(memory)]
+                    if len(pick):
+                        x, y = run.benchmark.tasks[j].train.batch(memory[pick])
+                        model.rule.train_batch(model, x.to(run.device), y.to(run.device), j, check)
+                optimizer.step()
+            scheduler.step()
+        run.acc_matrix[-1] = evaluate_seen(run)
