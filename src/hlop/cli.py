@@ -1,42 +1,76 @@
-"""The ``hlop`` command line: ``hlop train`` and ``hlop data fetch``."""
+"""The ``hlop`` command line: ``hlop train`` and ``hlop data fetch``.
+
+Every ``hlop train`` flag is one row of :data:`TRAIN_FLAGS`: the flag, the configuration key
+it sets, and its help; its type comes from the configuration and its choices from the
+registry that declares them.  ``--set key=value`` reaches every other key.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .circuit import CircuitError
-from .config import BENCHMARKS, ConfigError, apply_overrides, preset, validate
+from .config import BENCHMARKS, Config, ConfigError, apply_overrides, key_type, preset, validate
 from .continual import TrainingDiverged
 from .data import DATASET_NAMES, DataError, fetch_dataset
+from .methods import METHODS
+from .projection import FEEDBACK_RULES, HEBBIAN_SOURCES, PROJ_TYPES
+from .training import TRAINING_RULES
 
-# command-line flag -> configuration key
-FLAGS = {
-    "data_dir": "data_dir",
-    "method": "method",
-    "epochs": "epochs",
-    "tasks": "tasks",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "timesteps": "timesteps",
-    "device": "device",
-    "seed": "seed",
-    "proj_type": "hlop.proj_type",
-    "feedback": "feedback",
-    "lateral_scale": "hlop.spike_scale",
-    "lateral_timesteps": "hlop.spike_steps",
-    "hlop_on": "hlop.hebbian_on",
-    "hlop_start_epochs": "hlop.start_epochs",
-    "hlop_iterations": "hlop.iterations",
-}
-# on/off flags -> configuration key set to true
-SWITCHES = {
-    "online_update": "online_update",
-    "lateral_spiking": "hlop.spiking",
-    "replay": "replay.enabled",
-}
+
+@dataclass(frozen=True)
+class Flag:
+    """One ``hlop train`` flag: it sets configuration key ``key`` (a switch sets it true)."""
+
+    flag: str
+    key: str
+    help: str
+    choices: Sequence[str] | None = None
+    switch: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+TRAIN_FLAGS: tuple[Flag, ...] = (
+    Flag("--data-dir", "data_dir", "data root holding one folder per dataset (mnist/, ...)"),
+    Flag("--method", "method", "continual-learning method", tuple(METHODS)),
+    Flag("--training", "training", "training method (bptt and ottt presets use T=6)",
+         tuple(TRAINING_RULES)),
+    Flag("--epochs", "epochs", "epochs per task"),
+    Flag("--tasks", "tasks", "number of tasks"),
+    Flag("--batch-size", "batch_size", "training batch size"),
+    Flag("--lr", "lr", "learning rate"),
+    Flag("--timesteps", "timesteps", "T, simulation time steps"),
+    Flag("--device", "device", "auto, cpu, cuda or cuda:N"),
+    Flag("--seed", "seed", "random seed of the run"),
+    Flag("--proj-type", "hlop.proj_type", "HLOP projection mode", PROJ_TYPES),
+    Flag("--feedback", "feedback", "how errors propagate to earlier layers", FEEDBACK_RULES),
+    Flag("--online-update", "online_update", "OTTT: optimiser step at every time step",
+         switch=True),
+    Flag("--lateral-spiking", "hlop.spiking", "spiking lateral neurons", switch=True),
+    Flag("--lateral-scale", "hlop.spike_scale", "scale s of spiking lateral neurons"),
+    Flag("--lateral-timesteps", "hlop.spike_steps", "time steps of spiking lateral neurons"),
+    Flag("--hlop-on", "hlop.hebbian_on", "what circuits learn from", HEBBIAN_SOURCES),
+    Flag("--hlop-start-epochs", "hlop.start_epochs", "epochs before circuits start learning"),
+    Flag("--hlop-iterations", "hlop.iterations", "Hebbian iterations per batch"),
+    Flag("--replay", "replay.enabled",
+         "memory replay after each task (with --method baseline: replay only)", switch=True),
+)  # fmt: skip
+
+
+def _argument_type(key: str):
+    tp = key_type(key)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if args else tp
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,44 +94,13 @@ def _parser() -> argparse.ArgumentParser:
         help="pmnist-subset (default: permuted MNIST on the subset shipped in the package) "
         "or pmnist (full MNIST from --data-dir)",
     )
-    t.add_argument("--data-dir", help="data root holding one folder per dataset (mnist/, ...)")
-    t.add_argument("--out-dir", help="output directory (default: runs/BENCHMARK-METHOD-TIME)")
-    t.add_argument("--method", choices=["hlop", "baseline"])
-    t.add_argument("--epochs", type=int, help="epochs per task")
-    t.add_argument("--tasks", type=int, help="number of tasks")
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float, help="learning rate")
-    t.add_argument("--timesteps", type=int, help="T, simulation time steps")
-    t.add_argument("--device", help="auto, cpu or cuda")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--proj-type", choices=["input", "weight"], help="HLOP projection mode")
-    t.add_argument(
-        "--training",
-        choices=["dsr", "bptt", "ottt"],
-        default="dsr",
-        help="training method (bptt and ottt presets use T=6)",
-    )
-    t.add_argument(
-        "--online-update", action="store_true", help="OTTT: optimiser step at every time step"
-    )
-    t.add_argument(
-        "--feedback",
-        choices=["backprop", "feedback-alignment", "sign-symmetric"],
-        help="how errors propagate to earlier layers",
-    )
-    t.add_argument("--lateral-spiking", action="store_true", help="spiking lateral neurons")
-    t.add_argument("--lateral-scale", type=float, help="scale s of spiking lateral neurons")
-    t.add_argument("--lateral-timesteps", type=int, help="time steps of spiking lateral neurons")
-    t.add_argument(
-        "--hlop-on", choices=["wfr", "spikes"], help="what circuits learn from (DSR, BPTT)"
-    )
-    t.add_argument("--hlop-start-epochs", type=int, help="epochs before circuits start learning")
-    t.add_argument("--hlop-iterations", type=int, help="Hebbian iterations per batch")
-    t.add_argument(
-        "--replay",
-        action="store_true",
-        help="memory replay after each task (with --method baseline: replay only)",
-    )
+    for f in TRAIN_FLAGS:
+        if f.switch:
+            t.add_argument(f.flag, action="store_true", help=f"{f.help} (sets {f.key}=true)")
+        else:
+            t.add_argument(
+                f.flag, type=_argument_type(f.key), choices=f.choices, help=f"{f.help} ({f.key})"
+            )
     t.add_argument(
         "--set",
         action="append",
@@ -106,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         help="override any configuration value, e.g. --set hlop.iterations=3 "
         "(see --show-config for the keys)",
     )
+    t.add_argument("--out-dir", help="output directory (default: runs/BENCHMARK-METHOD-TIME)")
     t.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
     t.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
 
@@ -117,23 +121,38 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def resolve_config(args: argparse.Namespace, log=print) -> Config:
+    """The run's configuration: the preset of the benchmark and training method, then the
+    flags, then ``--set`` (in that order)."""
+    cfg = preset(args.benchmark, args.training or "dsr")
+    overrides = []
+    for f in TRAIN_FLAGS:
+        value = getattr(args, f.dest)
+        if f.switch and value:
+            overrides.append(f"{f.key}=true")
+        elif not f.switch and value is not None:
+            overrides.append(f"{f.key}={value}")
+    apply_overrides(cfg, overrides + args.set)
+    explicit_proj = args.proj_type is not None or any(
+        s.partition("=")[0].strip() == "hlop.proj_type" for s in args.set
+    )
+    if cfg.hlop.spiking and cfg.hlop.proj_type == "weight" and not explicit_proj:
+        cfg.hlop.proj_type = "input"
+        log(
+            "note: spiking lateral neurons quantise activity rows, which only the input "
+            "projection has: this run projects in input mode (hlop.proj_type=input)"
+        )
+    validate(cfg)
+    return cfg
+
+
 def _train(args: argparse.Namespace) -> int:
     from .experiment import train  # torch-heavy imports only when training
 
-    cfg = preset(args.benchmark, args.training)
-    overrides = [
-        f"{key}={getattr(args, flag)}"
-        for flag, key in FLAGS.items()
-        if getattr(args, flag) is not None
-    ]
-    overrides += [f"{key}=true" for flag, key in SWITCHES.items() if getattr(args, flag)]
-    apply_overrides(cfg, overrides + args.set)
+    cfg = resolve_config(args)
     if args.show_config:
-        import json
-
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    validate(cfg)
     out = args.out_dir or f"runs/{cfg.benchmark}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     train(cfg, out, overwrite=args.overwrite)
     return 0

@@ -294,6 +294,14 @@ def _set(cfg: Config, key: str, value: Any) -> None:
     setattr(obj, name, _coerce(value, tp, key))
 
 
+def key_type(key: str) -> Any:
+    """The type of configuration key ``key`` (e.g. ``int`` for ``"epochs"``)."""
+    obj: Any = Config()
+    for part in key.split(".")[:-1]:
+        obj = getattr(obj, part)
+    return _field_type(obj, key.split(".")[-1])
+
+
 def _first(tp: Any) -> str:
     return dataclasses.fields(tp)[0].name
 
