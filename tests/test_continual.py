@@ -12,6 +12,8 @@ from hlop.config import Config, apply_overrides, preset
 from hlop.continual import evaluate
 from hlop.experiment import build_benchmark, load_checkpoint, train
 
+pytestmark = pytest.mark.slow
+
 SMALL = ["timesteps=4", *SMALL_PMNIST]
 
 

@@ -12,6 +12,8 @@ from hlop.continual import RunState
 from hlop.experiment import build_benchmark, build_model, train
 from hlop.methods import Replay
 
+pytestmark = pytest.mark.slow
+
 # name: (training method, overrides, HLOP's lower forgetting is stable at this scale)
 VARIANTS = {
     "sign-symmetric": ("dsr", ["timesteps=4", "feedback=sign-symmetric"], True),
