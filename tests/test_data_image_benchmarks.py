@@ -209,6 +209,13 @@ def mini32() -> dict:
     return dataset((2, 1), 100, (3, 32, 32), 7)
 
 
+def test_miniimagenet_class_groups_match_the_reference() -> None:
+    # the reference: np.random.seed(2022); np.split(np.random.permutation(100), 20)
+    order = miniimagenet_class_order(2022)
+    assert order[:15] == [79, 76, 83, 5, 35, 57, 22, 96, 67, 58, 93, 3, 69, 60, 39]
+    assert sorted(order) == list(range(100))
+
+
 def test_miniimagenet_class_split_deterministic(mini32: dict) -> None:
     order = miniimagenet_class_order(2022)
     assert sorted(order) == list(range(100)) and order != list(range(100))
