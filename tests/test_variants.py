@@ -7,7 +7,8 @@ import pytest
 import torch
 from conftest import SMALL_PMNIST as SMALL
 
-from hlop.config import apply_overrides, preset
+from hlop.benchmarks import preset
+from hlop.config import apply_overrides
 from hlop.continual import Replay, RunState
 from hlop.experiment import build_benchmark, build_model, train
 

@@ -7,10 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+from .benchmarks import BENCHMARKS, preset
 from .circuit import CircuitError
-from .config import BENCHMARKS, ConfigError, apply_overrides, preset, validate
+from .config import ConfigError, apply_overrides, validate
 from .continual import TrainingDiverged
-from .data import DATASET_NAMES, DataError, fetch_dataset
+from .data import DATASETS, DataError, fetch_dataset
 
 # command-line flag -> configuration key
 FLAGS = {
@@ -56,9 +57,10 @@ def _parser() -> argparse.ArgumentParser:
         "benchmark",
         nargs="?",
         default="pmnist-subset",
-        choices=BENCHMARKS,
-        help="pmnist-subset (default: permuted MNIST on the subset shipped in the package) "
-        "or pmnist (full MNIST from --data-dir)",
+        choices=list(BENCHMARKS),
+        metavar="BENCHMARK",
+        help="; ".join(f"{b.name}: {b.summary}" for b in BENCHMARKS.values())
+        + ". All but the *-subset ones read --data-dir.",
     )
     t.add_argument("--data-dir", help="data root holding one folder per dataset (mnist/, ...)")
     t.add_argument("--out-dir", help="output directory (default: runs/BENCHMARK-METHOD-TIME)")
@@ -112,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="get datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     f = dsub.add_parser("fetch", help="download a dataset into the data root, checking checksums")
-    f.add_argument("name", choices=DATASET_NAMES)
+    f.add_argument("name", choices=list(DATASETS))
     f.add_argument("--data-dir", required=True, help="data root (files go to DIR/NAME/...)")
     return p
 
