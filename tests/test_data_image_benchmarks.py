@@ -124,9 +124,9 @@ def test_split_cifar100_limits_stratified_and_deterministic(cifar100: dict) -> N
 def five() -> dict:
     return {
         "cifar10": dataset((3, 2), 10, (3, 32, 32), 1),
-        "mnist": dataset((3, 2), 10, (28, 28), 2),  # as load_mnist_dir returns it
+        "mnist": dataset((3, 2), 10, (28, 28), 2),  # N x H x W is accepted too
         "svhn": dataset((3, 2), 10, (3, 32, 32), 3),
-        "fashion_mnist": dataset((3, 2), 10, (1, 28, 28), 4),  # as load_fashion_mnist
+        "fashion_mnist": dataset((3, 2), 10, (1, 28, 28), 4),  # as load_dataset gives it
         "notmnist": dataset((3, 2), 10, (1, 32, 32), 5),
     }
 

@@ -154,7 +154,7 @@ def permuted_mnist(
 ) -> Benchmark:
     """Permuted MNIST: ``n_tasks`` tasks, each with its own fixed pixel permutation.
 
-    ``mnist`` is the dict of :func:`hlop.data.load_mnist_dir` or
+    ``mnist`` is the dict of ``load_dataset("mnist", root)`` or
     :func:`hlop.data.load_embedded_mnist`. All tasks share one uint8 copy of the images; the
     per-task transform normalises, flattens and permutes each batch. ``train_limit`` and
     ``test_limit`` keep a deterministic class-stratified subset of that many samples (the same
