@@ -6,12 +6,13 @@ import json
 
 import pytest
 import torch
+from formats import write_idx
 
 import hlop.experiment
+from hlop.benchmarks import preset
 from hlop.cli import main
-from hlop.config import apply_overrides, preset
+from hlop.config import apply_overrides
 from hlop.continual import Plugin
-from hlop.data import write_idx
 from hlop.experiment import train
 from hlop.methods import HLOP
 
@@ -73,6 +74,7 @@ def test_bad_config_refused_before_training(tmp_path, capsys, args, message):
 def test_missing_data_names_files_and_fetch_command(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "pmnist", "--out-dir", str(tmp_path / "r"))
     assert code == 2 and "--data-dir" in err and "hlop data fetch mnist" in err
+    assert "D/mnist/t10k-labels-idx1-ubyte (or t10k-labels-idx1-ubyte.gz)" in err
     code, _, err = run_cli(
         capsys, "train", "pmnist", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "r")
     )
@@ -168,18 +170,23 @@ def test_divergence_stops_and_keeps_completed_tasks(
     assert not (out_dir / "checkpoint_task1.pt").exists()
 
 
-def test_data_fetch_command(tmp_path, capsys, monkeypatch):
-    calls = []
+@pytest.mark.parametrize(
+    "name, folder", [("notmnist", "notmnist"), ("miniimagenet", "miniimagenet")]
+)
+def test_data_fetch_without_download_explains_placement(tmp_path, capsys, name, folder):
+    code, out, err = run_cli(capsys, "data", "fetch", name, "--data-dir", str(tmp_path))
+    assert code == 2 and "cannot be downloaded" in err
+    assert str(tmp_path / folder) in err and "To get them" in err
+    assert not (tmp_path / folder).exists()
 
-    def fake_fetch(name, root):
-        calls.append((name, root))
-        return root / name
 
-    monkeypatch.setattr("hlop.cli.fetch_dataset", fake_fetch)
-    code, out, _ = run_cli(capsys, "data", "fetch", "mnist", "--data-dir", str(tmp_path))
-    assert code == 0 and calls == [("mnist", tmp_path)] and "ready" in out
-    code, _, err = run_cli(capsys, "data", "fetch", "notmnist", "--data-dir", str(tmp_path))
-    assert code == 0  # the mocked fetch; the real one explains where to place the files
+def test_split_benchmarks_without_data_dir_name_files_and_fetch(tmp_path, capsys):
+    for benchmark, key in (("split-mnist", "mnist"), ("split-fashion-mnist", "fashion-mnist")):
+        code, _, err = run_cli(capsys, "train", benchmark, "--out-dir", str(tmp_path / "r"))
+        assert code == 2 and "--data-dir" in err
+        assert f"D/{key}/train-images-idx3-ubyte" in err
+        assert f"hlop data fetch {key} --data-dir D" in err
+        assert not (tmp_path / "r").exists()
 
 
 def test_show_config(capsys):

@@ -1,4 +1,4 @@
-"""Tests of IDX reading/writing, MNIST directory loading and the embedded subset."""
+"""Tests of IDX reading, MNIST folder loading and the embedded subset."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from formats import encode_idx, write_idx
 
-from hlop.data import DataError, load_embedded_mnist, load_mnist_dir, read_idx, write_idx
-from hlop.data.idx import MNIST_FILES, encode_idx
+from hlop.data import MNIST_FILES, DataError, load_dataset, load_embedded_mnist, read_idx
 
 
 def tiny_mnist(n_train: int = 20, n_test: int = 10, seed: int = 0) -> dict:
@@ -103,14 +103,14 @@ def test_corrupt_gzip(tmp_path: Path) -> None:
 @pytest.mark.parametrize("gz", [False, True])
 def test_load_mnist_dir(tmp_path: Path, gz: bool) -> None:
     data = tiny_mnist()
-    write_mnist_dir(tmp_path, data, gz=gz)
-    loaded = load_mnist_dir(tmp_path)
+    write_mnist_dir(tmp_path / "mnist", data, gz=gz)
+    loaded = load_dataset("mnist", tmp_path)
     assert set(loaded) == {"train", "test"}
     for split in ("train", "test"):
         images, labels = loaded[split]
-        assert images.dtype == np.uint8 and images.shape == data[split][0].shape
+        assert images.dtype == np.uint8 and images.shape == (len(data[split][0]), 1, 28, 28)
         assert labels.dtype == np.int64
-        np.testing.assert_array_equal(images, data[split][0])
+        np.testing.assert_array_equal(images[:, 0], data[split][0])
         np.testing.assert_array_equal(labels, data[split][1])
 
 
@@ -120,18 +120,20 @@ def test_load_mnist_dir_missing_files(tmp_path: Path) -> None:
     data = tiny_mnist()
     write_idx(folder / "train-images-idx3-ubyte", data["train"][0])
     with pytest.raises(DataError) as info:
-        load_mnist_dir(folder)
+        load_dataset("mnist", tmp_path)
     message = str(info.value)
     assert str(folder) in message
     for name in MNIST_FILES.values():
-        assert (name in message) == (name != "train-images-idx3-ubyte")
+        present = name == "train-images-idx3-ubyte"
+        assert (f"{folder / name} (or {name}.gz){' (present)' if present else ''}\n") in message
     assert f"hlop data fetch mnist --data-dir {tmp_path}" in message
 
 
-def test_load_mnist_dir_other_dataset_name(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="FashionMNIST files are missing") as info:
-        load_mnist_dir(tmp_path, name="FashionMNIST", fetch_key="fashion-mnist")
-    assert "hlop data fetch fashion-mnist" in str(info.value)
+def test_fashion_mnist_reads_its_own_folder(tmp_path: Path) -> None:
+    write_mnist_dir(tmp_path / "mnist", tiny_mnist())
+    with pytest.raises(DataError, match=r"FashionMNIST \(fashion-mnist\)") as info:
+        load_dataset("fashion-mnist", tmp_path)
+    assert f"hlop data fetch fashion-mnist --data-dir {tmp_path}" in str(info.value)
 
 
 def test_label_out_of_range(tmp_path: Path) -> None:
@@ -139,38 +141,38 @@ def test_label_out_of_range(tmp_path: Path) -> None:
     labels = data["test"][1].copy()
     labels[3] = 10
     data["test"] = (data["test"][0], labels)
-    write_mnist_dir(tmp_path, data)
+    write_mnist_dir(tmp_path / "mnist", data)
     with pytest.raises(DataError, match=r"0\.\.9") as info:
-        load_mnist_dir(tmp_path)
-    assert str(tmp_path / "t10k-labels-idx1-ubyte") in str(info.value)
+        load_dataset("mnist", tmp_path)
+    assert str(tmp_path / "mnist" / "t10k-labels-idx1-ubyte") in str(info.value)
 
 
 def test_count_mismatch(tmp_path: Path) -> None:
     data = tiny_mnist()
     data["train"] = (data["train"][0], data["train"][1][:-1])
-    write_mnist_dir(tmp_path, data)
+    write_mnist_dir(tmp_path / "mnist", data)
     with pytest.raises(DataError, match="counts must be equal") as info:
-        load_mnist_dir(tmp_path)
-    assert str(tmp_path / "train-labels-idx1-ubyte") in str(info.value)
-    assert str(tmp_path / "train-images-idx3-ubyte") in str(info.value)
+        load_dataset("mnist", tmp_path)
+    assert str(tmp_path / "mnist" / "train-labels-idx1-ubyte") in str(info.value)
+    assert str(tmp_path / "mnist" / "train-images-idx3-ubyte") in str(info.value)
 
 
 def test_images_must_be_3d(tmp_path: Path) -> None:
     data = tiny_mnist()
     data["train"] = (data["train"][0].reshape(20, 784), data["train"][1])
-    write_mnist_dir(tmp_path, data)
+    write_mnist_dir(tmp_path / "mnist", data)
     with pytest.raises(DataError, match="3-D") as info:
-        load_mnist_dir(tmp_path)
-    assert str(tmp_path / "train-images-idx3-ubyte") in str(info.value)
+        load_dataset("mnist", tmp_path)
+    assert str(tmp_path / "mnist" / "train-images-idx3-ubyte") in str(info.value)
 
 
 def test_labels_must_be_1d(tmp_path: Path) -> None:
     data = tiny_mnist()
     data["test"] = (data["test"][0], data["test"][1].reshape(5, 2))
-    write_mnist_dir(tmp_path, data)
+    write_mnist_dir(tmp_path / "mnist", data)
     with pytest.raises(DataError, match="1-D") as info:
-        load_mnist_dir(tmp_path)
-    assert str(tmp_path / "t10k-labels-idx1-ubyte") in str(info.value)
+        load_dataset("mnist", tmp_path)
+    assert str(tmp_path / "mnist" / "t10k-labels-idx1-ubyte") in str(info.value)
 
 
 def test_embedded_subset() -> None:
@@ -178,7 +180,7 @@ def test_embedded_subset() -> None:
     for split, per_class in (("train", 600), ("test", 100)):
         images, labels = mnist[split]
         assert images.dtype == np.uint8
-        assert images.shape == (10 * per_class, 28, 28)
+        assert images.shape == (10 * per_class, 1, 28, 28)
         assert labels.dtype == np.int64 and labels.shape == (10 * per_class,)
         np.testing.assert_array_equal(np.bincount(labels, minlength=10), [per_class] * 10)
         assert images.max() == 255 and images.min() == 0

@@ -124,9 +124,9 @@ def test_split_cifar100_limits_stratified_and_deterministic(cifar100: dict) -> N
 def five() -> dict:
     return {
         "cifar10": dataset((3, 2), 10, (3, 32, 32), 1),
-        "mnist": dataset((3, 2), 10, (28, 28), 2),  # as load_mnist_dir returns it
+        "mnist": dataset((3, 2), 10, (28, 28), 2),  # N x H x W is accepted too
         "svhn": dataset((3, 2), 10, (3, 32, 32), 3),
-        "fashion_mnist": dataset((3, 2), 10, (1, 28, 28), 4),  # as load_fashion_mnist
+        "fashion_mnist": dataset((3, 2), 10, (1, 28, 28), 4),  # as load_dataset gives it
         "notmnist": dataset((3, 2), 10, (1, 32, 32), 5),
     }
 
@@ -207,6 +207,13 @@ def test_five_datasets_rejects_wrong_sizes(five: dict) -> None:
 @pytest.fixture(scope="module")
 def mini32() -> dict:
     return dataset((2, 1), 100, (3, 32, 32), 7)
+
+
+def test_miniimagenet_class_groups_match_the_reference() -> None:
+    # the reference: np.random.seed(2022); np.split(np.random.permutation(100), 20)
+    order = miniimagenet_class_order(2022)
+    assert order[:15] == [79, 76, 83, 5, 35, 57, 22, 96, 67, 58, 93, 3, 69, 60, 39]
+    assert sorted(order) == list(range(100))
 
 
 def test_miniimagenet_class_split_deterministic(mini32: dict) -> None:

@@ -12,25 +12,35 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from formats import encode_matrix, mat_element, write_idx, write_mat
 
-from hlop.data import DataError, write_idx
-from hlop.data.idx import MNIST_FILES
-from hlop.data.readers import (
-    MI_INT8,
-    MI_MATRIX,
-    MI_UINT32,
-    encode_matrix,
-    load_cifar10,
-    load_cifar100,
-    load_fashion_mnist,
-    load_miniimagenet,
-    load_notmnist,
-    load_svhn,
-    mat_element,
-    parse_mat,
-    read_mat,
-    write_mat,
-)
+from hlop.data import MNIST_FILES, DataError, load_dataset
+from hlop.data.readers import MI_INT8, MI_MATRIX, MI_UINT32, parse_mat, read_mat
+
+
+def load_cifar10(root: Path) -> dict:
+    return load_dataset("cifar10", root)
+
+
+def load_cifar100(root: Path) -> dict:
+    return load_dataset("cifar100", root)
+
+
+def load_svhn(root: Path) -> dict:
+    return load_dataset("svhn", root)
+
+
+def load_fashion_mnist(root: Path) -> dict:
+    return load_dataset("fashion-mnist", root)
+
+
+def load_notmnist(root: Path) -> dict:
+    return load_dataset("notmnist", root)
+
+
+def load_miniimagenet(root: Path) -> dict:
+    return load_dataset("miniimagenet", root)
+
 
 RNG = np.random.default_rng(11)
 
@@ -355,38 +365,23 @@ def write_idx_dir(directory: Path, gz: bool) -> dict:
 
 def test_fashion_mnist_from_root(tmp_path: Path) -> None:
     expected = write_idx_dir(tmp_path / "fashion-mnist", gz=False)
-    data = load_fashion_mnist(tmp_path, system_dir=None)
+    data = load_fashion_mnist(tmp_path)
     for split in ("train", "test"):
         assert data[split][0].shape == (len(expected[split][0]), 1, 28, 28)
         np.testing.assert_array_equal(data[split][0][:, 0], expected[split][0])
         np.testing.assert_array_equal(data[split][1], expected[split][1])
 
 
-def test_fashion_mnist_from_system_dir(tmp_path: Path) -> None:
-    system = tmp_path / "usr" / "share" / "datasets" / "fashion-mnist"
-    expected = write_idx_dir(system, gz=True)  # Debian ships the four files gzipped
-    assert sorted(p.name for p in system.iterdir()) == sorted(
-        f"{name}.gz" for name in MNIST_FILES.values()
-    )
-    data = load_fashion_mnist(tmp_path / "root", system_dir=system)
-    np.testing.assert_array_equal(data["test"][0][:, 0], expected["test"][0])
-    # A folder under the root wins over the system copy.
-    local = write_idx_dir(tmp_path / "root" / "fashion-mnist", gz=False)
-    data = load_fashion_mnist(tmp_path / "root", system_dir=system)
-    np.testing.assert_array_equal(data["test"][0][:, 0], local["test"][0])
-
-
-def test_fashion_mnist_missing(tmp_path: Path) -> None:
-    system = tmp_path / "nowhere"
+def test_fashion_mnist_missing_is_not_read_elsewhere(tmp_path: Path) -> None:
     with pytest.raises(DataError) as info:
-        load_fashion_mnist(tmp_path, system_dir=system)
+        load_fashion_mnist(tmp_path)
     message = str(info.value)
     assert str(tmp_path / "fashion-mnist" / "train-images-idx3-ubyte") in message
     assert f"hlop data fetch fashion-mnist --data-dir {tmp_path}" in message
-    assert "dataset-fashion-mnist" in message and str(system) in message
+    assert "dataset-fashion-mnist" in message
     (tmp_path / "fashion-mnist").mkdir()
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte"):
-        load_fashion_mnist(tmp_path, system_dir=None)
+        load_fashion_mnist(tmp_path)
 
 
 def test_fashion_mnist_corrupt_gz_names_file(tmp_path: Path) -> None:
@@ -394,7 +389,7 @@ def test_fashion_mnist_corrupt_gz_names_file(tmp_path: Path) -> None:
     path = tmp_path / "fashion-mnist" / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(b"\0" * 100)[:-8])
     with pytest.raises(DataError) as info:
-        load_fashion_mnist(tmp_path, system_dir=None)
+        load_fashion_mnist(tmp_path)
     assert str(path) in str(info.value)
 
 

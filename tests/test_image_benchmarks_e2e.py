@@ -7,11 +7,12 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from formats import write_idx, write_mat
 
-from hlop.config import apply_overrides, preset
+from hlop.benchmarks import build_benchmark, preset
+from hlop.config import apply_overrides
 from hlop.continual import evaluate
-from hlop.data import write_idx, write_mat
-from hlop.experiment import build_benchmark, load_checkpoint, train
+from hlop.experiment import load_checkpoint, train
 
 RNG = np.random.default_rng(5)
 QUICK = ["tasks=2", "epochs=1", "timesteps=2", "batch_size=8"]

@@ -11,7 +11,7 @@ import io
 import pytest
 import torch
 
-from hlop.config import preset
+from hlop.benchmarks import preset
 from hlop.experiment import train
 
 pytestmark = pytest.mark.slow

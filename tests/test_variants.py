@@ -7,7 +7,8 @@ import pytest
 import torch
 from helpers import SMALL_PMNIST as SMALL
 
-from hlop.config import apply_overrides, preset
+from hlop.benchmarks import preset
+from hlop.config import apply_overrides
 from hlop.continual import RunState
 from hlop.experiment import build_benchmark, build_model, train
 from hlop.methods import Replay

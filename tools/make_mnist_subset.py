@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hlop.data.idx import NUM_CLASSES, load_mnist_dir
+from hlop.data.datasets import DATASETS, find_file
+from hlop.data.errors import DataError
+from hlop.data.idx import NUM_CLASSES, read_mnist
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "src" / "hlop" / "data" / "mnist_subset.npz"
 MAX_BYTES = 2 * 1024 * 1024
@@ -32,6 +34,14 @@ def stratified_indices(labels: np.ndarray, per_class: int, seed: int) -> np.ndar
         rng = np.random.default_rng(seed)
         chosen.append(rng.choice(candidates, size=per_class, replace=False))
     return np.sort(np.concatenate(chosen))
+
+
+def load_mnist_folder(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The four MNIST files of ``folder`` (raw or .gz), images as (N, 28, 28)."""
+    paths = [find_file(folder / name, gzip_ok=True) for name in DATASETS["mnist"].files]
+    if None in paths:
+        raise DataError(f"{folder} lacks some of the files {DATASETS['mnist'].files}")
+    return {split: (x[:, 0], y) for split, (x, y) in read_mnist(paths).items()}
 
 
 def build_subset(
@@ -60,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     arrays = build_subset(
-        load_mnist_dir(args.source), args.train_per_class, args.test_per_class, args.seed
+        load_mnist_folder(args.source), args.train_per_class, args.test_per_class, args.seed
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with open(args.output, "wb") as handle:

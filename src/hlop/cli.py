@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .benchmarks import BENCHMARKS, preset
 from .circuit import CircuitError
-from .config import BENCHMARKS, Config, ConfigError, apply_overrides, key_type, preset, validate
+from .config import Config, ConfigError, apply_overrides, key_type, validate
 from .continual import TrainingDiverged
-from .data import DATASET_NAMES, DataError, fetch_dataset
+from .data import DATASETS, DataError, fetch_dataset
 from .methods import METHODS
 from .projection import FEEDBACK_RULES, HEBBIAN_SOURCES, PROJ_TYPES
 from .training import TRAINING_RULES
@@ -90,9 +91,10 @@ def _parser() -> argparse.ArgumentParser:
         "benchmark",
         nargs="?",
         default="pmnist-subset",
-        choices=BENCHMARKS,
-        help="pmnist-subset (default: permuted MNIST on the subset shipped in the package) "
-        "or pmnist (full MNIST from --data-dir)",
+        choices=list(BENCHMARKS),
+        metavar="BENCHMARK",
+        help="; ".join(f"{b.name}: {b.summary}" for b in BENCHMARKS.values())
+        + ". All but the *-subset ones read --data-dir.",
     )
     for f in TRAIN_FLAGS:
         if f.switch:
@@ -116,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="get datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     f = dsub.add_parser("fetch", help="download a dataset into the data root, checking checksums")
-    f.add_argument("name", choices=DATASET_NAMES)
+    f.add_argument("name", choices=list(DATASETS))
     f.add_argument("--data-dir", required=True, help="data root (files go to DIR/NAME/...)")
     return p
 

@@ -1,8 +1,10 @@
-"""Run configuration: one dataclass tree, paper presets as data, dotted-key overrides.
+"""Run configuration: one dataclass tree, dotted-key overrides, validation.
 
 A run is fully described by its resolved :class:`Config`, written as ``config.json``
-next to its results.  ``preset(name)`` gives the paper's settings for a benchmark;
-``apply_overrides(cfg, ["hlop.iterations=3", ...])`` changes any value by its dotted key.
+next to its results.  :func:`hlop.benchmarks.preset` gives the paper's settings for a
+benchmark; ``apply_overrides(cfg, ["hlop.iterations=3", ...])`` changes any value by its
+dotted key.  Choice lists (training methods, feedback rules, ...) come from the modules
+that implement them.
 """
 
 from __future__ import annotations
@@ -117,105 +119,6 @@ class Config:
         for key, value in _flatten(d):
             _set(cfg, key, value)
         return cfg
-
-
-BENCHMARKS = (
-    "pmnist-subset",
-    "pmnist",
-    "cifar100",
-    "miniimagenet",
-    "five-datasets",
-    "five-datasets-domain",
-    "split-fashion-mnist",
-    "split-mnist",
-)
-
-
-def pmnist_sizes(tasks: int = 10) -> list[list[int]]:
-    """The paper's PMNIST schedule: [80, 200, 100], then 70 each, 20 fewer at tasks 3, 6, 9."""
-    sizes, inc = [[80, 200, 100]], 70
-    for k in range(1, tasks):
-        if k % 3 == 0:
-            inc -= 20
-        sizes.append([inc] * 3)
-    return sizes
-
-
-def _resnet_blocks(stem: int, blocks: list[list[int]]) -> list[int]:
-    """Circuit sizes in network order: stem, then each block's conv1, conv2 (, shortcut)."""
-    return [stem] + [n for block in blocks for n in block]
-
-
-# 5-Datasets: every task adds the same rows to each circuit
-FIVE_DATASETS_SIZES = _resnet_blocks(
-    6,
-    [[40, 40], [40, 40], [40, 100, 6], [100, 100], [100, 200, 8], [200, 200], [200, 200, 16],
-     [200, 200]],
-)  # fmt: skip
-MINIIMAGENET_SIZES = (
-    _resnet_blocks(
-        24,
-        [[90, 90], [90, 90], [90, 180, 10], [180, 180], [180, 360, 20], [360, 360],
-         [360, 720, 40], [720, 720]],
-    ),
-    _resnet_blocks(
-        2, [[6, 6], [6, 6], [6, 12, 1], [12, 12], [12, 24, 2], [24, 24], [24, 48, 4], [48, 48]]
-    ),
-    _resnet_blocks(
-        0, [[2, 2], [2, 2], [2, 4, 0], [4, 4], [4, 8, 0], [8, 8], [8, 16, 0], [16, 16]]
-    ),
-)  # fmt: skip
-
-
-def _conv_preset(cfg: Config) -> None:
-    """Shared settings of the convolutional experiments (SGD with momentum, cosine)."""
-    cfg.optimizer, cfg.momentum, cfg.scheduler = "sgd", 0.9, "cosine"
-    cfg.hlop.lrs = [0.01]
-    # identical to input mode for non-spiking circuits, and much cheaper for convolutions
-    cfg.hlop.proj_type = "weight"
-    r = cfg.replay
-    r.memory_size, r.epochs, r.batch_size, r.lr, r.t_max = 50, 20, 50, 0.001, 20
-
-
-def preset(benchmark: str, training: str = "dsr") -> Config:
-    """The paper's settings for ``benchmark`` (see the spec's protocols).
-
-    BPTT and OTTT use T = 6; BPTT circuits learn from per-step spikes.
-    """
-    if benchmark not in BENCHMARKS:
-        raise ConfigError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
-    if training not in TRAINING_RULES:
-        raise ConfigError(
-            f"unknown training method {training!r}; choose one of {tuple(TRAINING_RULES)}"
-        )
-    cfg = Config(benchmark=benchmark, training=training)
-    if benchmark in ("pmnist", "pmnist-subset"):
-        cfg.hlop.sizes = pmnist_sizes(10)
-        if benchmark == "pmnist-subset":
-            # 10x fewer batches per task than full MNIST: circuits learn 5x faster to converge
-            # (paper rates here: ACC 79.7, BWT -10.1; these: ACC 87.5, BWT -1.3)
-            cfg.hlop.lrs = [0.005, 0.05, 0.05]
-    elif benchmark in ("cifar100", "split-fashion-mnist", "split-mnist"):
-        _conv_preset(cfg)
-        cfg.model, cfg.lr, cfg.warmup, cfg.t_max, cfg.epochs = "cnn", 0.01, 5, 200, 200
-        cfg.tasks = 10 if benchmark == "cifar100" else 5
-        cfg.hlop.sizes = [[6, 100, 200]] + [[2, 20, 40]] * (cfg.tasks - 1)
-    else:  # ResNet-18 experiments
-        _conv_preset(cfg)
-        cfg.model, cfg.lr, cfg.lr_later, cfg.t_max, cfg.epochs = "resnet18", 0.1, 0.01, 100, 100
-        if benchmark == "miniimagenet":
-            cfg.tasks, cfg.stem = 20, "5x5"
-            first, early, late = MINIIMAGENET_SIZES
-            cfg.hlop.sizes = [first] + [early] * 5 + [late] * 14
-            cfg.replay.memory_size, cfg.replay.batch_size = 5, 5
-        else:
-            cfg.tasks = 5
-            sizes = FIVE_DATASETS_SIZES + ([10] if benchmark == "five-datasets-domain" else [])
-            cfg.hlop.sizes = [sizes] * 5
-    if training != "dsr":
-        cfg.timesteps = 6
-        cfg.hlop.hebbian_on = "spikes"
-    return cfg
 
 
 # ---------------------------------------------------------------------- overrides
@@ -334,7 +237,6 @@ def validate(
     cfg: Config, layer_dims: list[int] | None = None, max_tasks: int | None = None
 ) -> None:
     """Refuse out-of-range values; ``layer_dims``: input dimension of each circuit."""
-    _check(cfg.benchmark in BENCHMARKS, f"benchmark must be one of {BENCHMARKS}")
     _choice("training", cfg.training, tuple(TRAINING_RULES))
     _check(
         not cfg.online_update or cfg.training == "ottt",

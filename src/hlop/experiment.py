@@ -22,26 +22,10 @@ from typing import TextIO
 import torch
 
 from . import __version__
+from .benchmarks import build_benchmark
 from .config import Config, ConfigError, validate
 from .continual import Plugin, RunState, run_continual
-from .data import MNIST_FILES, DataError, load_embedded_mnist, load_mnist_dir, permuted_mnist
-from .data.benchmarks import (
-    Benchmark,
-    five_datasets,
-    split_cifar100,
-    split_fashion_mnist,
-    split_miniimagenet,
-    split_mnist,
-)
-from .data.readers import (
-    LAYOUTS,
-    load_cifar10,
-    load_cifar100,
-    load_fashion_mnist,
-    load_miniimagenet,
-    load_notmnist,
-    load_svhn,
-)
+from .data import Benchmark
 from .methods import method_plugins
 from .metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from .networks import (
@@ -64,86 +48,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device cuda requested but CUDA is not available; use --device cpu")
     return torch.device(name)
-
-
-# datasets read by each benchmark from the data root
-BENCHMARK_DATASETS = {
-    "pmnist": ["mnist"],
-    "cifar100": ["cifar100"],
-    "miniimagenet": ["miniimagenet"],
-    "five-datasets": ["cifar10", "mnist", "svhn", "fashion-mnist", "notmnist"],
-    "five-datasets-domain": ["cifar10", "mnist", "svhn", "fashion-mnist", "notmnist"],
-    "split-fashion-mnist": ["fashion-mnist"],
-    "split-mnist": ["mnist"],
-}
-
-
-def _expected_files(dataset: str) -> list[str]:
-    if dataset == "mnist":
-        return [f"D/mnist/{name}" for name in MNIST_FILES.values()]
-    layout = LAYOUTS[dataset]
-    return [f"D/{layout.folder}/{name}" for name in layout.files]
-
-
-def _data_root(cfg: Config) -> Path:
-    if cfg.data_dir is None:
-        lines = []
-        for n in BENCHMARK_DATASETS[cfg.benchmark]:
-            how = f"hlop data fetch {n} --data-dir D"
-            lines.append(f"  {n}: {', '.join(_expected_files(n))} ({how})")
-        raise DataError(
-            f"benchmark {cfg.benchmark} reads its data from a data directory: pass --data-dir D "
-            "holding these files (IDX files may also be .gz):\n" + "\n".join(lines)
-        )
-    return Path(cfg.data_dir)
-
-
-def _mnist(root: Path) -> dict:
-    mnist = load_mnist_dir(root / "mnist")
-    return {k: (x[:, None], y) for k, (x, y) in mnist.items()}  # N x 1 x 28 x 28
-
-
-def build_benchmark(cfg: Config) -> Benchmark:
-    """The benchmark of ``cfg`` (its tasks, data and transforms)."""
-    try:
-        return _build_benchmark(cfg)
-    except ValueError as e:  # inconsistent data (a class without samples, ...)
-        if isinstance(e, ConfigError | DataError):
-            raise
-        raise DataError(f"{cfg.benchmark}: {e}") from e
-
-
-def _build_benchmark(cfg: Config) -> Benchmark:
-    name, seed = cfg.benchmark, cfg.seed
-    limits = {"train_limit": cfg.train_limit, "test_limit": cfg.test_limit}
-    if name == "pmnist-subset":
-        return permuted_mnist(load_embedded_mnist(), cfg.tasks, seed, **limits)
-    if name == "split-mnist" and cfg.data_dir is None:  # the shipped subset
-        mnist = {k: (x[:, None], y) for k, (x, y) in load_embedded_mnist().items()}
-        return split_mnist(mnist, seed, **limits)
-    if name == "split-fashion-mnist":  # also found where Debian's package puts it
-        return split_fashion_mnist(load_fashion_mnist(Path(cfg.data_dir or ".")), seed, **limits)
-    root = _data_root(cfg)
-    if name == "pmnist":
-        return permuted_mnist(load_mnist_dir(root / "mnist"), cfg.tasks, seed, **limits)
-    if name == "split-mnist":
-        return split_mnist(_mnist(root), seed, **limits)
-    if name == "cifar100":
-        return split_cifar100(load_cifar100(root), seed, **limits)
-    if name == "miniimagenet":
-        return split_miniimagenet(load_miniimagenet(root), seed, **limits)
-    if name in ("five-datasets", "five-datasets-domain"):
-        return five_datasets(
-            load_cifar10(root),
-            _mnist(root),
-            load_svhn(root),
-            load_fashion_mnist(root),
-            load_notmnist(root),
-            seed=seed,
-            shared_head=name == "five-datasets-domain",
-            **limits,
-        )
-    raise ConfigError(f"unknown benchmark {name!r}")
 
 
 def network_options(cfg: Config) -> NetworkOptions:

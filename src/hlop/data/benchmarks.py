@@ -154,7 +154,7 @@ def permuted_mnist(
 ) -> Benchmark:
     """Permuted MNIST: ``n_tasks`` tasks, each with its own fixed pixel permutation.
 
-    ``mnist`` is the dict of :func:`hlop.data.load_mnist_dir` or
+    ``mnist`` is the dict of ``load_dataset("mnist", root)`` or
     :func:`hlop.data.load_embedded_mnist`. All tasks share one uint8 copy of the images; the
     per-task transform normalises, flattens and permutes each batch. ``train_limit`` and
     ``test_limit`` keep a deterministic class-stratified subset of that many samples (the same
@@ -203,8 +203,6 @@ NOTMNIST_STD = (0.4501,)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MINIIMAGENET_SIZE = 84
-
-_CLASS_ORDER_STREAM = 2
 
 ImageData = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
@@ -503,9 +501,13 @@ def five_datasets(
 
 
 def miniimagenet_class_order(seed: int, num_classes: int = 100) -> list[int]:
-    """The seeded shuffle of the miniImageNet classes that defines the 20 tasks."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, _CLASS_ORDER_STREAM, num_classes))
-    return torch.randperm(num_classes, generator=generator).tolist()
+    """The seeded shuffle of the miniImageNet classes that defines the 20 tasks.
+
+    The reference code seeds NumPy's global generator and draws ``permutation(100)``;
+    a ``RandomState`` of the same seed draws the same permutation without touching global
+    state, so task ``t`` holds the same classes as in the paper.
+    """
+    return np.random.RandomState(seed).permutation(num_classes).tolist()
 
 
 def split_miniimagenet(

@@ -15,7 +15,7 @@ EMBEDDED_MNIST_FILE = "mnist_subset.npz"
 def load_embedded_mnist() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Load the embedded stratified MNIST subset (600 train + 100 test images per class).
 
-    Returns the same structure as :func:`hlop.data.load_mnist_dir`.
+    Returns the same structure as ``load_dataset("mnist", root)``: images (N, 1, 28, 28).
     """
     resource = resources.files("hlop.data").joinpath(EMBEDDED_MNIST_FILE)
     try:
@@ -37,5 +37,6 @@ def load_embedded_mnist() -> dict[str, tuple[np.ndarray, np.ndarray]]:
                 "with `python tools/make_mnist_subset.py`."
             )
         source = f"{resource}[{keys[0]}]", f"{resource}[{keys[1]}]"
-        result[split] = check_split(arrays[keys[0]], arrays[keys[1]], *source)
+        images, labels = check_split(arrays[keys[0]], arrays[keys[1]], *source)
+        result[split] = (images[:, None], labels)
     return result

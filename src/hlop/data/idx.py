@@ -1,4 +1,4 @@
-"""Reading and writing IDX files (the format of the MNIST distribution files)."""
+"""Reading IDX files (the format of the MNIST distribution files)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import gzip
 import os
 import secrets
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -104,28 +105,6 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     return parse_idx(decompress_if_gzip(data, path), path)
 
 
-def idx_type_code(dtype: np.dtype) -> int:
-    """Return the IDX type code of ``dtype``; unsupported dtypes raise ValueError."""
-    native = np.dtype(dtype).newbyteorder("=")
-    for code, idx_dtype in IDX_DTYPES.items():
-        if idx_dtype.newbyteorder("=") == native:
-            return code
-    raise ValueError(
-        f"dtype {native} cannot be stored in an IDX file; "
-        "use uint8, int8, int16, int32, float32 or float64"
-    )
-
-
-def encode_idx(array: np.ndarray) -> bytes:
-    """Return the uncompressed IDX bytes of ``array``."""
-    array = np.asarray(array)
-    if array.ndim == 0 or array.ndim > 255:
-        raise ValueError(f"an IDX array needs 1 to 255 dimensions, got {array.ndim}")
-    code = idx_type_code(array.dtype)
-    header = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    return header + np.ascontiguousarray(array, dtype=IDX_DTYPES[code]).tobytes()
-
-
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,34 +120,6 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp_name.unlink(missing_ok=True)
         raise
-
-
-def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
-    """Write ``array`` as an IDX file, gzip-compressed when ``path`` ends with ``.gz``."""
-    path = Path(path)
-    data = encode_idx(array)
-    if path.suffix == ".gz":
-        data = gzip.compress(data, mtime=0)
-    write_bytes_atomic(path, data)
-    return path
-
-
-def find_dataset_file(directory: Path, name: str) -> Path | None:
-    """Return ``directory/name`` or ``directory/name.gz`` (raw preferred), or None."""
-    for candidate in (directory / name, directory / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def missing_files_message(directory: Path, missing: list[str], name: str, fetch_key: str) -> str:
-    """Explain which dataset files are missing and how to obtain them."""
-    listing = "\n".join(f"  - {file} (or {file}.gz)" for file in missing)
-    return (
-        f"{name} files are missing from {directory}:\n{listing}\n"
-        f"Run `hlop data fetch {fetch_key} --data-dir {directory.parent}` to download them, "
-        f"or place the files (raw or gzip-compressed) in {directory} yourself."
-    )
 
 
 def check_split(
@@ -214,32 +165,20 @@ def check_split(
     return images, labels
 
 
-def load_mnist_dir(
-    directory: str | os.PathLike[str], name: str = "MNIST", *, fetch_key: str | None = None
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Load the four MNIST-style IDX files of ``directory`` (each raw or ``.gz``).
+def read_mnist(paths: Sequence[Path]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Read the four MNIST-style IDX files (raw or gzip), in the order of :data:`MNIST_FILES`.
 
     Returns ``{"train": (images, labels), "test": (images, labels)}`` with uint8 images of
-    shape (N, 28, 28) and int64 labels of shape (N,). ``name`` is used in messages and
-    ``fetch_key`` (default ``name.lower()``) in the suggested ``hlop data fetch`` command, so
-    the same loader serves FashionMNIST with a different folder.
+    shape (N, 1, 28, 28) and int64 labels of shape (N,).
     """
-    directory = Path(directory)
-    found: dict[tuple[str, str], Path] = {}
-    missing: list[str] = []
-    for key, file in MNIST_FILES.items():
-        path = find_dataset_file(directory, file)
-        if path is None:
-            missing.append(file)
-        else:
-            found[key] = path
-    if missing:
-        key = fetch_key if fetch_key is not None else name.lower()
-        raise DataError(missing_files_message(directory, missing, name, key))
+    train_images, train_labels, test_images, test_labels = paths
     result = {}
-    for split in ("train", "test"):
-        image_path, label_path = found[(split, "images")], found[(split, "labels")]
-        result[split] = check_split(
+    for split, image_path, label_path in (
+        ("train", train_images, train_labels),
+        ("test", test_images, test_labels),
+    ):
+        images, labels = check_split(
             read_idx(image_path), read_idx(label_path), image_path, label_path
         )
+        result[split] = (images[:, None], labels)
     return result

@@ -1,17 +1,9 @@
-"""Readers of the standard image-dataset files kept under a data root.
+"""Parsers of the standard image-dataset files.
 
-Every ``load_*`` function returns ``{"train": (images, labels), "test": (images, labels)}``
-with uint8 images of shape (N, C, H, W) and int64 labels of shape (N,), and raises
-:class:`DataError` naming the file, the problem and the fix when something is wrong.
-
-Layout under the data root::
-
-    cifar-10-batches-py/data_batch_1 .. data_batch_5, test_batch     (python pickles)
-    cifar-100-python/train, test                                     (python pickles)
-    svhn/train_32x32.mat, test_32x32.mat                             (MATLAB v5)
-    fashion-mnist/<the four MNIST file names>[.gz]                   (IDX)
-    notmnist/notmnist_train.pkl, notmnist_test.pkl                   (python pickles)
-    miniimagenet/train.pkl, test.pkl                                 (python pickles)
+Every ``read_*`` function takes the dataset's files (in the order of its row in
+:data:`hlop.data.datasets.DATASETS`) and returns ``{"train": (images, labels), "test": (images,
+labels)}`` with uint8 images of shape (N, C, H, W) and int64 labels of shape (N,); a file that
+is wrong raises :class:`DataError` naming the file, the problem and the fix.
 """
 
 from __future__ import annotations
@@ -23,155 +15,21 @@ import os
 import pickle
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from hlop.data.errors import DataError
-from hlop.data.idx import MNIST_FILES, load_mnist_dir, write_bytes_atomic
 
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
 
-#: Where Debian's package ``dataset-fashion-mnist`` installs the four gzipped IDX files.
-DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-CIFAR10_DIR = "cifar-10-batches-py"
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-CIFAR10_TEST_FILES = ("test_batch",)
-CIFAR100_DIR = "cifar-100-python"
-SVHN_DIR = "svhn"
-SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
-FASHION_MNIST_DIR = "fashion-mnist"
-NOTMNIST_DIR = "notmnist"
-NOTMNIST_FILES = {"train": "notmnist_train.pkl", "test": "notmnist_test.pkl"}
-MINIIMAGENET_DIR = "miniimagenet"
-MINIIMAGENET_FILES = {"train": "train.pkl", "test": "test.pkl"}
-
 CIFAR_PIXELS = 3 * 32 * 32
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where a dataset's files live under the data root, and how to obtain them."""
-
-    title: str
-    folder: str
-    files: tuple[str, ...]
-    fmt: str
-    source: str
-    fetchable: bool
-
-
-LAYOUTS: dict[str, Layout] = {
-    "cifar10": Layout(
-        "CIFAR-10",
-        CIFAR10_DIR,
-        CIFAR10_TRAIN_FILES + CIFAR10_TEST_FILES,
-        "the python version of CIFAR-10 (pickled dicts with 'data' uint8 N x 3072 and "
-        "'labels' 0..9)",
-        "extract cifar-10-python.tar.gz from the CIFAR page of the University of Toronto into "
-        "the data root",
-        True,
-    ),
-    "cifar100": Layout(
-        "CIFAR-100",
-        CIFAR100_DIR,
-        ("train", "test"),
-        "the python version of CIFAR-100 (pickled dicts with 'data' uint8 N x 3072 and "
-        "'fine_labels' 0..99)",
-        "extract cifar-100-python.tar.gz from the CIFAR page of the University of Toronto "
-        "into the data root",
-        True,
-    ),
-    "svhn": Layout(
-        "SVHN",
-        SVHN_DIR,
-        tuple(SVHN_FILES.values()),
-        "the cropped-digits format of SVHN (MATLAB v5 .mat files with X uint8 32x32x3xN and "
-        "y Nx1 in 1..10)",
-        "download train_32x32.mat and test_32x32.mat from the SVHN page of Stanford University",
-        True,
-    ),
-    "fashion-mnist": Layout(
-        "FashionMNIST",
-        FASHION_MNIST_DIR,
-        tuple(MNIST_FILES.values()),
-        "IDX files with the MNIST file names, raw or gzip-compressed (.gz)",
-        "install Debian's package dataset-fashion-mnist, or download the four .gz files from "
-        "the Fashion-MNIST repository of Zalando Research",
-        True,
-    ),
-    "notmnist": Layout(
-        "notMNIST",
-        NOTMNIST_DIR,
-        tuple(NOTMNIST_FILES.values()),
-        "pickled dicts with 'features' uint8 N x 1 x 32 x 32 (letters A..J as grey images) and "
-        "'labels' 0..9",
-        "there is no stable public download of these files: they are the notMNIST pickles "
-        "distributed with the 5-Datasets benchmark code of continual-learning projects "
-        "(notMNIST.zip); the letter images themselves come from Yaroslav Bulatov's "
-        "notMNIST_small/notMNIST_large archives",
-        False,
-    ),
-    "miniimagenet": Layout(
-        "miniImageNet",
-        MINIIMAGENET_DIR,
-        tuple(MINIIMAGENET_FILES.values()),
-        "pickled dicts with 'images' uint8 N x H x W x 3 (84 x 84 normally) and 'labels' "
-        "0..99 (all 100 miniImageNet classes, split into train and test images)",
-        "there is no stable public download: build the two pickles from the 100 miniImageNet "
-        "classes (60,000 images of 84 x 84, from ImageNet) as the 20-split miniImageNet "
-        "benchmark code does",
-        False,
-    ),
-}
-
-
-# --------------------------------------------------------------------------- messages
-
-
-def expected_paths(key: str, root: str | os.PathLike[str]) -> list[Path]:
-    """The exact paths the reader of dataset ``key`` expects under ``root``."""
-    layout = LAYOUTS[key]
-    return [Path(root) / layout.folder / file for file in layout.files]
-
-
-def placement_instructions(
-    key: str, root: str | os.PathLike[str], suggest_fetch: bool = True
-) -> str:
-    """Explain where the files of dataset ``key`` go, their format and where to get them.
-
-    ``suggest_fetch``: name the ``hlop data fetch`` command when the dataset can be fetched.
-    """
-    layout = LAYOUTS[key]
-    listing = "\n".join(f"  - {path}" for path in expected_paths(key, root))
-    how = (
-        f"Run `hlop data fetch {key} --data-dir {root}` to download them, or {layout.source}."
-        if layout.fetchable and suggest_fetch
-        else f"To get them: {layout.source}."
-    )
-    return (
-        f"The {layout.title} reader expects these files:\n{listing}\nFormat: {layout.fmt}.\n{how}"
-    )
-
-
-def missing_files_error(key: str, root: str | os.PathLike[str], missing: list[Path]) -> DataError:
-    """A DataError listing the ``missing`` files of dataset ``key`` and how to obtain them."""
-    names = ", ".join(str(path) for path in missing)
-    return DataError(
-        f"{LAYOUTS[key].title} files are missing: {names}.\n{placement_instructions(key, root)}"
-    )
-
-
-def require_files(key: str, root: str | os.PathLike[str]) -> list[Path]:
-    """Return the expected paths of dataset ``key``; raise DataError if any is missing."""
-    paths = expected_paths(key, root)
-    missing = [path for path in paths if not path.is_file()]
-    if missing:
-        raise missing_files_error(key, root, missing)
-    return paths
+# --------------------------------------------------------------------------- files
 
 
 def read_file_bytes(path: Path) -> bytes:
@@ -380,19 +238,18 @@ def read_cifar_batches(
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def load_cifar10(root: str | os.PathLike[str]) -> Arrays:
-    """Read CIFAR-10 from ``root/cifar-10-batches-py`` (python version)."""
-    paths = require_files("cifar10", root)
+def read_cifar10(paths: Sequence[Path]) -> Arrays:
+    """Read CIFAR-10 (python version): five training batches, then the test batch."""
     n_train = len(CIFAR10_TRAIN_FILES)
     return {
-        "train": read_cifar_batches(paths[:n_train], "labels", 10),
-        "test": read_cifar_batches(paths[n_train:], "labels", 10),
+        "train": read_cifar_batches(list(paths[:n_train]), "labels", 10),
+        "test": read_cifar_batches(list(paths[n_train:]), "labels", 10),
     }
 
 
-def load_cifar100(root: str | os.PathLike[str]) -> Arrays:
-    """Read CIFAR-100 (fine labels) from ``root/cifar-100-python`` (python version)."""
-    train, test = require_files("cifar100", root)
+def read_cifar100(paths: Sequence[Path]) -> Arrays:
+    """Read CIFAR-100 (python version, fine labels) from its train and test files."""
+    train, test = paths
     return {
         "train": read_cifar_batches([train], "fine_labels", 100),
         "test": read_cifar_batches([test], "fine_labels", 100),
@@ -572,77 +429,6 @@ def read_mat(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     return parse_mat(read_file_bytes(path), path)
 
 
-def mat_element(mtype: int, payload: bytes, order: str, small: bool = True) -> bytes:
-    """Encode a data element, in the small format when ``small`` and it fits in 4 bytes."""
-    if small and len(payload) <= 4:
-        return struct.pack(f"{order}I", len(payload) << 16 | mtype) + payload.ljust(4, b"\0")
-    padding = b"\0" * (-len(payload) % 8)
-    return struct.pack(f"{order}II", mtype, len(payload)) + payload + padding
-
-
-def mx_class_of(dtype: np.dtype) -> int:
-    """The MATLAB class of numpy ``dtype``; unsupported dtypes raise ValueError."""
-    for mx_class, name in MX_CLASSES.items():
-        if np.dtype(name) == np.dtype(dtype).newbyteorder("="):
-            return mx_class
-    raise ValueError(f"cannot store dtype {dtype} in a MAT-file; use a numeric dtype")
-
-
-def mi_type_of(dtype: np.dtype) -> int:
-    """The MAT data type that stores numpy ``dtype``."""
-    for mtype, name in MI_DTYPES.items():
-        if np.dtype(name) == np.dtype(dtype).newbyteorder("="):
-            return mtype
-    raise ValueError(f"no MAT data type stores dtype {dtype}")
-
-
-def encode_matrix(name: str, array: np.ndarray, order: str, storage: np.dtype) -> bytes:
-    """Encode ``array`` as a miMATRIX element whose values are stored as ``storage``."""
-    array = np.asarray(array)
-    shape = array.shape if array.ndim >= 2 else (1, array.size)
-    values = array.reshape(shape).ravel(order="F").astype(np.dtype(storage).newbyteorder(order))
-    body = b"".join(
-        [
-            mat_element(MI_UINT32, struct.pack(f"{order}II", mx_class_of(array.dtype), 0), order),
-            mat_element(MI_INT32, np.asarray(shape, dtype=f"{order}i4").tobytes(), order),
-            mat_element(MI_INT8, name.encode("ascii"), order),
-            mat_element(mi_type_of(storage), values.tobytes(), order),
-        ]
-    )
-    return mat_element(MI_MATRIX, body, order, small=False)
-
-
-def write_mat(
-    path: str | os.PathLike[str],
-    arrays: Mapping[str, np.ndarray],
-    compress: bool = True,
-    *,
-    byte_order: str = "<",
-    storage: Mapping[str, np.dtype | str] | None = None,
-) -> Path:
-    """Write numeric ``arrays`` as a MATLAB v5 MAT-file (each variable zlib-compressed or not).
-
-    ``storage`` optionally stores a variable's values in a smaller type than its class, as
-    MATLAB does (e.g. a double array of small integers stored as uint8). 1-D arrays are
-    written as 1 x N rows.
-    """
-    text = b"MATLAB 5.0 MAT-file, Platform: hlop, written by hlop.data.readers.write_mat"
-    header = text.ljust(116, b" ") + b"\0" * 8
-    header += struct.pack(f"{byte_order}HH", MAT_VERSION_5, 0x4D49)
-    parts = [header]
-    for name, array in arrays.items():
-        array = np.asarray(array)
-        kind = (storage or {}).get(name, array.dtype)
-        element = encode_matrix(name, array, byte_order, np.dtype(kind))
-        if compress:  # a compressed element is not padded
-            packed = zlib.compress(element)
-            element = struct.pack(f"{byte_order}II", MI_COMPRESSED, len(packed)) + packed
-        parts.append(element)
-    path = Path(path)
-    write_bytes_atomic(path, b"".join(parts))
-    return path
-
-
 # --------------------------------------------------------------------------- SVHN
 
 
@@ -674,34 +460,10 @@ def parse_svhn(
     return check_image_split(images, labels % 10, 10, source, (3, 32, 32))
 
 
-def load_svhn(root: str | os.PathLike[str]) -> Arrays:
-    """Read SVHN (cropped digits) from ``root/svhn/{train,test}_32x32.mat``; label 10 -> 0."""
-    train, test = require_files("svhn", root)
+def read_svhn(paths: Sequence[Path]) -> Arrays:
+    """Read SVHN cropped digits from train_32x32.mat and test_32x32.mat; label 10 -> 0."""
+    train, test = paths
     return {"train": parse_svhn(read_mat(train), train), "test": parse_svhn(read_mat(test), test)}
-
-
-# --------------------------------------------------------------------------- MNIST-like
-
-
-def load_fashion_mnist(
-    root: str | os.PathLike[str],
-    system_dir: str | os.PathLike[str] | None = DEBIAN_FASHION_MNIST_DIR,
-) -> Arrays:
-    """Read FashionMNIST IDX files from ``root/fashion-mnist``, else from ``system_dir``.
-
-    ``system_dir`` defaults to where Debian's package ``dataset-fashion-mnist`` installs the
-    files; it is used only when ``root/fashion-mnist`` does not exist. Images come back as
-    (N, 1, 28, 28).
-    """
-    directory = Path(root) / FASHION_MNIST_DIR
-    if not directory.exists():
-        if system_dir is None or not Path(system_dir).is_dir():
-            extra = f" (nor {system_dir})" if system_dir is not None else ""
-            how = placement_instructions("fashion-mnist", root)
-            raise DataError(f"{directory} does not exist{extra}.\n{how}")
-        directory = Path(system_dir)
-    data = load_mnist_dir(directory, "FashionMNIST", fetch_key="fashion-mnist")
-    return {split: (images[:, None], labels) for split, (images, labels) in data.items()}
 
 
 # --------------------------------------------------------------------------- pickled sets
@@ -730,29 +492,19 @@ def read_pickled_split(
     return check_image_split(images, labels, num_classes, path, shape)
 
 
-def load_notmnist(root: str | os.PathLike[str]) -> Arrays:
-    """Read notMNIST from ``root/notmnist/notmnist_{train,test}.pkl`` as (N, 1, 32, 32)."""
-    train, test = require_files("notmnist", root)
+def read_notmnist(paths: Sequence[Path]) -> Arrays:
+    """Read the notMNIST pickles as (N, 1, 32, 32)."""
+    train, test = paths
     return {
         "train": read_pickled_split(train, "features", 10, False, (1, 32, 32)),
         "test": read_pickled_split(test, "features", 10, False, (1, 32, 32)),
     }
 
 
-def load_miniimagenet(root: str | os.PathLike[str]) -> Arrays:
-    """Read miniImageNet from ``root/miniimagenet/{train,test}.pkl`` as (N, 3, H, W)."""
-    train, test = require_files("miniimagenet", root)
+def read_miniimagenet(paths: Sequence[Path]) -> Arrays:
+    """Read the miniImageNet pickles (images N x H x W x 3) as (N, 3, H, W)."""
+    train, test = paths
     return {
         "train": read_pickled_split(train, "images", 100, True, (3, None, None)),
         "test": read_pickled_split(test, "images", 100, True, (3, None, None)),
     }
-
-
-LOADERS = {
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "svhn": load_svhn,
-    "fashion-mnist": load_fashion_mnist,
-    "notmnist": load_notmnist,
-    "miniimagenet": load_miniimagenet,
-}

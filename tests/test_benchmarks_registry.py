@@ -1,0 +1,128 @@
+"""The benchmark registry and the dataset table: rows, loaders' shapes, no silent fallback."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from formats import write_idx, write_mat
+
+from hlop.benchmarks import BENCHMARKS, build_benchmark, preset
+from hlop.config import ConfigError
+from hlop.data import DATASETS, DataError, load_dataset, missing_files_message
+from hlop.data.datasets import expected_paths
+
+RNG = np.random.default_rng(3)
+
+
+def images(n: int, shape: tuple[int, ...]) -> np.ndarray:
+    return RNG.integers(0, 256, size=(n, *shape), dtype=np.uint8)
+
+
+def dump(path: Path, obj: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+
+
+def write_dataset(key: str, root: Path, n: int = 10) -> None:
+    """Write a tiny copy of dataset ``key`` under ``root`` in its real file format."""
+    folder = root / DATASETS[key].folder
+    labels = np.arange(n) % 10
+    for path in expected_paths(key, root):
+        if key in ("mnist", "fashion-mnist"):
+            array = images(n, (28, 28)) if "images" in path.name else labels.astype(np.uint8)
+            write_idx(path.with_name(path.name + ".gz"), array)
+        elif key == "cifar10":
+            dump(path, {b"data": images(n, (3072,)), b"labels": list(labels)})
+        elif key == "cifar100":
+            dump(path, {b"data": images(n, (3072,)), b"fine_labels": list(labels * 10)})
+        elif key == "svhn":
+            y = (labels + 1).astype(np.float64).reshape(-1, 1)
+            write_mat(path, {"X": RNG.integers(0, 256, (32, 32, 3, n), dtype=np.uint8), "y": y})
+        elif key == "notmnist":
+            dump(path, {"features": images(n, (1, 32, 32)), "labels": labels})
+        elif key == "miniimagenet":
+            dump(path, {"images": images(100, (84, 84, 3)), "labels": np.arange(100)})
+    assert folder.is_dir()
+
+
+def test_rows() -> None:
+    assert list(BENCHMARKS)[0] == "pmnist-subset"
+    for name, spec in BENCHMARKS.items():
+        assert spec.name == name and spec.summary
+        assert set(spec.datasets) <= set(DATASETS), name
+        assert (spec.datasets == ()) == name.endswith("-subset"), name
+    assert BENCHMARKS["split-mnist"].datasets == ("mnist",)
+    assert BENCHMARKS["split-fashion-mnist"].datasets == ("fashion-mnist",)
+
+
+@pytest.mark.parametrize("key", list(DATASETS))
+def test_every_loader_gives_n_c_h_w(tmp_path: Path, key: str) -> None:
+    write_dataset(key, tmp_path)
+    data = load_dataset(key, tmp_path)
+    for split in ("train", "test"):
+        x, y = data[split]
+        assert x.dtype == np.uint8 and x.ndim == 4 and x.shape[1] in (1, 3), (key, x.shape)
+        assert y.dtype == np.int64 and y.shape == (len(x),)
+
+
+@pytest.mark.parametrize("key", list(DATASETS))
+def test_one_missing_files_message(tmp_path: Path, key: str) -> None:
+    with pytest.raises(DataError) as info:
+        load_dataset(key, tmp_path)
+    assert str(info.value) == missing_files_message([key], tmp_path)
+    fetch = f"hlop data fetch {key} --data-dir {tmp_path}"
+    assert (fetch in str(info.value)) == DATASETS[key].fetchable
+    assert DATASETS[key].fmt in str(info.value)
+
+
+@pytest.mark.parametrize("name", [n for n, s in BENCHMARKS.items() if s.datasets])
+def test_no_data_dir_names_every_file_and_fetch_command(name: str) -> None:
+    cfg = preset(name)
+    with pytest.raises(DataError) as info:
+        build_benchmark(cfg)
+    message = str(info.value)
+    assert "--data-dir D" in message
+    for key in BENCHMARKS[name].datasets:
+        for path in expected_paths(key, "D"):
+            assert str(path) in message
+        if DATASETS[key].fetchable:
+            assert f"hlop data fetch {key} --data-dir D" in message
+
+
+def test_split_fashion_mnist_never_reads_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_dataset("fashion-mnist", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="--data-dir"):
+        build_benchmark(preset("split-fashion-mnist"))
+    cfg = preset("split-fashion-mnist")
+    cfg.data_dir = str(tmp_path)
+    assert len(build_benchmark(cfg).tasks) == 5
+
+
+def test_split_mnist_subset_needs_no_data_dir() -> None:
+    cfg = preset("split-mnist-subset")
+    assert cfg.data_dir is None and cfg.tasks == 5 and cfg.model == "cnn"
+    bench = build_benchmark(cfg)
+    assert len(bench.tasks) == 5 and bench.input_shape == (1, 32, 32) and not bench.shared_head
+    assert [len(t.train) for t in bench.tasks] == [1200] * 5
+
+
+def test_presets_of_subset_and_full_rows_agree() -> None:
+    full, subset = preset("split-mnist").to_dict(), preset("split-mnist-subset").to_dict()
+    assert {k: v for k, v in full.items() if k != "benchmark"} == {
+        k: v for k, v in subset.items() if k != "benchmark"
+    }
+
+
+def test_unknown_benchmark_lists_the_choices() -> None:
+    with pytest.raises(ConfigError, match="choose one of pmnist-subset, pmnist, "):
+        preset("imagenet")
+    cfg = preset("pmnist")
+    cfg.benchmark = "imagenet"
+    with pytest.raises(ConfigError, match="split-mnist-subset"):
+        build_benchmark(cfg)
