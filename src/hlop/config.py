@@ -18,7 +18,10 @@ from typing import Any
 
 from .networks import NETWORKS, STEMS
 from .projection import FEEDBACK_RULES, HEBBIAN_SOURCES, HEBBIAN_STRIDES, PROJ_TYPES
-from .training import TRAINING_RULES
+from .training import TRAINING_RULES, training_rule
+
+OPTIMIZERS = ("sgd", "adam")  # built by hlop.continual.make_optimizer
+SCHEDULERS = ("step", "cosine")  # step decay, or cosine with linear warmup (make_scheduler)
 
 
 class ConfigError(ValueError):
@@ -238,10 +241,10 @@ def validate(
 ) -> None:
     """Refuse out-of-range values; ``layer_dims``: input dimension of each circuit."""
     _choice("training", cfg.training, tuple(TRAINING_RULES))
-    _check(
-        not cfg.online_update or cfg.training == "ottt",
-        "online_update (--online-update) applies to OTTT training only (--training ottt)",
-    )
+    try:  # the rule refuses options it does not take (online_update: OTTT only)
+        training_rule(cfg.training, online_update=cfg.online_update)
+    except ValueError as e:
+        raise ConfigError(f"{e} (--online-update)") from None
     r = cfg.replay
     for name in ("memory_size", "epochs", "batch_size", "t_max"):
         _check(getattr(r, name) >= 1, f"replay.{name} must be >= 1, got {getattr(r, name)}")
@@ -263,10 +266,8 @@ def validate(
         _check(cfg.tasks <= max_tasks, f"tasks must be <= {max_tasks} for {cfg.benchmark}")
     _check(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
     _check(cfg.momentum >= 0 and cfg.weight_decay >= 0, "momentum and weight_decay must be >= 0")
-    _check(
-        cfg.optimizer in ("sgd", "adam"), f"optimizer must be sgd or adam, got {cfg.optimizer!r}"
-    )
-    _check(cfg.scheduler in ("step", "cosine"), "scheduler must be step or cosine")
+    _choice("optimizer", cfg.optimizer, OPTIMIZERS)
+    _choice("scheduler", cfg.scheduler, SCHEDULERS)
     _check(cfg.step_size >= 1 and cfg.gamma > 0, "step_size must be >= 1 and gamma > 0")
     _check(0 <= cfg.warmup < cfg.t_max, "warmup must be >= 0 and < t_max")
     _check(
