@@ -6,7 +6,8 @@ For each task ``k``::
     before_task           (HLOP: add a circuit block; project from task 1 on)
     for each epoch:
         before_epoch      (HLOP: circuits learn once ``start_epochs`` have passed)
-        for each batch:   the training rule's forward/backward, an optimiser step, after_batch
+        for each batch:   the training rule's forward/backward, after_backward (gradients
+                          may be changed here), an optimiser step, after_batch
         evaluate the current task; after_epoch (a metrics row)
     after_training        (HLOP: circuits stop learning)
     evaluate every seen task without projection -> row k of the accuracy matrix
@@ -61,6 +62,11 @@ class Plugin:
     def before_task(self, run: RunState) -> None: ...
 
     def before_epoch(self, run: RunState) -> None: ...
+
+    def after_backward(self, run: RunState) -> None:
+        """Gradients of the batch are in ``.grad``; the optimiser steps next (a penalty's
+        gradient or a gradient mask goes here).  Not called between the per-step updates of
+        OTTT's online update."""
 
     def after_batch(self, run: RunState, batch: int, batches: int, loss: float, acc: float):
         """``loss`` and ``acc`` (percent) are the epoch's running means."""
@@ -139,6 +145,8 @@ def train_epoch(run: RunState, optimizer, plugins: Sequence[Plugin]) -> tuple[fl
         optimizer.zero_grad(set_to_none=True)
         out, loss = rule.train_batch(model, x, y, run.task, loss_check(run, b + 1), optimizer)
         if not rule.updates_within_batch:
+            for p in plugins:
+                p.after_backward(run)
             optimizer.step()
         total_loss += loss * len(y)
         total_correct += float((out.argmax(1) == y).sum())
