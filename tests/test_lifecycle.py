@@ -224,26 +224,16 @@ def test_hlop_plugin_lifecycle_and_event_order():
         # learning only from epoch start_epochs = 1: circuits unchanged through epoch 0
         assert post[("before_epoch", k, 0)]["learning"] == {False}
         assert post[("before_epoch", k, 1)]["learning"] == {True}
-        for a, b in zip(
-            post[("before_epoch", k, 0)]["weights"],
-            post[("after_epoch", k, 0)]["weights"],
-            strict=True,
-        ):  # noqa: E501
-            assert torch.equal(a, b)
-        for a, b in zip(
-            post[("before_epoch", k, 1)]["weights"],
-            post[("after_epoch", k, 1)]["weights"],
-            strict=True,
-        ):  # noqa: E501
-            assert not torch.equal(a, b)
+        w0, w1 = post[("before_epoch", k, 0)]["weights"], post[("after_epoch", k, 0)]["weights"]
+        assert all(torch.equal(a, b) for a, b in zip(w0, w1, strict=True))
+        w0, w1 = post[("before_epoch", k, 1)]["weights"], post[("after_epoch", k, 1)]["weights"]
+        assert not any(torch.equal(a, b) for a, b in zip(w0, w1, strict=True))
         # after training: neither learning nor projecting; merged after the evaluation
         assert post[("pre:after_training", k, 1)]["learning"] == {True}
         assert post[("after_training", k, 1)]["learning"] == {False}
         assert post[("after_training", k, 1)]["projecting"] == {False}
-        assert (
-            post[("pre:after_evaluation", k, 1)]["old"]
-            != post[("pre:after_evaluation", k, 1)]["rows"]
-        )  # noqa: E501
+        before = post[("pre:after_evaluation", k, 1)]
+        assert before["old"] != before["rows"]
         after = post[("after_evaluation", k, 1)]
         assert after["old"] == after["rows"] == ([4] * 3 if k == 0 else [6] * 3)
     assert len(run.acc_matrix) == 2 and len(run.acc_matrix[1]) == 2
