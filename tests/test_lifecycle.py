@@ -14,13 +14,14 @@ from hlop.config import apply_overrides
 from hlop.continual import (
     Plugin,
     RunState,
+    evaluate_seen,
     make_optimizer,
     make_scheduler,
     run_continual,
     train_epoch,
 )
 from hlop.experiment import CheckpointError, build_benchmark, build_model, load_checkpoint
-from hlop.methods import HLOP
+from hlop.methods import HLOP, Baseline, Replay
 from hlop.networks import NetworkOptions
 
 TINY = [
@@ -361,3 +362,35 @@ def test_overwrite_removes_stale_checkpoints(tmp_path, capsys):
     assert ckpt["config"]["tasks"] == 1
     rows = (out / "metrics.csv").read_text().strip().splitlines()
     assert len(rows) == 2  # header + the one epoch of the new run, none of the old one
+
+
+# ---------------------------------------------------------------- replay rewrites the row
+class RowProbe(Plugin):
+    """At after_evaluation: the row in the matrix and a fresh evaluation of every seen task."""
+
+    def __init__(self):
+        self.rows = []
+
+    def after_evaluation(self, run):
+        self.rows.append((list(run.acc_matrix[-1]), evaluate_seen(run)))
+
+
+@pytest.mark.parametrize("method", [HLOP, Baseline])
+def test_replay_row_is_the_evaluation_after_replay(method):
+    run = tiny_run(
+        "replay.enabled=true",
+        "replay.memory_size=3",
+        "replay.batch_size=5",
+        "replay.lr=0.5",
+        "replay.epochs=2",
+    )
+    before, after, replay = RowProbe(), RowProbe(), Replay()
+    run_continual(run, [method(), before, replay, after])
+    assert [len(m) for m in replay.memory] == [30, 30]  # 3 per class of each task
+    # task 0: no replay, the row stands; task 1: replay changed the network and the row
+    assert before.rows[0][0] == after.rows[0][0] == after.rows[0][1]
+    pre, post = before.rows[1], after.rows[1]
+    assert pre[0] == pre[1]  # the loop's row before replay is the plain evaluation
+    assert post[0] == post[1]  # after replay the row is the re-evaluation...
+    assert post[0] != pre[0]  # ...which differs from the row before replay
+    assert run.acc_matrix[1] == post[0]

@@ -7,11 +7,12 @@ import pytest
 import torch
 from helpers import SMALL_PMNIST as SMALL
 
+import hlop.experiment
 from hlop.benchmarks import preset
 from hlop.config import apply_overrides
-from hlop.continual import RunState
+from hlop.continual import Plugin, RunState, evaluate_seen
 from hlop.experiment import build_benchmark, build_model, train
-from hlop.methods import Replay
+from hlop.methods import Replay, method_plugins
 
 pytestmark = pytest.mark.slow
 
@@ -66,14 +67,38 @@ def test_replay_memory_is_per_class_seeded_and_sized():
     assert not torch.equal(a.sort().values, first_per_class.sort().values)  # random, not first
 
 
+class RowProbe(Plugin):
+    """At after_evaluation: the row in the accuracy matrix and a fresh evaluation."""
+
+    def __init__(self):
+        self.rows = []
+
+    def after_evaluation(self, run):
+        self.rows.append((list(run.acc_matrix[-1]), evaluate_seen(run)))
+
+
 @pytest.mark.parametrize("method", ["hlop", "baseline"])
-def test_replay_runs_and_rewrites_the_row(method, tmp_path):
+def test_replay_runs_and_rewrites_the_row(method, tmp_path, monkeypatch):
     extra = ["timesteps=4", "replay.enabled=true", "replay.memory_size=20", "replay.epochs=2"]
+    before, after = RowProbe(), RowProbe()
+
+    def plugins(cfg):  # the run's own plugins, with probes either side of replay
+        method_plugin, replay = method_plugins(cfg)
+        assert isinstance(replay, Replay)
+        return [method_plugin, before, replay, after]
+
+    monkeypatch.setattr(hlop.experiment, "method_plugins", plugins)
     with_replay = run(method, "dsr", extra, tmp_path / "r")
+    monkeypatch.undo()
     without = run(method, "dsr", ["timesteps=4"], tmp_path / "n")
     assert with_replay["acc"] > 50
-    # the rows of tasks >= 1 are the post-replay evaluations: they differ from no replay
+    # no replay after task 0: the same first row as without replay
     assert with_replay["acc_matrix"][0] == without["acc_matrix"][0]
-    assert with_replay["acc_matrix"][2] != without["acc_matrix"][2]
+    assert before.rows[0] == after.rows[0]
+    for k in (1, 2):
+        pre, post = before.rows[k], after.rows[k]
+        assert pre[0] == pre[1] and post[0] == post[1]  # each row is a fresh evaluation
+        assert post[0] != pre[0]  # replay changed the network
+        assert with_replay["acc_matrix"][k][: k + 1] == post[0]  # results keep the post-replay row
     if method == "baseline":
-        assert with_replay["bwt"] > without["bwt"]  # replay alone reduces forgetting
+        assert with_replay["bwt"] > without["bwt"] + 3.0  # replay alone reduces forgetting
