@@ -26,6 +26,7 @@ TINY = [
 
 
 def built(training="dsr", *extra):
+    torch.set_num_threads(1)  # the conftest fixture restores it
     cfg = apply_overrides(preset("pmnist-subset", training), [*TINY, *extra])
     torch.manual_seed(0)
     return cfg, build_model(cfg, build_benchmark(cfg))
@@ -183,6 +184,7 @@ def test_weight_gradient_is_orthogonal_to_the_old_subspace(training, proj_type):
 
 # ---------------------------------------------------------------- the fast path's fallbacks
 def dsr_model(spiking, proj_type, hebbian_on="wfr", sizes=([6, 6, 6], [3, 3, 3])):
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     circuit = {"spiking": spiking, "spike_scale": 5.0, "spike_steps": 8, "hebbian_on": hebbian_on}
     opts = options(timesteps=3, proj_type=proj_type, circuit=CircuitOptions(**circuit))
