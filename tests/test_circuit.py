@@ -13,6 +13,7 @@ def largest_principal_angle(h: torch.Tensor, u: torch.Tensor) -> float:
     return math.degrees(math.acos(min(1.0, s.min().item())))
 
 
+@pytest.mark.slow
 def test_learns_principal_subspace_then_next_block_with_old_frozen():
     torch.manual_seed(0)
     n = 40

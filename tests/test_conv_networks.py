@@ -91,6 +91,7 @@ def test_domain_incremental_shared_head_has_a_circuit():
         model.add_head(10)
 
 
+@pytest.mark.slow
 def test_conv_circuit_learns_principal_subspace_of_its_patches():
     """Images whose 3x3 patches (stride 3) mostly vary along 3 directions: the circuit of a
     strided conv, learning from the layer's own forward passes, finds that subspace."""

@@ -17,6 +17,8 @@ from hlop.experiment import load_checkpoint, train
 RNG = np.random.default_rng(5)
 QUICK = ["tasks=2", "epochs=1", "timesteps=2", "batch_size=8"]
 
+pytestmark = pytest.mark.slow
+
 
 def images(n, shape=(3, 32, 32)):
     return RNG.integers(0, 256, size=(n, *shape), dtype=np.uint8)
