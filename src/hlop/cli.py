@@ -1,8 +1,10 @@
-"""The ``hlop`` command line: ``hlop train`` and ``hlop data fetch``.
+"""The ``hlop`` command line: ``hlop train``, ``hlop compare`` and ``hlop data fetch``.
 
 Every ``hlop train`` flag is one row of :data:`TRAIN_FLAGS`: the flag, the configuration key
 it sets, and its help; its type comes from the configuration and its choices from the
-registry that declares them.  ``--set key=value`` reaches every other key.
+registry that declares them.  ``--set key=value`` reaches every other key.  ``hlop compare``
+takes the same flags (but ``--method`` and ``--seed``: it has ``--methods`` and ``--seeds``)
+and applies them to every run of its study.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .config import Config, ConfigError, apply_overrides, key_type, validate
 from .continual import TrainingDiverged
 from .data import DATASETS, DataError, fetch_dataset
 from .methods import METHODS
+from .paper import PAPER_METHODS
 from .projection import FEEDBACK_RULES, HEBBIAN_SOURCES, PROJ_TYPES
 from .training import TRAINING_RULES
 
@@ -74,6 +77,38 @@ def _argument_type(key: str):
     return args[0] if args else tp
 
 
+#: keys that ``hlop compare`` sets per run (from ``--methods`` and ``--seeds``)
+STUDY_KEYS = ("method", "seed")
+
+
+def _add_config_arguments(t: argparse.ArgumentParser, flags: Sequence[Flag]) -> None:
+    """BENCHMARK, the ``flags`` and ``--set``: what :func:`resolve_config` reads."""
+    t.add_argument(
+        "benchmark",
+        nargs="?",
+        default="pmnist-subset",
+        choices=list(BENCHMARKS),
+        metavar="BENCHMARK",
+        help="; ".join(f"{b.name}: {b.summary}" for b in BENCHMARKS.values())
+        + ". All but the *-subset ones read --data-dir.",
+    )
+    for f in flags:
+        if f.switch:
+            t.add_argument(f.flag, action="store_true", help=f"{f.help} (sets {f.key}=true)")
+        else:
+            t.add_argument(
+                f.flag, type=_argument_type(f.key), choices=f.choices, help=f"{f.help} ({f.key})"
+            )
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any configuration value, e.g. --set hlop.iterations=3 "
+        "(see hlop train --show-config for the keys)",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hlop",
@@ -87,33 +122,33 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a continual-learning experiment with the paper's preset for BENCHMARK; "
         "every value can be overridden with a flag or --set key=value.",
     )
-    t.add_argument(
-        "benchmark",
-        nargs="?",
-        default="pmnist-subset",
-        choices=list(BENCHMARKS),
-        metavar="BENCHMARK",
-        help="; ".join(f"{b.name}: {b.summary}" for b in BENCHMARKS.values())
-        + ". All but the *-subset ones read --data-dir.",
-    )
-    for f in TRAIN_FLAGS:
-        if f.switch:
-            t.add_argument(f.flag, action="store_true", help=f"{f.help} (sets {f.key}=true)")
-        else:
-            t.add_argument(
-                f.flag, type=_argument_type(f.key), choices=f.choices, help=f"{f.help} ({f.key})"
-            )
-    t.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any configuration value, e.g. --set hlop.iterations=3 "
-        "(see --show-config for the keys)",
-    )
+    _add_config_arguments(t, TRAIN_FLAGS)
     t.add_argument("--out-dir", help="output directory (default: runs/BENCHMARK-METHOD-TIME)")
     t.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
     t.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+
+    c = sub.add_parser(
+        "compare",
+        help="compare methods over seeds on one benchmark (one hlop train run each)",
+        description="Run every method with every seed on BENCHMARK (each an ordinary hlop train "
+        "run in OUT_DIR/METHOD-sSEED; the flags and --set apply to every run), then write "
+        "OUT_DIR/summary.csv and summary.md and print the table. Rerunning keeps completed "
+        "runs and runs unfinished ones again. Exit code 1 when some run failed.",
+    )
+    _add_config_arguments(c, [f for f in TRAIN_FLAGS if f.key not in STUDY_KEYS])
+    c.add_argument(
+        "--methods",
+        default=",".join(PAPER_METHODS),
+        help=f"comma-separated methods (default: the paper's, {','.join(PAPER_METHODS)}); "
+        f"registered: {', '.join(METHODS)}",
+    )
+    c.add_argument("--seeds", default="2022,2023,2024", help="comma-separated seeds")
+    c.add_argument("--out-dir", required=True, help="directory of the study")
+    c.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="retrain runs whose saved config differs from the requested one",
+    )
 
     d = sub.add_parser("data", help="get datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -129,7 +164,7 @@ def resolve_config(args: argparse.Namespace, log=print) -> Config:
     cfg = preset(args.benchmark, args.training or "dsr")
     overrides = []
     for f in TRAIN_FLAGS:
-        value = getattr(args, f.dest)
+        value = getattr(args, f.dest, None)  # hlop compare has no --method, --seed
         if f.switch and value:
             overrides.append(f"{f.key}=true")
         elif not f.switch and value is not None:
@@ -160,11 +195,43 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _comma_list(text: str, what: str) -> list[str]:
+    items = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    if not items:
+        raise ConfigError(f"--{what} needs at least one value, e.g. --{what} a,b")
+    return items
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import run_study, write_summary
+
+    for item in args.set:
+        if item.partition("=")[0].strip() in STUDY_KEYS:
+            raise ConfigError("hlop compare sets method and seed per run: use --methods, --seeds")
+    methods = _comma_list(args.methods, "methods")
+    try:
+        seeds = [int(s) for s in _comma_list(args.seeds, "seeds")]
+    except ValueError:
+        raise ConfigError(f"--seeds expects integers, got {args.seeds!r}") from None
+    base = resolve_config(args)
+    results = run_study(base, methods, seeds, args.out_dir, overwrite=args.overwrite)
+    table = write_summary(args.out_dir, base.benchmark, results)
+    print(f"\n{base.benchmark}: {len(methods)} methods x {len(seeds)} seeds -> {args.out_dir}")
+    print(table)
+    failed = [r for r in results if r.status != "complete"]
+    if failed:
+        print(f"hlop: {len(failed)} of {len(results)} runs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "train":
             return _train(args)
+        if args.command == "compare":
+            return _compare(args)
         path = fetch_dataset(args.name, Path(args.data_dir))
         print(f"{args.name} is ready in {path}")
         return 0

@@ -1,6 +1,7 @@
 """The continual-learning loop.  Methods, outputs and progress plug into its events.
 
-For each task ``k``::
+before_run               (a method may change the stream; Multitask: one joint step)
+For each step ``k`` of the stream (by default task ``k``)::
 
     model.begin_task(k)   (a head for a new task; from task 1 on, only weight matrices train)
     before_task           (HLOP: add a circuit block; project from task 1 on)
@@ -10,14 +11,17 @@ For each task ``k``::
                           may be changed here), an optimiser step, after_batch
         evaluate the current task; after_epoch (a metrics row)
     after_training        (HLOP: circuits stop learning)
-    evaluate every seen task without projection -> row k of the accuracy matrix
+    evaluate every seen task (its own head, no projection) -> row k of the accuracy matrix
     after_evaluation      (HLOP: merge the circuits; replay: retrain on memory, re-evaluate)
     after_task            (outputs: checkpoint, results)
     ...
     after_run             (status "complete", or "failed" when an error stops the run)
 
-Each task gets a fresh optimiser and scheduler.  How a batch is simulated and
-backpropagated (DSR, BPTT, OTTT) is the network's training rule (:mod:`hlop.training`).
+The stream lists the tasks trained at each step: one task per step (continual learning),
+or every task in one step (joint training, Multitask: batches mix tasks and each sample
+goes through its own task's head).  Each step gets a fresh optimiser and scheduler.  How a
+batch is simulated and backpropagated (DSR, BPTT, OTTT) is the network's training rule
+(:mod:`hlop.training`).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import Config
-from .data.benchmarks import Benchmark, Split
+from .data.benchmarks import Benchmark, JointSplit, Split, Task, joint_task
 from .networks import SpikingNetwork
 
 
@@ -51,6 +55,16 @@ class RunState:
     acc_matrix: list[list[float]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     generator: torch.Generator = field(default_factory=torch.Generator)
+    #: the tasks trained at each step (``task`` is the step); default: task k at step k
+    stream: list[list[int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.stream:
+            self.stream = [[k] for k in range(self.cfg.tasks)]
+
+    def learnt(self) -> int:
+        """How many tasks the rows of the accuracy matrix have learnt."""
+        return sum(len(step) for step in self.stream[: len(self.acc_matrix)])
 
 
 class Plugin:
@@ -58,6 +72,9 @@ class Plugin:
     the run's outputs, its progress display."""
 
     name = "plugin"
+
+    def before_run(self, run: RunState) -> None:
+        """Before the first step (also when a run resumes); a method may set ``run.stream``."""
 
     def before_task(self, run: RunState) -> None: ...
 
@@ -105,15 +122,30 @@ def make_scheduler(cfg: Config, optimizer) -> torch.optim.lr_scheduler.LRSchedul
     return torch.optim.lr_scheduler.StepLR(optimizer, cfg.step_size, cfg.gamma)
 
 
+def heads_of(split: Split | JointSplit, index: torch.Tensor, task: int) -> int | torch.Tensor:
+    """The head of the samples at ``index``: ``task``, or one per sample in a joint split."""
+    ids = split.task_ids(index)
+    return task if ids is None else ids
+
+
+def step_task(run: RunState) -> Task:
+    """The task trained at step ``run.task``: one of the benchmark's, or the union of several."""
+    ids = run.stream[run.task]
+    tasks = run.benchmark.tasks
+    return tasks[ids[0]] if len(ids) == 1 else joint_task([tasks[t] for t in ids], ids)
+
+
 @torch.no_grad()
-def evaluate(model: SpikingNetwork, split: Split, task: int, batch_size: int, device) -> float:
+def evaluate(
+    model: SpikingNetwork, split: Split | JointSplit, task: int, batch_size: int, device
+) -> float:
     """Accuracy (percent) on ``split``, batches in data order, no projection."""
     model.eval()
     correct = 0
     for start in range(0, len(split), batch_size):
         index = torch.arange(start, min(start + batch_size, len(split)))
         x, y = split.batch(index)
-        out = model(x.to(device), task)
+        out = model(x.to(device), heads_of(split, index, task))
         correct += int((out.argmax(1) == y.to(device)).sum())
     return 100.0 * correct / max(len(split), 1)
 
@@ -132,18 +164,20 @@ def loss_check(run: RunState, batch: int):
 
 
 def train_epoch(run: RunState, optimizer, plugins: Sequence[Plugin]) -> tuple[float, float]:
-    """One pass over the current task's training split (shuffled with the run's generator)."""
-    cfg, model, task = run.cfg, run.model, run.benchmark.tasks[run.task]
+    """One pass over the current step's training split (shuffled with the run's generator)."""
+    cfg, model, task = run.cfg, run.model, step_task(run)
     rule = model.rule
     model.train()
     order = torch.randperm(len(task.train), generator=run.generator)
     n_batches = math.ceil(len(order) / cfg.batch_size)
     total_loss = total_correct = seen = 0.0
     for b in range(n_batches):
-        x, y = task.train.batch(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
+        index = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        x, y = task.train.batch(index)
         x, y = x.to(run.device), y.to(run.device)
+        heads = heads_of(task.train, index, run.task)
         optimizer.zero_grad(set_to_none=True)
-        out, loss = rule.train_batch(model, x, y, run.task, loss_check(run, b + 1), optimizer)
+        out, loss = rule.train_batch(model, x, y, heads, loss_check(run, b + 1), optimizer)
         if not rule.updates_within_batch:
             for p in plugins:
                 p.after_backward(run)
@@ -164,9 +198,9 @@ def train_epoch(run: RunState, optimizer, plugins: Sequence[Plugin]) -> tuple[fl
 
 
 def run_task(run: RunState, plugins: Sequence[Plugin]) -> None:
-    """Train task ``run.task``, evaluate every seen task, and fire the plugins' events."""
+    """Train step ``run.task``, evaluate every seen task, and fire the plugins' events."""
     cfg, model, k = run.cfg, run.model, run.task
-    task = run.benchmark.tasks[k]
+    task = step_task(run)
     start = time.perf_counter()
     model.begin_task(k, task.num_classes)
     for p in plugins:
@@ -195,17 +229,19 @@ def run_task(run: RunState, plugins: Sequence[Plugin]) -> None:
 
 
 def evaluate_seen(run: RunState) -> list[float]:
-    """Accuracy on every task seen so far (one row of the accuracy matrix)."""
-    tasks = run.benchmark.tasks[: run.task + 1]
-    bs, dev = run.cfg.test_batch_size, run.device
-    return [evaluate(run.model, t.test, j, bs, dev) for j, t in enumerate(tasks)]
+    """Accuracy on every task seen so far, each with its own head (a row of the matrix)."""
+    seen = [t for step in run.stream[: run.task + 1] for t in step]
+    bs, dev, tasks = run.cfg.test_batch_size, run.device, run.benchmark.tasks
+    return [evaluate(run.model, tasks[t].test, t, bs, dev) for t in seen]
 
 
 def run_continual(run: RunState, plugins: Sequence[Plugin]) -> RunState:
-    """Learn the benchmark's tasks one after another (``cfg.tasks`` of them), from the first
-    task not yet in the accuracy matrix."""
+    """Learn the benchmark's tasks (``cfg.tasks`` of them) step by step along the stream,
+    from the first step not yet in the accuracy matrix."""
     try:
-        for k in range(len(run.acc_matrix), run.cfg.tasks):
+        for p in plugins:
+            p.before_run(run)
+        for k in range(len(run.acc_matrix), len(run.stream)):
             run.task = k
             run_task(run, plugins)
     except BaseException:

@@ -201,7 +201,7 @@ class RunOutputs(Plugin):
 
     def after_task(self, run: RunState) -> None:
         self.save_checkpoint(run)
-        self.write_results(run, "running" if run.task + 1 < run.cfg.tasks else "complete")
+        self.write_results(run, "running" if run.task + 1 < len(run.stream) else "complete")
 
     def after_run(self, run: RunState, status: str) -> None:
         self.write_results(run, status)
@@ -228,20 +228,21 @@ class RunOutputs(Plugin):
 
 
 def summarise(run: RunState, status: str = "complete") -> dict:
-    """results.json: accuracy matrix (percent, null where a task is not yet learnt) and metrics."""
+    """results.json: accuracy matrix (percent, a row per training step, null where a task
+    is not yet learnt) and metrics; joint training (one step) has one row and BWT null."""
     n_tasks = run.cfg.tasks
-    a = run.acc_matrix
+    a, learnt = run.acc_matrix, run.learnt()
     matrix = [row + [None] * (n_tasks - len(row)) for row in a]
     return {
         "benchmark": run.cfg.benchmark,
         "method": run.cfg.method,
         "status": status,
-        "tasks_completed": len(a),
+        "tasks_completed": learnt,
         "task_names": [t.name for t in run.benchmark.tasks[:n_tasks]],
         "acc_matrix": matrix,
-        "acc": average_accuracy(a) if a else None,
-        "bwt": backward_transfer(a) if a else None,
-        "forgetting": forgetting(a) if a else [],
+        "acc": average_accuracy(a, learnt) if a else None,
+        "bwt": backward_transfer(a, learnt) if a else None,
+        "forgetting": forgetting(a, learnt) if a else [],
         "seconds_per_task": [round(s, 2) for s in run.seconds],
         "circuit_sizes": run.model.circuit_sizes(),
         "version": __version__,
@@ -274,17 +275,18 @@ class Progress(Plugin):
             return
         self.last_draw = now
         done = (run.epoch * n + b) / (run.cfg.epochs * n)
+        steps = len(run.stream)
         eta = (now - self.task_start) * (1 - done) / max(done, 1e-9)
         bar = "#" * int(24 * b / n)
         self.stream.write(
-            f"\r\033[Ktask {run.task + 1}/{run.cfg.tasks} epoch {run.epoch + 1}/{run.cfg.epochs} "
+            f"\r\033[Ktask {run.task + 1}/{steps} epoch {run.epoch + 1}/{run.cfg.epochs} "
             f"[{bar:<24}] {b}/{n} loss {loss:.4f} acc {acc:5.1f}% task ETA {eta:5.0f}s"
         )
         self.stream.flush()
 
     def after_epoch(self, run: RunState, row: dict) -> None:
         self.log(
-            f"task {row['task'] + 1}/{run.cfg.tasks} epoch {row['epoch']}/{run.cfg.epochs}: "
+            f"task {row['task'] + 1}/{len(run.stream)} epoch {row['epoch']}/{run.cfg.epochs}: "
             f"train loss {row['train_loss']:.4f}, train acc {row['train_acc']:.2f}%, "
             f"test acc {row['test_acc']:.2f}%"
         )
@@ -321,5 +323,6 @@ def train(
     run_continual(run, [*methods, outputs, progress])
     results = outputs.results
     progress.log("accuracy matrix (%):\n" + format_matrix(run.acc_matrix))
-    progress.log(f"ACC {results['acc']:.2f}%  BWT {results['bwt']:.2f}%  -> {outputs.dir}")
+    bwt = "n.a. (joint training)" if results["bwt"] is None else f"{results['bwt']:.2f}%"
+    progress.log(f"ACC {results['acc']:.2f}%  BWT {bwt}  -> {outputs.dir}")
     return results

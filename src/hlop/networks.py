@@ -354,19 +354,38 @@ class SpikingNetwork(nn.Module):
             return layer(x).repeat(t + 1, *([1] * (x.dim() - 1)))
         return layer(x.repeat(t, *([1] * (x.dim() - 1))))
 
-    def forward(self, x: Tensor, task: int = 0) -> Tensor:
+    def forward(self, x: Tensor, task: int | Tensor = 0) -> Tensor:
         """Class scores (B x classes): the readout rate of the per-step head outputs, or,
-        inside :meth:`single_steps`, the scores of one time step."""
+        inside :meth:`single_steps`, the scores of one time step.
+
+        ``task``: the task whose head reads out, or one task id per sample (joint training:
+        each sample through its own task's head; scores of a narrower head are padded with
+        -inf)."""
         layout = "online" if self._single_steps else self.rule.layout(self)
         if layout != self._layout:
             self.set_layout(layout)
         h = self.features(x)
-        head = self.heads[0 if self.shared_head else task]
-        out = head(h)
-        if layout == "online":
+        if self.shared_head or not isinstance(task, Tensor):
+            head = self.heads[0 if self.shared_head else task]
+            return self._readout(head(h), x.shape[0])
+        # rows are time-major slices of the B samples (T, T + 1 or [spikes; traces])
+        task = task.to(h.device)
+        rows = task.repeat(h.shape[0] // x.shape[0])
+        present = task.unique().tolist()
+        width = max(self.heads[j].out_features for j in present)
+        scores = h.new_full((x.shape[0], width), float("-inf"))
+        for j in present:
+            mine = task == j
+            out = self._readout(self.heads[j](h[rows == j]), int(mine.sum()))
+            scores[mine, : out.shape[1]] = out
+        return scores
+
+    def _readout(self, out: Tensor, batch: int) -> Tensor:
+        """Scores of ``batch`` samples from a head's output rows in the current layout."""
+        if self._layout == "online":
             return out
-        if layout == "fast":
-            return out[-x.shape[0] :]  # the rate slice is already the wfr readout
+        if self._layout == "fast":
+            return out[-batch:]  # the rate slice is already the wfr readout
         return self._readout_neuron[0].rate(out)
 
     def features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract

@@ -58,11 +58,12 @@ class TrainingRule:
         model: SpikingNetwork,
         x: Tensor,
         y: Tensor,
-        task: int,
+        task: int | Tensor,
         check: LossCheck,
         optimizer: torch.optim.Optimizer | None = None,
     ) -> tuple[Tensor, float]:
-        """Forward and backward of one batch (gradients accumulate); (scores, loss)."""
+        """Forward and backward of one batch (gradients accumulate); (scores, loss).
+        ``task``: the head, or one task id per sample (joint training)."""
         out = model(x, task)
         loss = F.cross_entropy(out, y)
         check(loss)

@@ -11,10 +11,11 @@ from ..config import Config, ConfigError
 from ..continual import Plugin
 from .baseline import Baseline
 from .hlop import HLOP
+from .multitask import Multitask
 from .replay import Replay
 
 #: Every method by name (the one list the CLI and the checks use); values build the plugin.
-METHODS: dict[str, type[Plugin]] = {"hlop": HLOP, "baseline": Baseline}
+METHODS: dict[str, type[Plugin]] = {"hlop": HLOP, "baseline": Baseline, "multitask": Multitask}
 
 
 def method_plugins(cfg: Config) -> list[Plugin]:
@@ -29,4 +30,4 @@ def method_plugins(cfg: Config) -> list[Plugin]:
     return plugins
 
 
-__all__ = ["HLOP", "METHODS", "Baseline", "Replay", "method_plugins"]
+__all__ = ["HLOP", "METHODS", "Baseline", "Multitask", "Replay", "method_plugins"]
