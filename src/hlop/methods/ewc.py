@@ -19,6 +19,8 @@ unchanged.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -54,6 +56,23 @@ def empirical_fisher(run: RunState, samples: int) -> dict[str, Tensor]:
     return {n: f / len(index) for n, f in fisher.items()}
 
 
+def warn_if_unstable(cfg, fisher_max: float) -> None:
+    """Warn when SGD on the penalty alone would diverge: along a parameter with Fisher F the
+    step multiplies ``theta - theta_bar`` by ``1 - lr lam F`` (with momentum beta, stable
+    while ``lr lam F < 2 (1 + beta)``)."""
+    if cfg.optimizer != "sgd" or cfg.ewc.lam == 0:
+        return
+    lr = cfg.lr if cfg.lr_later is None else cfg.lr_later
+    product, bound = lr * cfg.ewc.lam * fisher_max, 2 * (1 + cfg.momentum)
+    if product >= bound:
+        warnings.warn(
+            f"ewc: lr * ewc.lam * max F = {product:.3g} >= {bound:.3g}: SGD on the penalty "
+            f"oscillates and diverges along the most important parameters; lower ewc.lam "
+            f"below {bound / (lr * fisher_max):.3g}",
+            stacklevel=2,
+        )
+
+
 class EWC(Plugin):
     """Elastic weight consolidation: a quadratic penalty that holds each parameter near its
     values after earlier tasks, in proportion to its Fisher information (``ewc.lam``,
@@ -81,6 +100,7 @@ class EWC(Plugin):
         # here, not after the evaluation: the parameters the task's training reached, and the
         # estimate counts in the task's time (with --replay, before its retraining)
         self.consolidate(run.model, empirical_fisher(run, run.cfg.ewc.samples))
+        warn_if_unstable(run.cfg, max(float(f.max()) for f in self.fisher.values()))
 
     @torch.no_grad()
     def consolidate(self, model: torch.nn.Module, fisher: dict[str, Tensor]) -> None:
