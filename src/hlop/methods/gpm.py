@@ -66,14 +66,14 @@ def representation_covariances(run: RunState, samples: int) -> list[Tensor]:
     index = torch.randperm(len(split), generator=g)[:samples]
     layers = [m for _, m in model.projected_layers()]
     covs = [
-        torch.zeros(m.circuit.in_features, m.circuit.in_features, dtype=torch.float64)
-        for m in layers
+        torch.zeros(n, n, dtype=torch.float64, device=run.device)
+        for n in (m.circuit.in_features for m in layers)
     ]
 
     def capture(i: int):
         def hook(layer, inputs, _output) -> None:
-            rows = layer.presynaptic(inputs[0])
-            covs[i] += (rows.t() @ rows).double().cpu()
+            rows = layer.presynaptic(inputs[0]).double()
+            covs[i] += rows.t() @ rows
 
         return hook
 
