@@ -95,10 +95,12 @@ def _conv_preset(cfg: Config) -> None:
     cfg.hlop.hebbian_stride = "one"
     r = cfg.replay
     r.memory_size, r.epochs, r.batch_size, r.lr, r.t_max = 50, 20, 50, 0.001, 20
+    cfg.gpm.samples = 125  # GPM reference: unfolded patches of 125 samples
 
 
 def _pmnist_preset(cfg: Config) -> None:
     cfg.hlop.sizes = pmnist_sizes(10)
+    cfg.gpm.thresholds, cfg.gpm.samples = [0.95, 0.99, 0.99], 300  # GPM reference (fc1, fc2, head)
 
 
 def _pmnist_subset_preset(cfg: Config) -> None:
@@ -114,6 +116,7 @@ def _cnn_preset(tasks: int) -> Callable[[Config], None]:
         cfg.model, cfg.lr, cfg.warmup, cfg.t_max, cfg.epochs = "cnn", 0.01, 5, 200, 200
         cfg.tasks = tasks
         cfg.hlop.sizes = [[6, 100, 200]] + [[2, 20, 40]] * (tasks - 1)
+        cfg.gpm.thresholds, cfg.gpm.threshold_step = [0.97], 0.003  # GPM CIFAR-100: 0.97 + 0.003 t
 
     return apply
 
@@ -121,6 +124,7 @@ def _cnn_preset(tasks: int) -> Callable[[Config], None]:
 def _resnet_preset(cfg: Config) -> None:
     _conv_preset(cfg)
     cfg.model, cfg.lr, cfg.lr_later, cfg.t_max, cfg.epochs = "resnet18", 0.1, 0.01, 100, 100
+    cfg.gpm.thresholds = [0.965]  # GPM 5-Datasets reference (miniImageNet: not in our spec)
 
 
 def _miniimagenet_preset(cfg: Config) -> None:

@@ -76,6 +76,29 @@ class ReplayConfig:
 
 
 @dataclass
+class EWCConfig:
+    """Elastic weight consolidation (``--method ewc``)."""
+
+    # strength of the penalty (lam / 2) sum F (theta - theta*)^2.  The ANN reference
+    # (joansj/hat) uses 5000 with another network and loss scale; here Fisher entries reach
+    # ~0.6 (PMNIST subset), and SGD on the penalty diverges once lr lam max F >= 2: 5000
+    # diverges at lr 0.1.  A starting point for the search, which the run warns about.
+    lam: float = 10.0
+    samples: int = 500  # training samples of each task whose per-sample gradients give F
+
+
+@dataclass
+class GPMConfig:
+    """Gradient projection memory (``--method gpm``)."""
+
+    # energy threshold eps of each circuit (one value for all, or one per circuit in network
+    # order, as hlop.lrs); task t uses min(eps + threshold_step * t, 1)
+    thresholds: list[float] = field(default_factory=lambda: [0.97])
+    threshold_step: float = 0.0  # CIFAR-100 reference: 0.97 + 0.003 t
+    samples: int = 125  # training samples of each task in the representation matrices
+
+
+@dataclass
 class Config:
     benchmark: str = "pmnist-subset"
     method: str = "hlop"
@@ -112,6 +135,8 @@ class Config:
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     hlop: HLOPConfig = field(default_factory=HLOPConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    ewc: EWCConfig = field(default_factory=EWCConfig)
+    gpm: GPMConfig = field(default_factory=GPMConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -249,6 +274,26 @@ def validate(
     for name in ("memory_size", "epochs", "batch_size", "t_max"):
         _check(getattr(r, name) >= 1, f"replay.{name} must be >= 1, got {getattr(r, name)}")
     _check(r.lr > 0, f"replay.lr must be > 0, got {r.lr}")
+    _check(cfg.ewc.lam >= 0, f"ewc.lam must be >= 0, got {cfg.ewc.lam}")
+    _check(cfg.ewc.samples >= 1, f"ewc.samples must be >= 1, got {cfg.ewc.samples}")
+    _check(
+        not (cfg.method == "ewc" and cfg.online_update),
+        "ewc adds its penalty's gradient before each optimiser step, which OTTT's online "
+        "update (an optimiser step at every time step) bypasses: drop --online-update",
+    )
+    g = cfg.gpm
+    _check(
+        len(g.thresholds) >= 1 and all(0 < t <= 1 for t in g.thresholds),
+        f"gpm.thresholds must be in (0, 1], got {g.thresholds}",
+    )
+    _check(g.threshold_step >= 0, f"gpm.threshold_step must be >= 0, got {g.threshold_step}")
+    _check(g.samples >= 1, f"gpm.samples must be >= 1, got {g.samples}")
+    if layer_dims is not None:
+        _check(
+            len(g.thresholds) in (1, len(layer_dims)),
+            f"gpm.thresholds needs 1 value or {len(layer_dims)} (one per circuit), "
+            f"got {g.thresholds}",
+        )
     _choice("model", cfg.model, tuple(NETWORKS))
     _choice("stem", cfg.stem, STEMS)
     _check(cfg.lr_later is None or cfg.lr_later > 0, f"lr_later must be > 0, got {cfg.lr_later}")

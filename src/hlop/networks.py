@@ -102,14 +102,16 @@ class NetworkOptions:
         return self.circuit.hebbian_on or self.rule.hebbian_on
 
 
-def broadcast_lrs(lrs: Sequence[float], names: Sequence[str]) -> list[float]:
-    """One learning rate for every circuit, or one per circuit (in ``names`` order)."""
+def broadcast_lrs(lrs: Sequence[float], names: Sequence[str], key: str = "hlop.lrs") -> list[float]:
+    """One value for every circuit, or one per circuit (in ``names`` order); ``key`` names
+    the setting in the error (learning rates, or another per-circuit value such as
+    ``gpm.thresholds``)."""
     lrs = list(lrs)
     if len(lrs) == 1:
         return lrs * len(names)
     if len(lrs) != len(names):
         raise ValueError(
-            f"hlop.lrs needs 1 value or {len(names)} (one per circuit: {', '.join(names)}), "
+            f"{key} needs 1 value or {len(names)} (one per circuit: {', '.join(names)}), "
             f"got {len(lrs)}: {lrs}"
         )
     return lrs

@@ -10,12 +10,20 @@ from __future__ import annotations
 from ..config import Config, ConfigError
 from ..continual import Plugin
 from .baseline import Baseline
+from .ewc import EWC
+from .gpm import GPM
 from .hlop import HLOP
 from .multitask import Multitask
 from .replay import Replay
 
 #: Every method by name (the one list the CLI and the checks use); values build the plugin.
-METHODS: dict[str, type[Plugin]] = {"hlop": HLOP, "baseline": Baseline, "multitask": Multitask}
+METHODS: dict[str, type[Plugin]] = {
+    "hlop": HLOP,
+    "baseline": Baseline,
+    "ewc": EWC,
+    "gpm": GPM,
+    "multitask": Multitask,
+}
 
 
 def method_plugins(cfg: Config) -> list[Plugin]:
@@ -30,4 +38,4 @@ def method_plugins(cfg: Config) -> list[Plugin]:
     return plugins
 
 
-__all__ = ["HLOP", "METHODS", "Baseline", "Multitask", "Replay", "method_plugins"]
+__all__ = ["EWC", "GPM", "HLOP", "METHODS", "Baseline", "Multitask", "Replay", "method_plugins"]

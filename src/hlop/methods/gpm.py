@@ -1,0 +1,138 @@
+"""GPM: gradient projection memory (Saha et al., ICLR 2021) on hlop's projected layers.
+
+In hlop, GPM is a lateral circuit whose rows come from an SVD instead of the Hebbian rule.
+After task t, for every projected layer, the representation matrix ``R`` (N x rows) holds
+the rows its circuit sees (``layer.presynaptic``: the DSR rate of the layer's input, or
+per-step spikes where circuits learn from spikes; unfolded patches for a convolution) on
+``gpm.samples`` of the task's training samples.  With ``M`` (N x m) the memory so far,
+the circuit's frozen old rows ``H_old = M^T``::
+
+    R_hat = R - M M^T R,   R_hat = U S V^T
+    k = the smallest k with  ||M^T R||_F^2 + sum_{i<=k} s_i^2 >= eps ||R||_F^2
+    M <- [M, U_k]
+
+(task 0: M is empty).  The new bases become old rows of the circuit, which then projects
+the layer's weight updates of later tasks exactly as HLOP's merged circuits do:
+``grad_W <- grad_W (I - M M^T)``.  Circuits never learn.
+
+``R R^T`` is accumulated batch by batch (N x N, float64) and its eigendecomposition gives
+``U`` and ``s^2``: the same subspace as the SVD, without keeping the rows.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..config import ConfigError
+from ..continual import Plugin, RunState
+from ..networks import broadcast_lrs
+
+
+def new_bases(cov: Tensor, memory: Tensor, eps: float) -> Tensor:
+    """The orthonormal bases (N x k) that GPM adds to ``memory`` (N x m, orthonormal
+    columns) for a representation with ``cov = R R^T`` (N x N) and threshold ``eps``;
+    never more than ``N - m``."""
+    cov = cov.double()
+    n, m = memory.shape
+    total = torch.trace(cov)
+    if m == n or total <= 0:
+        return cov.new_zeros(n, 0)
+    residual = cov
+    if m:
+        mem = memory.to(cov)
+        proj = torch.eye(n, dtype=cov.dtype, device=cov.device) - mem @ mem.t()
+        residual = proj @ cov @ proj
+    explained = total - torch.trace(residual)  # ||M^T R||^2
+    values, vectors = torch.linalg.eigh((residual + residual.t()) / 2)
+    values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)  # descending s_i^2
+    target = eps * total
+    if explained >= target:
+        return cov.new_zeros(n, 0)
+    k = min(int((explained + values.cumsum(0) < target).sum()) + 1, n - m)
+    u = vectors[:, :k]
+    if m:  # orthogonal to M up to rounding already: make it exact
+        u = u - mem @ (mem.t() @ u)
+    return torch.linalg.qr(u).Q
+
+
+@torch.no_grad()
+def representation_covariances(run: RunState, samples: int) -> list[Tensor]:
+    """``R R^T`` (N x N, float64) of every projected layer, in network order, on ``samples``
+    random training samples of the current task (seeded by the run's seed and the task):
+    the rows of ``layer.presynaptic``, captured by forward hooks in an evaluation pass."""
+    model, split = run.model, run.benchmark.tasks[run.task].train
+    g = torch.Generator().manual_seed(run.cfg.seed * 1019 + run.task)
+    index = torch.randperm(len(split), generator=g)[:samples]
+    layers = [m for _, m in model.projected_layers()]
+    covs = [
+        torch.zeros(n, n, dtype=torch.float64, device=run.device)
+        for n in (m.circuit.in_features for m in layers)
+    ]
+
+    def capture(i: int):
+        def hook(layer, inputs, _output) -> None:
+            rows = layer.presynaptic(inputs[0]).double()
+            covs[i] += rows.t() @ rows
+
+        return hook
+
+    hooks = [m.register_forward_hook(capture(i)) for i, m in enumerate(layers)]
+    was_training = model.training
+    model.eval()
+    try:
+        for chunk in index.split(run.cfg.test_batch_size):
+            x, _ = split.batch(chunk)
+            model(x.to(run.device), run.task)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return covs
+
+
+class GPM(Plugin):
+    """Gradient projection memory: from task 1 on, weight updates are projected orthogonally
+    to the bases of earlier tasks' representations, held as the circuits' old rows
+    (``gpm.thresholds``, ``gpm.threshold_step``, ``gpm.samples``)."""
+
+    name = "gpm"
+
+    def before_task(self, run: RunState) -> None:
+        for c in run.model.circuits():
+            c.learning = False
+            c.projecting = run.task > 0
+
+    def after_training(self, run: RunState) -> None:
+        # here, not after the evaluation: the task's representations at the parameters its
+        # training reached (evaluation runs without projection and uses no bases)
+        for c in run.model.circuits():
+            c.projecting = False
+        self.add_bases(run)
+
+    def thresholds(self, run: RunState) -> list[float]:
+        """eps of every circuit for the current task: ``min(eps + threshold_step * t, 1)``."""
+        g = run.cfg.gpm
+        names = [n for n, _ in run.model.projected_layers()]
+        try:
+            eps = broadcast_lrs(g.thresholds, names, key="gpm.thresholds")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        return [min(e + g.threshold_step * run.task, 1.0) for e in eps]
+
+    @torch.no_grad()
+    def add_bases(self, run: RunState) -> list[int]:
+        """Append the current task's bases to every circuit as frozen old rows; returns the
+        number added to each."""
+        covs = representation_covariances(run, run.cfg.gpm.samples)
+        added = []
+        for c, cov, eps in zip(run.model.circuits(), covs, self.thresholds(run), strict=True):
+            if c.rows != c.old_rows:
+                raise RuntimeError(f"{c.name}: GPM circuits hold no learning block")
+            u = new_bases(cov, c.weight.t(), eps)
+            n = c.add_subspace(u.shape[1])  # capped at the circuit's dimension
+            if n:
+                c.weight[c.rows - n :] = u[:, :n].t().to(c.weight)
+            c.merge()
+            added.append(n)
+        return added
