@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from formats import write_idx, write_mat
 
 from hlop.benchmarks import BENCHMARKS, build_benchmark, preset
@@ -126,3 +127,26 @@ def test_unknown_benchmark_lists_the_choices() -> None:
     cfg.benchmark = "imagenet"
     with pytest.raises(ConfigError, match="split-mnist-subset"):
         build_benchmark(cfg)
+
+
+def test_validation_split_replaces_the_test_set_without_touching_it():
+    cfg = preset("pmnist-subset")
+    cfg.tasks, cfg.validation = 3, 0.1
+    bench = build_benchmark(cfg)
+    plain = build_benchmark(preset("pmnist-subset"))
+    full = plain.tasks[0].train
+    for task in bench.tasks:
+        assert len(task.test) == 600 and len(task.train) == 5400  # 10% of 6000, the rest
+        # every class held out in proportion, and the test images never appear
+        assert torch.bincount(task.test.labels, minlength=10).tolist() == [60] * 10
+    # the held-out and kept parts partition the training data (same rows, same sums)
+    a, b = bench.tasks[0].train, bench.tasks[0].test
+    rows = torch.cat([a.images, b.images]).flatten(1).to(torch.int64)
+    assert rows.shape[0] == len(full)
+    assert torch.equal(rows.sum(0), full.images.flatten(1).to(torch.int64).sum(0))
+    assert not any(torch.equal(b.images[0], t) for t in plain.tasks[0].test.images[:50])
+    # tasks of one storage share one split: same held-out samples, their own transform
+    assert bench.tasks[1].test.images.data_ptr() == bench.tasks[0].test.images.data_ptr()
+    x0, _ = bench.tasks[0].test.batch(torch.arange(4))
+    x1, _ = bench.tasks[1].test.batch(torch.arange(4))
+    assert not torch.equal(x0, x1)

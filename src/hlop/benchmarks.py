@@ -26,6 +26,7 @@ from .data import (
     split_miniimagenet,
     split_mnist,
 )
+from .data.benchmarks import with_validation
 from .training import training_rule
 
 Data = Mapping[str, Mapping[str, tuple]]  # dataset key -> {"train": ..., "test": ...}
@@ -275,7 +276,10 @@ def build_benchmark(cfg: Config) -> Benchmark:
         )
     data = {key: load_dataset(key, Path(cfg.data_dir)) for key in spec.datasets}
     try:
-        return spec.build(data, cfg)
+        benchmark = spec.build(data, cfg)
+        if cfg.validation:  # a held-out part of the training data replaces the test set
+            benchmark = with_validation(benchmark, cfg.validation, cfg.seed)
+        return benchmark
     except ValueError as e:  # inconsistent data (a class without samples, ...)
         if isinstance(e, ConfigError | DataError):
             raise

@@ -129,6 +129,9 @@ class Config:
     stem: str = "3x3"  # resnet18 stem: 3x3 stride 1, or 5x5 stride 2 (miniImageNet)
     shared_head: bool | None = None  # None: as the benchmark (shared for pmnist, domain)
     train_limit: int | None = None  # samples per task kept (class-stratified); None: all
+    # fraction of each task's training data held out for validation; > 0: accuracies are
+    # measured on it instead of the test set (hyperparameter searches never see test data)
+    validation: float = 0.0
     test_limit: int | None = None
     data_dir: str | None = None
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
@@ -320,6 +323,7 @@ def validate(
         f"device must be auto, cpu or cuda, got {cfg.device!r}",
     )
     _choice("feedback", cfg.feedback, FEEDBACK_RULES)
+    _check(0.0 <= cfg.validation < 1.0, f"validation must be in [0, 1), got {cfg.validation}")
     for name in ("train_limit", "test_limit"):
         v = getattr(cfg, name)
         _check(v is None or v >= 1, f"{name} must be >= 1 or none, got {v}")

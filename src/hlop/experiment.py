@@ -240,6 +240,7 @@ def summarise(run: RunState, status: str = "complete") -> dict:
         "tasks_completed": learnt,
         "task_names": [t.name for t in run.benchmark.tasks[:n_tasks]],
         "acc_matrix": matrix,
+        "evaluated_on": "validation" if run.cfg.validation else "test",
         "acc": average_accuracy(a, learnt) if a else None,
         "bwt": backward_transfer(a, learnt) if a else None,
         "forgetting": forgetting(a, learnt) if a else [],

@@ -14,6 +14,7 @@ MNIST_STD = 0.3081
 # Distinct streams of the seed derivation, so task permutations and subsets never collide.
 _PERMUTATION_STREAM = 0
 _SUBSET_STREAM = 1
+_VALIDATION_STREAM = 3
 
 
 @dataclass
@@ -641,3 +642,39 @@ def split_fashion_mnist(
         train_limit=train_limit,
         test_limit=test_limit,
     )
+
+
+def with_validation(benchmark: Benchmark, fraction: float, seed: int) -> Benchmark:
+    """The benchmark with ``fraction`` of each task's training data held out as its
+    validation set, which replaces the test set (for hyperparameter searches: the test set
+    is never seen).  Class-stratified and seeded; tasks that share one image storage (the
+    permutations of PMNIST) share one split of it."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the validation fraction must be in (0, 1), got {fraction}")
+    parts: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
+    tasks = []
+    for task in benchmark.tasks:
+        train = task.train
+        key = (id(train.images), id(train.labels))
+        if key not in parts:
+            labels = train.labels.numpy()
+            count = max(1, round(fraction * len(labels)))
+            held = stratified_subset(labels, count, derive_seed(seed, _VALIDATION_STREAM, 0))
+            rest = np.setdiff1d(np.arange(len(labels)), held)
+            keep, out = torch.from_numpy(rest), torch.from_numpy(held)
+            parts[key] = (
+                train.images[keep],
+                train.labels[keep],
+                train.images[out],
+                train.labels[out],
+            )
+        xt, yt, xv, yv = parts[key]
+        tasks.append(
+            Task(
+                task.name,
+                task.num_classes,
+                Split(xt, yt, train.transform),
+                Split(xv, yv, train.transform),
+            )
+        )
+    return Benchmark(benchmark.name, tasks, benchmark.shared_head, benchmark.input_shape)
