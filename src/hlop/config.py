@@ -76,6 +76,16 @@ class ReplayConfig:
 
 
 @dataclass
+class HATConfig:
+    """Hard attention to the task (``--method hat``); defaults of the reference code."""
+
+    c: float = 0.75  # strength of the attention regulariser (lamb in the reference)
+    s_max: float = 400.0  # largest scale of the gates sigmoid(s e): the one used at test
+    thr: float = 50.0  # clamp of s e inside cosh in the embedding-gradient compensation
+    emb_clamp: float | None = 6.0  # embeddings clamped to +-emb_clamp after each step; None: not
+
+
+@dataclass
 class Config:
     benchmark: str = "pmnist-subset"
     method: str = "hlop"
@@ -112,6 +122,7 @@ class Config:
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     hlop: HLOPConfig = field(default_factory=HLOPConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    hat: HATConfig = field(default_factory=HATConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -249,6 +260,12 @@ def validate(
     for name in ("memory_size", "epochs", "batch_size", "t_max"):
         _check(getattr(r, name) >= 1, f"replay.{name} must be >= 1, got {getattr(r, name)}")
     _check(r.lr > 0, f"replay.lr must be > 0, got {r.lr}")
+    a = cfg.hat
+    _check(a.c >= 0, f"hat.c must be >= 0, got {a.c}")
+    _check(a.s_max >= 1, f"hat.s_max must be >= 1 (annealing runs from 1/s_max), got {a.s_max}")
+    _check(a.thr > 0, f"hat.thr must be > 0, got {a.thr}")
+    clamp = a.emb_clamp
+    _check(clamp is None or clamp > 0, f"hat.emb_clamp must be > 0 or none, got {clamp}")
     _choice("model", cfg.model, tuple(NETWORKS))
     _choice("stem", cfg.stem, STEMS)
     _check(cfg.lr_later is None or cfg.lr_later > 0, f"lr_later must be > 0, got {cfg.lr_later}")

@@ -10,11 +10,12 @@ from __future__ import annotations
 from ..config import Config, ConfigError
 from ..continual import Plugin
 from .baseline import Baseline
+from .hat import HAT
 from .hlop import HLOP
 from .replay import Replay
 
 #: Every method by name (the one list the CLI and the checks use); values build the plugin.
-METHODS: dict[str, type[Plugin]] = {"hlop": HLOP, "baseline": Baseline}
+METHODS: dict[str, type[Plugin]] = {"hlop": HLOP, "baseline": Baseline, "hat": HAT}
 
 
 def method_plugins(cfg: Config) -> list[Plugin]:
@@ -29,4 +30,4 @@ def method_plugins(cfg: Config) -> list[Plugin]:
     return plugins
 
 
-__all__ = ["HLOP", "METHODS", "Baseline", "Replay", "method_plugins"]
+__all__ = ["HAT", "HLOP", "METHODS", "Baseline", "Replay", "method_plugins"]
