@@ -314,14 +314,16 @@ def test_ottt_online_update_is_refused(tmp_path, capsys):
 
 # ---------------------------------------------------------------- a tiny continual run
 class Snapshot(Plugin):
-    """Weights and task-0 scores on a fixed batch after task 0."""
+    """After task 0: the weights, and HAT's gradient factors of task 1 (if ``hat``); after
+    every task: the task-0 scores of a fixed batch."""
 
-    def __init__(self, x):
-        self.x, self.weights, self.scores = x, None, []
+    def __init__(self, x, hat=None):
+        self.x, self.hat, self.weights, self.factors, self.scores = x, hat, None, None, []
 
     def after_task(self, run):
         if run.task == 0:
             self.weights = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+            self.factors = list(self.hat.factors) if self.hat else None
         run.model.eval()
         with torch.no_grad():
             self.scores.append(run.model(self.x, 0))
@@ -339,7 +341,8 @@ def tiny_split_mnist(method_plugin, training="dsr"):
     model = SpikingCNN(1, 32, 2, channels=(6, 12), options=network_options(cfg))
     run = RunState(cfg, model, bench, CPU)
     run.generator.manual_seed(cfg.seed)
-    probe = Snapshot(bench.tasks[0].test.batch(torch.arange(50))[0])
+    hat = method_plugin if isinstance(method_plugin, HAT) else None
+    probe = Snapshot(bench.tasks[0].test.batch(torch.arange(50))[0], hat)
     run_continual(run, [method_plugin, probe])
     return run, probe
 
@@ -353,7 +356,7 @@ def test_hat_keeps_task_0_where_fine_tuning_forgets(training):
     assert acc[0][0] > 80  # task 0 was learnt...
     assert acc[1][1] > 60  # ...and so was task 1, in the space left
     # weights joining units that task 0 uses did not move at all
-    for w, factor in zip(hat.topology.weights, hat.factors, strict=True):
+    for w, factor in zip(hat.topology.weights, probe.factors, strict=True):
         name = f"{w.name}.weight"
         frozen = (factor == 0).expand_as(w.layer.weight)
         assert frozen.any() and not frozen.all(), name
@@ -364,5 +367,5 @@ def test_hat_keeps_task_0_where_fine_tuning_forgets(training):
     assert abs(acc[1][0] - acc[0][0]) <= 2.0
     base_run, base_probe = tiny_split_mnist(Baseline(), training)
     base_drift = (base_probe.scores[1] - base_probe.scores[0]).abs().max().item()
-    assert hat_drift < 0.2 * base_drift
+    assert hat_drift <= 0.01 * base_drift  # without the blocking: about 0.15 (dsr)
     assert evaluate(run.model, run.benchmark.tasks[0].test, 0, 64, CPU) == acc[1][0]
