@@ -113,6 +113,8 @@ class GatedWeight:
 
 @dataclass(frozen=True)
 class Topology:
+    """Where a network's gates are, and which gates each weight layer connects."""
+
     gates: list[Gate]
     weights: list[GatedWeight]
 
@@ -249,6 +251,7 @@ class HAT(Plugin):
     Attributes:
         gates: the network's :class:`HATGates` (from task 0 on).
         cumulative: ``a_<=t-1`` of every gate once a task is learnt (None before).
+        factors: the gradient factor of every weight of :attr:`topology` for the next task.
         regulariser: the value of the attention regulariser on the last batch.
     """
 
@@ -291,6 +294,7 @@ class HAT(Plugin):
             e.requires_grad_(True)  # begin_task froze every vector; the task's optimiser follows
 
     def before_epoch(self, run: RunState) -> None:
+        # the first batch needs B before the loop reports it (after_batch keeps it in step)
         split = run.benchmark.tasks[run.task].train
         self.batches = math.ceil(len(split) / run.cfg.batch_size)
         self.gates.s = annealed_scale(1, self.batches, run.cfg.hat.s_max)
