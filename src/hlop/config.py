@@ -99,6 +99,16 @@ class GPMConfig:
 
 
 @dataclass
+class HATConfig:
+    """Hard attention to the task (``--method hat``); defaults of the reference code."""
+
+    c: float = 0.75  # strength of the attention regulariser (lamb in the reference)
+    s_max: float = 400.0  # largest scale of the gates sigmoid(s e): the one used at test
+    thr: float = 50.0  # clamp of s e inside cosh in the embedding-gradient compensation
+    emb_clamp: float | None = 6.0  # embeddings clamped to +-emb_clamp after each step; None: not
+
+
+@dataclass
 class Config:
     benchmark: str = "pmnist-subset"
     method: str = "hlop"
@@ -140,6 +150,7 @@ class Config:
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     ewc: EWCConfig = field(default_factory=EWCConfig)
     gpm: GPMConfig = field(default_factory=GPMConfig)
+    hat: HATConfig = field(default_factory=HATConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -297,6 +308,12 @@ def validate(
             f"gpm.thresholds needs 1 value or {len(layer_dims)} (one per circuit), "
             f"got {g.thresholds}",
         )
+    a = cfg.hat
+    _check(a.c >= 0, f"hat.c must be >= 0, got {a.c}")
+    _check(a.s_max >= 1, f"hat.s_max must be >= 1 (annealing runs from 1/s_max), got {a.s_max}")
+    _check(a.thr > 0, f"hat.thr must be > 0, got {a.thr}")
+    clamp = a.emb_clamp
+    _check(clamp is None or clamp > 0, f"hat.emb_clamp must be > 0 or none, got {clamp}")
     _choice("model", cfg.model, tuple(NETWORKS))
     _choice("stem", cfg.stem, STEMS)
     _check(cfg.lr_later is None or cfg.lr_later > 0, f"lr_later must be > 0, got {cfg.lr_later}")
@@ -346,6 +363,8 @@ def validate(
     )
     _check(h.spike_scale > 0 and h.spike_steps >= 1, "hlop.spike_scale and spike_steps must be > 0")
     _check(all(lr > 0 for lr in h.lrs), f"hlop.lrs must all be > 0, got {h.lrs}")
+    if cfg.method != "hlop":
+        return  # the size schedule is HLOP's alone
     _check(
         len(h.sizes) >= cfg.tasks,
         f"hlop.sizes lists {len(h.sizes)} tasks but the run has {cfg.tasks}: one list per task",

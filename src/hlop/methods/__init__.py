@@ -12,6 +12,7 @@ from ..continual import Plugin
 from .baseline import Baseline
 from .ewc import EWC
 from .gpm import GPM
+from .hat import HAT
 from .hlop import HLOP
 from .multitask import Multitask
 from .replay import Replay
@@ -22,6 +23,7 @@ METHODS: dict[str, type[Plugin]] = {
     "baseline": Baseline,
     "ewc": EWC,
     "gpm": GPM,
+    "hat": HAT,
     "multitask": Multitask,
 }
 
@@ -38,4 +40,14 @@ def method_plugins(cfg: Config) -> list[Plugin]:
     return plugins
 
 
-__all__ = ["EWC", "GPM", "HLOP", "METHODS", "Baseline", "Multitask", "Replay", "method_plugins"]
+__all__ = [
+    "EWC",
+    "GPM",
+    "HAT",
+    "HLOP",
+    "METHODS",
+    "Baseline",
+    "Multitask",
+    "Replay",
+    "method_plugins",
+]

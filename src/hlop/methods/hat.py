@@ -1,0 +1,348 @@
+"""HAT: hard attention to the task (Serra et al., ICML 2018), on spiking networks.
+
+Each task ``t`` learns one embedding ``e_t^l`` per gated layer ``l`` (a value per unit, or per
+channel of a convolution).  Its gate multiplies the layer's spikes::
+
+    a_t^l = sigmoid(s e_t^l)
+
+The gate is constant over time, so it multiplies every time slice: the per-step rows, the
+DSR fast layout's rate slice, OTTT's ``[spikes; traces]``.  The gated layers are every
+spiking neuron layer of the network, the readout layer before the classifier included (the
+reference gates every hidden layer that feeds the heads); the input layer's input is not
+gated.  Training task ``t``, ``s`` is annealed over the ``B`` batches of every epoch::
+
+    s_b = 1/s_max + (s_max - 1/s_max) (b - 1) / (B - 1)        (b = 1..B; B = 1: 1/s_max)
+
+and every evaluation uses ``s = s_max``.  After task ``t`` the cumulative gates are
+``a_<=t = max(a_<=t-1, a_t)`` at ``s_max``, not binarised (as the reference).  While task ``t``
+trains, a weight joining input unit ``i`` to output unit ``j`` has its gradient multiplied by
+``1 - min(a_<=t-1[j], a_<=t-1[i])`` (convolutions: per output and input channel; the first
+layer: ``1 - a_<=t-1[j]``); the loss gains the attention regulariser::
+
+    R = c sum_l sum_i a_t,i^l (1 - a_<=t-1,i^l) / sum_l sum_i (1 - a_<=t-1,i^l)
+
+(task 0: ``a_<=-1 = 0``), and the embedding gradients are compensated for the annealing::
+
+    grad_e *= s_max [cosh(clamp(s e, -thr, thr)) + 1] / (s [cosh(e) + 1])
+
+which turns ``d sigmoid(s e) / de = s sigmoid'(s e)`` into ``s_max sigmoid'(e)`` (the paper's
+equation and the reference code; the denominator has ``e``, not ``s e``).  After each
+optimiser step the embeddings are clamped to ``[-emb_clamp, emb_clamp]`` (the reference: 6).
+
+HAT needs the task at test (one head per task); the classifier heads are per task, so they
+are not masked.  OTTT's online update steps the optimiser inside a batch, where gradients
+cannot be masked: refused.  Replay steps (``--replay``) are not masked either.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ConfigError
+from ..continual import Plugin, RunState
+from ..networks import SpikingCNN, SpikingMLP, SpikingNetwork, SpikingResNet18
+from ..neurons import SpikingNeuron
+
+# ---------------------------------------------------------------------- the math
+
+
+def annealed_scale(batch: int, batches: int, s_max: float) -> float:
+    """``s`` of batch ``batch`` (1..``batches``) of an epoch: 1/s_max up to s_max, linearly."""
+    if batches <= 1:
+        return 1.0 / s_max
+    return 1.0 / s_max + (s_max - 1.0 / s_max) * (batch - 1) / (batches - 1)
+
+
+def compensation(e: Tensor, s: float, s_max: float, thr: float) -> Tensor:
+    """The factor of the embedding gradients:
+    ``s_max [cosh(clamp(s e, -thr, thr)) + 1] / (s [cosh(e) + 1])``."""
+    return s_max / s * (torch.cosh(torch.clamp(s * e, -thr, thr)) + 1) / (torch.cosh(e) + 1)
+
+
+def attention_regulariser(
+    masks: Sequence[Tensor], cumulative: Sequence[Tensor] | None, c: float
+) -> Tensor:
+    """``c sum a_t (1 - a_<=t-1) / sum (1 - a_<=t-1)`` over every gate (``cumulative`` None:
+    task 0, nothing used yet)."""
+    if cumulative is None:
+        cumulative = [torch.zeros_like(m) for m in masks]
+    free = [1 - p for p in cumulative]
+    used = sum((m * f).sum() for m, f in zip(masks, free, strict=True))
+    total = sum(f.sum() for f in free)
+    return c * used / torch.clamp(total, min=1e-12)  # every unit taken: nothing to regularise
+
+
+def blocking_factor(out_mask: Tensor, in_mask: Tensor | None, weight_dim: int) -> Tensor:
+    """``1 - min(out[j], in[i])`` shaped to broadcast over a weight of ``weight_dim`` dims
+    (``(out, in)`` or ``(out, in, kh, kw)``); ``in_mask`` None: ``1 - out[j]``."""
+    extra = [1] * (weight_dim - 2)
+    out = out_mask.reshape(-1, 1, *extra)
+    if in_mask is None:
+        return 1 - out
+    return 1 - torch.minimum(out, in_mask.reshape(1, -1, *extra))
+
+
+# ---------------------------------------------------------------------- where the gates are
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A gated neuron layer: its name in the network, the layer, its units (or channels)."""
+
+    name: str
+    neuron: SpikingNeuron
+    units: int
+
+
+@dataclass(frozen=True)
+class GatedWeight:
+    """A weight layer between gates: the gates whose spikes it reads (none: the network's
+    input) and the gates that read its output (through batch norm, pooling, the residual
+    stream); its output unit ``j`` is used by a task if any of those gates uses ``j``."""
+
+    name: str
+    layer: nn.Module
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where a network's gates are, and which gates each weight layer connects."""
+
+    gates: list[Gate]
+    weights: list[GatedWeight]
+
+
+def gate_topology(model: SpikingNetwork) -> Topology:
+    """The gated neuron layers of ``model`` and the weight layers between them (the
+    classifier heads are left out: one per task)."""
+    if isinstance(model, SpikingMLP):
+        gates = [
+            Gate("sn1", model.sn1, model.fc1.out_features),
+            Gate("sn2", model.sn2, model.fc2.out_features),
+        ]
+        weights = [
+            GatedWeight("fc1", model.fc1, (), (0,)),
+            GatedWeight("fc2", model.fc2, (0,), (1,)),
+        ]
+        return Topology(gates, weights)
+    if isinstance(model, SpikingCNN):
+        gates = [
+            Gate(f"sns.{i}", sn, conv.out_channels)
+            for i, (sn, conv) in enumerate(zip(model.sns, model.convs, strict=True))
+        ]
+        weights = [
+            GatedWeight(f"convs.{i}", conv, (i - 1,) if i else (), (i,))
+            for i, conv in enumerate(model.convs)
+        ]
+        return Topology(gates, weights)
+    if isinstance(model, SpikingResNet18):
+        return _resnet_topology(model)
+    raise ConfigError(f"HAT does not know where the gates of {type(model).__name__} are")
+
+
+def _resnet_topology(model: SpikingResNet18) -> Topology:
+    """Pre-activation blocks: conv1 reads sn1 and feeds sn2; conv2 (and the shortcut) write
+    the residual stream, which every later block's sn1 reads until a shortcut starts a new
+    stream, and the final sn reads the last one."""
+    gates: list[Gate] = []
+    weights: list[GatedWeight] = []
+
+    def gate(name: str, neuron: SpikingNeuron, units: int) -> int:
+        gates.append(Gate(name, neuron, units))
+        return len(gates) - 1
+
+    def close(writers, readers) -> None:
+        weights.extend(GatedWeight(n, m, i, tuple(readers)) for n, m, i in writers)
+
+    writers: list[tuple[str, nn.Module, tuple[int, ...]]] = [("stem", model.stem, ())]
+    readers: list[int] = []
+    for b, block in enumerate(model.blocks):
+        g1 = gate(f"blocks.{b}.sn1", block.sn1, block.bn1.num_features)
+        g2 = gate(f"blocks.{b}.sn2", block.sn2, block.bn2.num_features)
+        readers.append(g1)
+        weights.append(GatedWeight(f"blocks.{b}.conv1", block.conv1, (g1,), (g2,)))
+        if block.shortcut is not None:  # the block's output is a new stream
+            close(writers, readers)
+            writers, readers = [(f"blocks.{b}.shortcut", block.shortcut, (g1,))], []
+        writers.append((f"blocks.{b}.conv2", block.conv2, (g2,)))
+    readers.append(gate("sn", model.sn, model.bn.num_features))
+    close(writers, readers)
+    return Topology(gates, weights)
+
+
+# ---------------------------------------------------------------------- the gates
+
+
+class HATGates(nn.Module):
+    """The task embeddings of a network's gates, and the hooks that apply them.
+
+    Attached to the network (``model.hat_gates``) so that the embeddings are among its
+    parameters: the loop's optimiser trains those that require a gradient (the current
+    task's), and checkpoints keep them.  A forward pre-hook on the network reads the task of
+    each forward (``forward(x, task)``); a forward hook on every gated neuron layer
+    multiplies its output by ``sigmoid(s e)`` of that task, with ``s`` the annealed
+    :attr:`s` for the newest task in training mode and ``s_max`` otherwise.
+    :meth:`remove` takes the hooks off.
+
+    Attributes:
+        embeddings: one ``ParameterList`` per task, one embedding per gate.
+        s: the scale of the newest task while it trains.
+        task: the task of the current forward.
+    """
+
+    def __init__(self, model: SpikingNetwork, gates: Sequence[Gate], s_max: float) -> None:
+        super().__init__()
+        self.units = [g.units for g in gates]
+        self.s_max = s_max
+        self.s = s_max
+        self.task = 0
+        self.embeddings = nn.ModuleList()
+        # no module is stored: the network holds this module
+        self._handles = [model.register_forward_pre_hook(self._read_task, with_kwargs=True)]
+        for i, g in enumerate(gates):
+            self._handles.append(g.neuron.register_forward_hook(self._gate(i)))
+
+    def add_task(self, generator: torch.Generator, device: torch.device) -> nn.ParameterList:
+        """Embeddings of a new task, drawn from N(0, 1)."""
+        params = nn.ParameterList(
+            nn.Parameter(torch.randn(n, generator=generator).to(device)) for n in self.units
+        )
+        self.embeddings.append(params)
+        return params
+
+    def masks(self, task: int, s: float) -> list[Tensor]:
+        """``sigmoid(s e)`` of every gate of ``task`` (differentiable in the embeddings)."""
+        return [torch.sigmoid(s * e) for e in self.embeddings[task]]
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _read_task(self, module, args, kwargs) -> None:
+        task = kwargs.get("task", args[1] if len(args) > 1 else 0)
+        self.task = int(task)
+        if not 0 <= self.task < len(self.embeddings):
+            raise IndexError(f"HAT has embeddings for {len(self.embeddings)} tasks, not {task}")
+
+    def _gate(self, i: int):
+        def hook(neuron: nn.Module, args, out: Tensor) -> Tensor:
+            newest = self.task == len(self.embeddings) - 1
+            s = self.s if neuron.training and newest else self.s_max
+            a = torch.sigmoid(s * self.embeddings[self.task][i])
+            return out * a.reshape(1, -1, *[1] * (out.dim() - 2))
+
+        return hook
+
+
+# ---------------------------------------------------------------------- the plugin
+
+
+class HAT(Plugin):
+    """Hard attention to the task: see the module's docstring (``hat.*`` settings).
+
+    Attributes:
+        gates: the network's :class:`HATGates` (from task 0 on).
+        cumulative: ``a_<=t-1`` of every gate once a task is learnt (None before).
+        factors: the gradient factor of every weight of :attr:`topology` for the next task.
+        regulariser: the value of the attention regulariser on the last batch.
+    """
+
+    name = "hat"
+
+    def __init__(self) -> None:
+        self.gates: HATGates | None = None
+        self.topology: Topology | None = None
+        self.cumulative: list[Tensor] | None = None
+        self.factors: list[Tensor | None] = []
+        self.batches = 1
+        self.regulariser = 0.0
+
+    @staticmethod
+    def check(run: RunState) -> None:
+        """Refuse what HAT cannot run with (before task 0 trains)."""
+        cfg, model = run.cfg, run.model
+        if model.shared_head:
+            why = " (shared_head=true)" if cfg.shared_head else ""
+            raise ConfigError(
+                f"HAT needs a head per task (task-incremental); {cfg.benchmark} has one "
+                f"shared head{why}"
+            )
+        if model.rule.updates_within_batch:
+            raise ConfigError(
+                "HAT masks the gradients between the backward and the optimiser step; OTTT's "
+                "online update (--online-update) steps within the batch: leave it off"
+            )
+
+    def before_task(self, run: RunState) -> None:
+        if self.gates is None:
+            self.check(run)
+            self.topology = gate_topology(run.model)
+            self.gates = HATGates(run.model, self.topology.gates, run.cfg.hat.s_max)
+            run.model.hat_gates = self.gates
+        while len(self.gates.embeddings) <= run.task:
+            g = torch.Generator().manual_seed(run.cfg.seed * 7919 + len(self.gates.embeddings))
+            self.gates.add_task(g, run.device)
+        for e in self.gates.embeddings[run.task]:
+            e.requires_grad_(True)  # begin_task froze every vector; the task's optimiser follows
+
+    def before_epoch(self, run: RunState) -> None:
+        # the first batch needs B before the loop reports it (after_batch keeps it in step)
+        split = run.benchmark.tasks[run.task].train
+        self.batches = math.ceil(len(split) / run.cfg.batch_size)
+        self.gates.s = annealed_scale(1, self.batches, run.cfg.hat.s_max)
+
+    def after_backward(self, run: RunState) -> None:
+        h, gates = run.cfg.hat, self.gates
+        embeddings = list(gates.embeddings[run.task])
+        if h.c > 0:
+            reg = attention_regulariser(gates.masks(run.task, gates.s), self.cumulative, h.c)
+            reg.backward()
+            self.regulariser = reg.item()
+        for w, factor in zip(self.topology.weights, self.factors, strict=False):
+            if factor is not None and w.layer.weight.grad is not None:
+                w.layer.weight.grad.mul_(factor)
+        for e in embeddings:
+            if e.grad is not None:
+                e.grad.mul_(compensation(e.detach(), gates.s, h.s_max, h.thr))
+
+    def after_batch(self, run: RunState, batch: int, batches: int, loss: float, acc: float):
+        clamp = run.cfg.hat.emb_clamp
+        if clamp is not None:
+            with torch.no_grad():
+                for e in self.gates.embeddings[run.task]:
+                    e.clamp_(-clamp, clamp)
+        self.batches = batches
+        self.gates.s = annealed_scale(min(batch + 1, batches), batches, run.cfg.hat.s_max)
+
+    def after_training(self, run: RunState) -> None:
+        """The task's gates join the cumulative ones; the next tasks' gradient factors."""
+        gates = self.gates
+        gates.s = gates.s_max
+        for e in gates.embeddings[run.task]:
+            e.requires_grad_(False)
+        with torch.no_grad():
+            masks = gates.masks(run.task, gates.s_max)
+        old = self.cumulative or masks
+        self.cumulative = [torch.maximum(p, m) for p, m in zip(old, masks, strict=True)]
+        self.factors = self.blocking_factors(self.cumulative)
+
+    def blocking_factors(self, cumulative: Sequence[Tensor]) -> list[Tensor]:
+        """The gradient factor of every gated weight, from cumulative gates ``cumulative``."""
+
+        def used(ids: tuple[int, ...]) -> Tensor | None:
+            if not ids:
+                return None
+            return torch.stack([cumulative[i] for i in ids]).amax(0)
+
+        return [
+            blocking_factor(used(w.outputs), used(w.inputs), w.layer.weight.dim())
+            for w in self.topology.weights
+        ]
