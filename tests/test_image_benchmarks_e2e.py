@@ -10,7 +10,7 @@ import torch
 from formats import write_idx, write_mat
 
 from hlop.benchmarks import build_benchmark, preset
-from hlop.config import apply_overrides
+from hlop.config import ConfigError, apply_overrides
 from hlop.continual import evaluate
 from hlop.experiment import load_checkpoint, train
 
@@ -110,3 +110,29 @@ def test_benchmark_end_to_end_on_fixtures(benchmark, extra, tmp_path):
     row = [evaluate(model, t.test, j, 8, "cpu") for j, t in enumerate(bench.tasks[:2])]
     assert row == pytest.approx(res["acc_matrix"][1])
     assert json.loads((out / "config.json").read_text())["benchmark"] == benchmark
+
+
+@pytest.mark.parametrize("method", ["baseline", "hlop", "ewc", "gpm", "hat", "multitask"])
+def test_every_method_on_a_convolutional_fixture(method, tmp_path):
+    torch.set_num_threads(1)
+    write_cifar100(tmp_path / "data")
+    cfg = apply_overrides(
+        preset("cifar100"),
+        [*QUICK, f"data_dir={tmp_path / 'data'}", f"method={method}", "ewc.samples=8"],
+    )
+    apply_overrides(cfg, ["hlop.sizes=[[6,10,10],[2,2,2]]", "gpm.samples=8"])
+    res = train(cfg, tmp_path / "run", stream=io.StringIO())
+    assert res["status"] == "complete" and res["tasks_completed"] == 2
+    if method == "multitask":  # one joint step: one row, BWT undefined
+        assert len(res["acc_matrix"]) == 1 and res["bwt"] is None
+    else:
+        assert len(res["acc_matrix"]) == 2 and res["bwt"] is not None
+
+
+def test_hat_refuses_a_shared_head(tmp_path):
+    write_five_datasets(tmp_path / "data")
+    cfg = apply_overrides(
+        preset("five-datasets-domain"), [*QUICK, f"data_dir={tmp_path / 'data'}", "method=hat"]
+    )
+    with pytest.raises(ConfigError, match="HAT needs a head per task"):
+        train(cfg, tmp_path / "run", stream=io.StringIO())
