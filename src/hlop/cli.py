@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 import typing
@@ -20,12 +21,13 @@ from pathlib import Path
 
 from .benchmarks import BENCHMARKS, preset
 from .circuit import CircuitError
-from .config import Config, ConfigError, apply_overrides, key_type, validate
+from .config import Config, ConfigError, apply_overrides, key_type, read_config_file, validate
 from .continual import TrainingDiverged
 from .data import DATASETS, DataError, fetch_dataset
 from .methods import METHODS
 from .paper import PAPER_METHODS
 from .projection import FEEDBACK_RULES, HEBBIAN_SOURCES, PROJ_TYPES
+from .resume import CheckpointError, Interrupted
 from .training import TRAINING_RULES
 
 
@@ -68,6 +70,8 @@ TRAIN_FLAGS: tuple[Flag, ...] = (
     Flag("--hlop-iterations", "hlop.iterations", "Hebbian iterations per batch"),
     Flag("--replay", "replay.enabled",
          "memory replay after each task (with --method baseline: replay only)", switch=True),
+    Flag("--checkpoint-every", "checkpoint_every",
+         "epochs between saves of the resume state inside a task (0: after tasks only)"),
 )  # fmt: skip
 
 
@@ -76,6 +80,8 @@ def _argument_type(key: str):
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     return args[0] if args else tp
 
+
+DEFAULT_BENCHMARK = "pmnist-subset"
 
 #: keys that ``hlop compare`` sets per run (from ``--methods`` and ``--seeds``)
 STUDY_KEYS = ("method", "seed")
@@ -86,11 +92,11 @@ def _add_config_arguments(t: argparse.ArgumentParser, flags: Sequence[Flag]) -> 
     t.add_argument(
         "benchmark",
         nargs="?",
-        default="pmnist-subset",
         choices=list(BENCHMARKS),
         metavar="BENCHMARK",
         help="; ".join(f"{b.name}: {b.summary}" for b in BENCHMARKS.values())
-        + ". All but the *-subset ones read --data-dir.",
+        + f". All but the *-subset ones read --data-dir. Default: {DEFAULT_BENCHMARK}, or "
+        "the benchmark of --config / --resume.",
     )
     for f in flags:
         if f.switch:
@@ -123,6 +129,18 @@ def _parser() -> argparse.ArgumentParser:
         "every value can be overridden with a flag or --set key=value.",
     )
     _add_config_arguments(t, TRAIN_FLAGS)
+    t.add_argument(
+        "--config",
+        metavar="FILE",
+        help="start from a saved configuration (a run's config.json) instead of the preset; "
+        "flags and --set apply on top",
+    )
+    t.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the interrupted run in DIR from its last saved state, with its saved "
+        "configuration (flags may only change data_dir, device, checkpoint_every)",
+    )
     t.add_argument("--out-dir", help="output directory (default: runs/BENCHMARK-METHOD-TIME)")
     t.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out-dir")
     t.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
@@ -133,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run every method with every seed on BENCHMARK (each an ordinary hlop train "
         "run in OUT_DIR/METHOD-sSEED; the flags and --set apply to every run), then write "
         "OUT_DIR/summary.csv and summary.md and print the table. Rerunning keeps completed "
-        "runs and runs unfinished ones again. Exit code 1 when some run failed.",
+        "runs and continues unfinished ones from their last saved state. Exit code 1 when "
+        "some run failed.",
     )
     _add_config_arguments(c, [f for f in TRAIN_FLAGS if f.key not in STUDY_KEYS])
     c.add_argument(
@@ -159,9 +178,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace, log=print) -> Config:
-    """The run's configuration: the preset of the benchmark and training method, then the
-    flags, then ``--set`` (in that order)."""
-    cfg = preset(args.benchmark, args.training or "dsr")
+    """The run's configuration: the preset of the benchmark and training method (or the
+    file of ``--config``, or the run of ``--resume``), then the flags, then ``--set`` (in
+    that order)."""
+    resume = getattr(args, "resume", None)
+    source = getattr(args, "config", None) or (resume and str(Path(resume) / "config.json"))
+    if source:
+        if resume and not Path(source).is_file():
+            raise CheckpointError(f"--resume {resume}: no hlop run there (no config.json)")
+        cfg = read_config_file(source)
+        if args.benchmark not in (None, cfg.benchmark):
+            raise ConfigError(
+                f"{source} is a {cfg.benchmark} run; omit the benchmark {args.benchmark} "
+                "or give the same one"
+            )
+    else:
+        cfg = preset(args.benchmark or DEFAULT_BENCHMARK, args.training or "dsr")
     overrides = []
     for f in TRAIN_FLAGS:
         value = getattr(args, f.dest, None)  # hlop compare has no --method, --seed
@@ -186,9 +218,16 @@ def resolve_config(args: argparse.Namespace, log=print) -> Config:
 def _train(args: argparse.Namespace) -> int:
     from .experiment import train  # torch-heavy imports only when training
 
+    if args.resume and (args.config or args.overwrite):
+        raise ConfigError("--resume continues a run as it was: drop --config and --overwrite")
+    if args.resume and args.out_dir not in (None, args.resume):
+        raise ConfigError("--resume DIR writes to DIR: drop --out-dir")
     cfg = resolve_config(args)
     if args.show_config:
         print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    if args.resume:
+        train(cfg, args.resume, resume=True)
         return 0
     out = args.out_dir or f"runs/{cfg.benchmark}-{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}"
     train(cfg, out, overwrite=args.overwrite)
@@ -242,6 +281,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hlop: training stopped: {e}", file=sys.stderr)
         print("hlop: results and checkpoints of the completed tasks are kept", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        print(f"hlop: stopped by {e.signal_name}; {e.saved}", file=sys.stderr)
+        if e.directory is not None:
+            print(f"hlop: continue with: hlop train --resume {shlex.quote(str(e.directory))}",
+                  file=sys.stderr)  # fmt: skip
+            if args.command == "compare":
+                print("hlop: (or rerun the same hlop compare: it continues unfinished runs)",
+                      file=sys.stderr)  # fmt: skip
+        return e.exit_code
     except KeyboardInterrupt:
         print("hlop: interrupted", file=sys.stderr)
         return 130

@@ -8,9 +8,10 @@
     DIR/summary.md      the same as a markdown table, then one line per run
 
 Rerunning the same command keeps each completed run (results.json status "complete" and
-the same resolved config as requested now) and runs the unfinished ones again
-(:func:`continue_run`).  A run whose saved config differs from the requested one is an
-error naming the differing keys, before anything trains; ``overwrite`` retrains those.
+the same resolved config as requested now, but :data:`hlop.config.RESULT_NEUTRAL_KEYS`) and
+continues the unfinished ones from their last saved state (:func:`continue_run`).  A run
+whose saved config differs from the requested one is an error naming the differing keys,
+before anything trains; ``overwrite`` retrains those.
 A method that is not registered, or a run that raises, is reported as failed with its
 reason; the other runs still run.
 """
@@ -26,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config, ConfigError
+from .config import differences as config_differences
 from .continual import TrainingDiverged
 from .methods import METHODS
 from .paper import PaperValue, paper_result
 
-IGNORED_KEYS = ("data_dir",)  # where the data lives does not change a run
 Log = Callable[[str], None]
 
 
@@ -126,32 +127,6 @@ def run_config(base: Config, method: str, seed: int) -> Config:
     return cfg
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def config_differences(saved: dict, cfg: Config) -> list[str]:
-    """The dotted keys whose values differ between a saved config.json and ``cfg``
-    (keys missing from an older file count at their defaults)."""
-    try:
-        saved = Config.from_dict(saved).to_dict()
-    except ConfigError:  # keys this version does not know: compared as written
-        pass
-    old, new = _flat(saved), _flat(cfg.to_dict())
-    missing = object()
-    return sorted(
-        k
-        for k in set(old) | set(new)
-        if k not in IGNORED_KEYS and old.get(k, missing) != new.get(k, missing)
-    )
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text())
@@ -187,11 +162,15 @@ def start_run(cfg: Config, directory: Path, log_stream=None) -> dict:
 
 
 def continue_run(cfg: Config, directory: Path, log_stream=None) -> dict:
-    """Finish an unfinished run.  For now: again from scratch (the one place where a
-    resume from the run's last checkpoint will go)."""
+    """Finish an unfinished run: from its last saved state (``hlop train --resume``) when
+    it was started with ``cfg``; again from scratch when its config differs (``overwrite``)
+    or it has none."""
     from . import experiment
 
-    return experiment.train(cfg, directory, overwrite=True, stream=log_stream)
+    saved = _read_json(directory / "config.json")
+    if saved is None or config_differences(saved, cfg):
+        return experiment.train(cfg, directory, overwrite=True, stream=log_stream)
+    return experiment.train(cfg, directory, resume=True, stream=log_stream)
 
 
 def failure_reason(error: BaseException) -> str:
@@ -261,7 +240,7 @@ def run_study(
             saved = _read_json(directory / "results.json") or {}
             results.append(_from_results(method, seed, saved, kept=True))
             continue
-        again = " (unfinished: again from scratch)" if state == "unfinished" else ""
+        again = " (unfinished: continued)" if state == "unfinished" else ""
         log(f"{head} -> {directory}{again}")
         go = continue_run if state == "unfinished" else start_run
         try:

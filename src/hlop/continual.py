@@ -15,7 +15,13 @@ For each step ``k`` of the stream (by default task ``k``)::
     after_evaluation      (HLOP: merge the circuits; replay: retrain on memory, re-evaluate)
     after_task            (outputs: checkpoint, results)
     ...
-    after_run             (status "complete", or "failed" when an error stops the run)
+    after_run             (status "complete", "interrupted" (KeyboardInterrupt, a signal),
+                          or "failed" when an error stops the run)
+
+A saved run continues at a :class:`Resume` point (``run_continual(run, plugins, resume)``):
+at the start of a step (the step runs as above), or inside a step after ``epoch`` epochs
+(``begin_task`` and ``before_task`` are not run again: their effects are part of the
+restored model and plugins; the optimiser and scheduler continue from their saved states).
 
 The stream lists the tasks trained at each step: one task per step (continual learning),
 or every task in one step (joint training, Multitask: batches mix tasks and each sample
@@ -30,6 +36,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -57,6 +64,11 @@ class RunState:
     generator: torch.Generator = field(default_factory=torch.Generator)
     #: the tasks trained at each step (``task`` is the step); default: task k at step k
     stream: list[list[int]] = field(default_factory=list)
+    #: the current step's optimiser and scheduler (None between steps)
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: Any = None
+    #: ``time.perf_counter()`` when the current step started (earlier when it resumed)
+    task_started: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.stream:
@@ -98,7 +110,57 @@ class Plugin:
     def after_task(self, run: RunState) -> None: ...
 
     def after_run(self, run: RunState, status: str) -> None:
-        """``status``: ``"complete"``, or ``"failed"`` when an error stops the run."""
+        """``status``: ``"complete"``, ``"interrupted"`` (KeyboardInterrupt, SIGINT or
+        SIGTERM) or ``"failed"`` when an error stops the run."""
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs of this plugin: plain tensors, lists, dicts, numbers and
+        strings (saved with ``torch.save``, read back with ``weights_only=True``)."""
+        return {}
+
+    def load_state_dict(self, state: dict, run: RunState) -> None:
+        """Take back :meth:`state_dict` (empty when the saved run had no such plugin).
+        Called on a fresh ``run`` before the model's saved weights are loaded into it, so a
+        plugin that attaches modules to the model rebuilds them here."""
+
+
+@dataclass
+class Resume:
+    """Where a saved run continues: step ``task`` after ``epoch`` of its epochs.
+
+    ``optimizer`` and ``scheduler`` are the step's saved states, None at the start of a
+    step; ``rng`` the random generators' states (:func:`rng_state`); ``elapsed`` the
+    seconds the step had already taken."""
+
+    task: int
+    epoch: int = 0
+    optimizer: dict | None = None
+    scheduler: dict | None = None
+    rng: dict | None = None
+    elapsed: float = 0.0
+
+    @property
+    def within_step(self) -> bool:
+        return self.optimizer is not None
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """Every random generator a run draws from, as uint8 tensors: the run's (shuffling),
+    torch's global one (initialisation of heads and circuit blocks) and CUDA's.  (Nothing
+    draws from numpy's global generator: the data use seeded generators of their own.)"""
+    state = {"run": generator.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    """Restore :func:`rng_state`'s generators (CUDA's where this machine has as many devices)."""
+    generator.set_state(state["run"])
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def make_optimizer(cfg: Config, params: Sequence[torch.nn.Parameter], lr: float | None = None):
@@ -197,18 +259,27 @@ def train_epoch(run: RunState, optimizer, plugins: Sequence[Plugin]) -> tuple[fl
     return total_loss / seen, 100.0 * total_correct / seen
 
 
-def run_task(run: RunState, plugins: Sequence[Plugin]) -> None:
-    """Train step ``run.task``, evaluate every seen task, and fire the plugins' events."""
+def run_task(run: RunState, plugins: Sequence[Plugin], resume: Resume | None = None) -> None:
+    """Train step ``run.task``, evaluate every seen task, and fire the plugins' events;
+    ``resume``: continue the step from a saved point inside it."""
     cfg, model, k = run.cfg, run.model, run.task
     task = step_task(run)
-    start = time.perf_counter()
-    model.begin_task(k, task.num_classes)
-    for p in plugins:
-        p.before_task(run)
+    within = resume is not None and resume.within_step
+    run.task_started = time.perf_counter() - (resume.elapsed if resume else 0.0)
+    if not within:
+        model.begin_task(k, task.num_classes)
+        for p in plugins:
+            p.before_task(run)
     lr = cfg.lr if k == 0 or cfg.lr_later is None else cfg.lr_later
     optimizer = make_optimizer(cfg, model.trainable_parameters(), lr)
     scheduler = make_scheduler(cfg, optimizer)
-    for epoch in range(cfg.epochs):
+    first = 0
+    if within:
+        optimizer.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+        first = resume.epoch
+    run.optimizer, run.scheduler = optimizer, scheduler
+    for epoch in range(first, cfg.epochs):
         run.epoch = epoch
         for p in plugins:
             p.before_epoch(run)
@@ -223,7 +294,8 @@ def run_task(run: RunState, plugins: Sequence[Plugin]) -> None:
     run.acc_matrix.append(evaluate_seen(run))
     for p in plugins:
         p.after_evaluation(run)
-    run.seconds.append(time.perf_counter() - start)
+    run.seconds.append(time.perf_counter() - run.task_started)
+    run.optimizer = run.scheduler = None
     for p in plugins:
         p.after_task(run)
 
@@ -235,18 +307,31 @@ def evaluate_seen(run: RunState) -> list[float]:
     return [evaluate(run.model, tasks[t].test, t, bs, dev) for t in seen]
 
 
-def run_continual(run: RunState, plugins: Sequence[Plugin]) -> RunState:
+def run_continual(
+    run: RunState, plugins: Sequence[Plugin], resume: Resume | None = None
+) -> RunState:
     """Learn the benchmark's tasks (``cfg.tasks`` of them) step by step along the stream,
-    from the first step not yet in the accuracy matrix."""
+    from the first step not yet in the accuracy matrix.
+
+    ``resume``: the point where a saved run continues; its model, records and plugins are
+    already restored into ``run`` and ``plugins``, and the random generators are restored
+    here, after ``before_run``."""
+    if resume is not None and resume.task != len(run.acc_matrix):
+        raise ValueError(
+            f"resume point at step {resume.task}, but {len(run.acc_matrix)} steps are done"
+        )
     try:
         for p in plugins:
             p.before_run(run)
+        if resume is not None and resume.rng is not None:
+            set_rng_state(resume.rng, run.generator)
         for k in range(len(run.acc_matrix), len(run.stream)):
             run.task = k
-            run_task(run, plugins)
-    except BaseException:
+            run_task(run, plugins, resume if resume is not None and resume.task == k else None)
+    except BaseException as e:
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         for p in plugins:
-            p.after_run(run, "failed")
+            p.after_run(run, status)
         raise
     for p in plugins:
         p.after_run(run, "complete")

@@ -6,6 +6,11 @@ An output directory holds::
     metrics.csv          one row per epoch: task, epoch, train_loss, train_acc, test_acc
     results.json         accuracy matrix (percent), ACC, BWT, forgetting, seconds per task
     checkpoint_task{k}.pt  after each task; loads with torch.load(weights_only=True)
+    state.pt             what a run needs to continue (hlop train --resume DIR), see
+                         :mod:`hlop.resume`
+
+Every file is replaced atomically (metrics.csv is appended to, and cut back to the saved
+rows when a run resumes).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -36,6 +41,17 @@ from .networks import (
     SpikingMLP,
     SpikingNetwork,
     SpikingResNet18,
+)
+from .resume import (
+    STATE_FILE,
+    Checkpointer,
+    CheckpointError,
+    Interrupted,
+    restore,
+    save_atomic,
+    saved_state,
+    stop_on_signals,
+    write_atomic,
 )
 from .training import training_rule
 
@@ -112,10 +128,6 @@ def circuit_dims(model: SpikingNetwork) -> list[int]:
     return [m.circuit.in_features for _, m in model.projected_layers()]
 
 
-class CheckpointError(ConfigError):
-    """A file that is not a readable hlop checkpoint."""
-
-
 def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
     """The contents of an hlop checkpoint; :class:`CheckpointError` for anything else."""
     path = Path(path)
@@ -161,11 +173,27 @@ class RunOutputs(Plugin):
     def __init__(self, out_dir: str | Path) -> None:
         self.dir = Path(out_dir)
         self.results: dict | None = None
+        self.rows = 0  # rows of metrics.csv
+
+    def state_dict(self) -> dict:
+        return {"metrics_rows": self.rows}
+
+    def load_state_dict(self, state: dict, run: RunState) -> None:
+        """Cut metrics.csv back to the rows of the saved state (later epochs run again)."""
+        self.rows = state.get("metrics_rows", 0)
+        path = self.dir / "metrics.csv"
+        lines = path.read_bytes().splitlines(keepends=True) if path.exists() else []
+        if len(lines) < self.rows + 1 and self.rows:
+            raise CheckpointError(
+                f"{path} has {max(len(lines) - 1, 0)} rows but the saved state {self.rows}"
+            )
+        kept = b"".join(lines[: self.rows + 1] if self.rows else [])
+        write_atomic(path, lambda f: f.write(kept))
 
     def existing(self) -> list[Path]:
         if not self.dir.is_dir():
             return []
-        found = [self.dir / f for f in OUTPUT_FILES if (self.dir / f).exists()]
+        found = [self.dir / f for f in (*OUTPUT_FILES, STATE_FILE) if (self.dir / f).exists()]
         return found + sorted(self.dir.glob("checkpoint_task*.pt"))
 
     def prepare(self, overwrite: bool) -> None:
@@ -183,9 +211,8 @@ class RunOutputs(Plugin):
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _write_json(self, name: str, data: dict) -> None:
-        tmp = self.dir / f".{name}.tmp"
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, self.dir / name)
+        text = json.dumps(data, indent=2) + "\n"
+        write_atomic(self.dir / name, lambda f: f.write(text.encode()))
 
     def write_config(self, cfg: Config) -> None:
         self._write_json("config.json", cfg.to_dict())
@@ -198,6 +225,7 @@ class RunOutputs(Plugin):
             if new:
                 writer.writeheader()
             writer.writerow({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()})
+        self.rows += 1
 
     def after_task(self, run: RunState) -> None:
         self.save_checkpoint(run)
@@ -214,7 +242,7 @@ class RunOutputs(Plugin):
     def save_checkpoint(self, run: RunState) -> Path:
         path = self.dir / f"checkpoint_task{run.task}.pt"
         state = {k: v.detach().cpu() for k, v in run.model.state_dict().items()}
-        torch.save(
+        save_atomic(
             {
                 "model": state,
                 "task": run.task,
@@ -298,30 +326,52 @@ class Progress(Plugin):
 
 
 def train(
-    cfg: Config, out_dir: str | Path, overwrite: bool = False, stream: TextIO | None = None
+    cfg: Config,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    stream: TextIO | None = None,
+    resume: bool = False,
 ) -> dict:
     """Run a whole continual experiment; returns the results (also written to ``out_dir``).
 
     Everything that can be checked is checked before training starts.  If training
-    diverges, the results and checkpoints of the completed tasks stay on disk.
+    diverges, the results and checkpoints of the completed tasks stay on disk.  ``resume``:
+    continue the run in ``out_dir`` from its saved state (its config must be ``cfg`` but
+    for :data:`hlop.config.RESULT_NEUTRAL_KEYS`), with exactly the results it would have
+    had.  SIGINT and SIGTERM stop the run with its state saved (:class:`Interrupted`).
     """
     methods = method_plugins(cfg)
     progress = Progress(stream)
     benchmark = build_benchmark(cfg)
     device = resolve_device(cfg.device)
+    outputs = RunOutputs(out_dir)
+    state = saved_state(out_dir, cfg, device) if resume else None
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, benchmark).to(device)
     validate(cfg, circuit_dims(model), max_tasks=len(benchmark.tasks))
-    outputs = RunOutputs(out_dir)
-    outputs.prepare(overwrite)
-    outputs.write_config(cfg)
+    if state is None:  # a new run, or one that saved nothing yet
+        outputs.prepare(overwrite or resume)
+        outputs.write_config(cfg)
     run = RunState(cfg, model, benchmark, device)
     run.generator.manual_seed(cfg.seed)
+    plugins = [*methods, outputs, progress]
+    checkpointer = Checkpointer(outputs.dir, plugins, cfg.checkpoint_every)
+    plugins.append(checkpointer)
+    point = restore(run, plugins, state) if state is not None else None
     progress.log(
         f"{cfg.benchmark}: {cfg.tasks} tasks, method {cfg.method}, T={cfg.timesteps}, "
         f"device {device}, {len(benchmark.tasks[0].train)} training samples per task"
     )
-    run_continual(run, [*methods, outputs, progress])
+    if resume:
+        progress.log(f"resuming {outputs.dir}: {Checkpointer.where(state)}")
+    with stop_on_signals():
+        try:
+            run_continual(run, plugins, point)
+        except KeyboardInterrupt as e:
+            signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+            raise Interrupted(
+                signum, outputs.dir, Checkpointer.where(checkpointer.latest)
+            ) from None
     results = outputs.results
     progress.log("accuracy matrix (%):\n" + format_matrix(run.acc_matrix))
     bwt = "n.a. (joint training)" if results["bwt"] is None else f"{results['bwt']:.2f}%"

@@ -89,6 +89,13 @@ class EWC(Plugin):
         self.fisher: dict[str, Tensor] = {}
         self.anchor: dict[str, Tensor] = {}
 
+    def state_dict(self) -> dict:
+        return {"fisher": dict(self.fisher), "anchor": dict(self.anchor)}
+
+    def load_state_dict(self, state: dict, run: RunState) -> None:
+        self.fisher = {n: f.to(run.device) for n, f in state.get("fisher", {}).items()}
+        self.anchor = {n: a.to(run.device) for n, a in state.get("anchor", {}).items()}
+
     def after_backward(self, run: RunState) -> None:
         lam = run.cfg.ewc.lam
         for n, p in run.model.named_parameters():

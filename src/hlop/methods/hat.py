@@ -281,15 +281,41 @@ class HAT(Plugin):
                 "online update (--online-update) steps within the batch: leave it off"
             )
 
-    def before_task(self, run: RunState) -> None:
+    def state_dict(self) -> dict:
+        """The embeddings are the model's (``model.hat_gates``); here how many tasks have
+        them, the cumulative gates and the annealing scale."""
+        if self.gates is None:
+            return {}
+        return {
+            "tasks": len(self.gates.embeddings),
+            "cumulative": self.cumulative,
+            "s": self.gates.s,
+            "batches": self.batches,
+        }
+
+    def load_state_dict(self, state: dict, run: RunState) -> None:
+        if not state:
+            return
+        self.attach(run, state["tasks"])  # the model's saved embeddings are loaded next
+        cumulative = state["cumulative"]
+        if cumulative is not None:
+            self.cumulative = [c.to(run.device) for c in cumulative]
+            self.factors = self.blocking_factors(self.cumulative)
+        self.gates.s, self.batches = state["s"], state["batches"]
+
+    def attach(self, run: RunState, tasks: int) -> None:
+        """Gates on the network (the first time), with embeddings for ``tasks`` tasks."""
         if self.gates is None:
             self.check(run)
             self.topology = gate_topology(run.model)
             self.gates = HATGates(run.model, self.topology.gates, run.cfg.hat.s_max)
             run.model.hat_gates = self.gates
-        while len(self.gates.embeddings) <= run.task:
+        while len(self.gates.embeddings) < tasks:
             g = torch.Generator().manual_seed(run.cfg.seed * 7919 + len(self.gates.embeddings))
             self.gates.add_task(g, run.device)
+
+    def before_task(self, run: RunState) -> None:
+        self.attach(run, run.task + 1)
         for e in self.gates.embeddings[run.task]:
             e.requires_grad_(True)  # begin_task froze every vector; the task's optimiser follows
 

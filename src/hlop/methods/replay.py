@@ -19,6 +19,12 @@ class Replay(Plugin):
     def __init__(self) -> None:
         self.memory: list[torch.Tensor] = []  # indices into each task's training split
 
+    def state_dict(self) -> dict:
+        return {"memory": list(self.memory)}
+
+    def load_state_dict(self, state: dict, run: RunState) -> None:
+        self.memory = list(state.get("memory", []))
+
     def select(self, run: RunState, task: int) -> torch.Tensor:
         """Indices of ``memory_size`` random samples of each class of ``task``."""
         split = run.benchmark.tasks[task].train
