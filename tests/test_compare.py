@@ -23,13 +23,16 @@ class FakeTrain:
 
     def __init__(self, fail=()):
         self.calls = []
+        self.resumed = []
         self.fail = dict(fail)
 
-    def __call__(self, cfg, out_dir, overwrite=False, stream=None):
+    def __call__(self, cfg, out_dir, overwrite=False, stream=None, resume=False):
         out = hlop.experiment.RunOutputs(out_dir)
-        out.prepare(overwrite)  # refuses an earlier run unless overwrite, as train does
-        out.write_config(cfg)
+        if not resume:
+            out.prepare(overwrite)  # refuses an earlier run unless overwrite, as train does
+            out.write_config(cfg)
         self.calls.append((cfg.method, cfg.seed))
+        self.resumed.append(resume)
         if (cfg.method, cfg.seed) in self.fail:
             raise self.fail[(cfg.method, cfg.seed)]
         acc = {"baseline": 70.0, "hlop": 90.0, "multitask": 95.0}[cfg.method] + cfg.seed % 10
@@ -104,13 +107,15 @@ def test_completed_runs_kept_unfinished_rerun(tmp_path, capsys, fake):
     assert code == 0 and fake.calls == [] and out.count(", kept\n") == 4
     assert (tmp_path / "hlop-s1" / "results.json").stat().st_mtime_ns == mtime
 
-    # one run stopped mid-way, one never wrote its results: only those run again
+    # one run stopped mid-way, one never wrote its results: only those continue (resumed)
     res = tmp_path / "hlop-s1" / "results.json"
     res.write_text(json.dumps({**json.loads(res.read_text()), "status": "running"}))
     (tmp_path / "baseline-s2" / "results.json").unlink()
+    fake.resumed.clear()
     code, out, _ = compare(capsys, tmp_path)
     assert code == 0 and sorted(fake.calls) == [("baseline", 2), ("hlop", 1)]
-    assert "again from scratch" in out and out.count(", kept\n") == 2
+    assert fake.resumed == [True, True]
+    assert "(unfinished: continued)" in out and out.count(", kept\n") == 2
 
 
 def test_different_config_named_then_overwrite(tmp_path, capsys, fake):

@@ -121,6 +121,7 @@ FLAG_VALUES = {
     "--hlop-on": ("spikes", "spikes"),
     "--hlop-start-epochs": ("3", 3),
     "--hlop-iterations": ("3", 3),
+    "--checkpoint-every": ("3", 3),
 }
 
 

@@ -357,6 +357,7 @@ def test_overwrite_removes_stale_checkpoints(tmp_path, capsys):
         "config.json",
         "metrics.csv",
         "results.json",
+        "state.pt",
     ]
     model, ckpt = load_checkpoint(out / "checkpoint_task0.pt")
     assert ckpt["config"]["tasks"] == 1

@@ -183,11 +183,14 @@ class RunOutputs(Plugin):
         self.rows = state.get("metrics_rows", 0)
         path = self.dir / "metrics.csv"
         lines = path.read_bytes().splitlines(keepends=True) if path.exists() else []
-        if len(lines) < self.rows + 1 and self.rows:
+        if self.rows and len(lines) < self.rows + 1:
             raise CheckpointError(
                 f"{path} has {max(len(lines) - 1, 0)} rows but the saved state {self.rows}"
             )
-        kept = b"".join(lines[: self.rows + 1] if self.rows else [])
+        if not self.rows:
+            path.unlink(missing_ok=True)  # the header comes with the first row
+            return
+        kept = b"".join(lines[: self.rows + 1])
         write_atomic(path, lambda f: f.write(kept))
 
     def existing(self) -> list[Path]:
