@@ -1,0 +1,297 @@
+"""Resume: a killed or interrupted run continues to exactly the results of an uninterrupted
+one; damaged or foreign state and changed settings are clear errors; --config FILE."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import hlop
+import hlop.experiment
+from hlop.cli import main
+from hlop.continual import Plugin
+from hlop.resume import PAUSE_AFTER_REPLACE, PAUSE_BEFORE_REPLACE, read_state
+
+TINY = ["--tasks", "3", "--epochs", "2", "--timesteps", "2", "--set", "hidden=32"]
+TINY += ["--set", "train_limit=300", "--set", "test_limit=100"]
+TINY += ["--set", "hlop.sizes=[[8,8,8],[8,8,8],[8,8,8]]"]
+# state.pt writes of a TINY run (checkpoint_every=1, none after a task's last epoch):
+# 1 task 0 epoch 1, 2 start of task 1, 3 task 1 epoch 1, 4 start of task 2, 5 task 2 epoch 1,
+# 6 complete
+
+
+def cli(capsys, *argv):
+    torch.set_num_threads(1)  # conftest restores the count
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def outcome(directory: Path) -> tuple[list, bytes]:
+    """The accuracy matrix and the metrics rows of a finished run."""
+    res = json.loads((directory / "results.json").read_text())
+    assert res["status"] == "complete"
+    return res["acc_matrix"], (directory / "metrics.csv").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted TINY run (HLOP)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("reference") / "run"
+    try:
+        assert main(["train", *TINY, "--out-dir", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return outcome(out)
+
+
+# ---------------------------------------------------------------------- real processes
+def start(out: Path, **env) -> subprocess.Popen:
+    """``python -m hlop.cli train TINY`` in a child process (one thread)."""
+    child_env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(hlop.__file__).parents[1]),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        **env,
+    }
+    argv = [sys.executable, "-m", "hlop.cli", "train", *TINY, "--out-dir", str(out)]
+    return subprocess.Popen(argv, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_pause(proc: subprocess.Popen, out: Path, timeout: float = 120) -> None:
+    """Until the child sits in the test pause of an atomic write (it wrote ``.paused``)."""
+    end = time.monotonic() + timeout
+    while not (out / ".paused").exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended first: {proc.communicate()}")
+        if time.monotonic() > end:
+            proc.kill()
+            raise AssertionError("the run never reached the pause")
+        time.sleep(0.05)
+
+
+KILL_POINTS = [
+    # (hook, state.pt write, where the saved state continues: task, epoch)
+    pytest.param(PAUSE_AFTER_REPLACE, 3, (1, 1), id="mid-task"),
+    pytest.param(PAUSE_AFTER_REPLACE, 2, (1, 0), id="after-task-0", marks=pytest.mark.slow),
+    pytest.param(PAUSE_BEFORE_REPLACE, 3, (1, 0), id="during-write", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize(("hook", "write", "point"), KILL_POINTS)
+def test_killed_run_resumes_to_identical_results(tmp_path, capsys, reference, hook, write, point):
+    out = tmp_path / "run"
+    proc = start(out, **{hook: f"state.pt:{write}"})
+    wait_for_pause(proc, out)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    state = read_state(out / "state.pt")  # the last good state: readable
+    assert (state["task"], state["epoch"]) == point
+    if hook == PAUSE_BEFORE_REPLACE:
+        assert (out / ".state.pt.tmp").exists()  # the new state was never put in place
+    code, stdout, err = cli(capsys, "train", "--resume", out)
+    assert code == 0, err
+    assert "resuming" in stdout
+    assert outcome(out) == reference
+
+
+@pytest.mark.parametrize(
+    ("signum", "code"),
+    [(signal.SIGINT, 130), pytest.param(signal.SIGTERM, 143, marks=pytest.mark.slow)],
+)
+def test_signal_saves_state_and_exits_with_resume_command(
+    tmp_path, capsys, reference, signum, code
+):
+    out = tmp_path / "run"
+    # the signal arrives while the state after task 1's first epoch is being written
+    proc = start(out, **{PAUSE_BEFORE_REPLACE: "state.pt:3"})
+    wait_for_pause(proc, out)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=120)
+    stderr = stderr.decode()
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr
+    assert f"hlop train --resume {out}" in stderr
+    assert signal.Signals(signum).name in stderr
+    state = read_state(out / "state.pt")  # the interrupted write was completed on the way out
+    assert (state["task"], state["epoch"]) == (1, 1)
+    assert json.loads((out / "results.json").read_text())["status"] == "interrupted"
+    assert cli(capsys, "train", "--resume", out)[0] == 0
+    assert outcome(out) == reference
+
+
+# ---------------------------------------------------------------------- plugin state
+class Stop(Plugin):
+    """Raises KeyboardInterrupt (as Ctrl-C would) once, before epoch ``epoch`` of ``task``."""
+
+    name = "stop"
+
+    def __init__(self, task, epoch):
+        self.at, self.fired = (task, epoch), False
+
+    def before_epoch(self, run):
+        if (run.task, run.epoch) == self.at and not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
+
+
+def interrupted(monkeypatch, capsys, out, argv, task=1, epoch=1):
+    """Run ``argv`` in ``out`` until a KeyboardInterrupt before (task, epoch)."""
+    stop = Stop(task, epoch)
+    plugins = hlop.experiment.method_plugins
+    with monkeypatch.context() as m:
+        m.setattr(hlop.experiment, "method_plugins", lambda cfg: [*plugins(cfg), stop])
+        code, _, err = cli(capsys, "train", *argv, "--out-dir", out)
+    assert stop.fired and code == 130, err
+    assert f"hlop train --resume {out}" in err
+    return err
+
+
+METHODS = [
+    pytest.param(["--method", "ewc"], id="ewc"),
+    pytest.param(["--method", "baseline", "--replay"], id="replay"),
+    pytest.param(["--method", "gpm"], id="gpm", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_plugin_state_resumes_exactly(tmp_path, capsys, monkeypatch, method):
+    # checkpoint_every=0: the epoch's state is only in memory when the interruption comes
+    argv = [*TINY, *method, "--checkpoint-every", "0"]
+    assert cli(capsys, "train", *argv, "--out-dir", tmp_path / "ref")[0] == 0
+    out = tmp_path / "run"
+    interrupted(monkeypatch, capsys, out, argv)
+    state = read_state(out / "state.pt")
+    assert (state["task"], state["epoch"]) == (1, 1)
+    if "ewc" in method:
+        assert state["plugins"]["ewc"]["fisher"]  # task 0's Fisher
+    if "--replay" in method:
+        assert len(state["plugins"]["replay"]["memory"]) == 2
+    assert cli(capsys, "train", "--resume", out)[0] == 0
+    assert outcome(out) == outcome(tmp_path / "ref")
+
+
+@pytest.mark.slow
+def test_hat_resumes_exactly(tmp_path, capsys, monkeypatch):
+    argv = ["split-mnist-subset", "--method", "hat", "--tasks", "2", "--epochs", "2"]
+    argv += ["--timesteps", "2", "--set", "train_limit=100", "--set", "test_limit=50"]
+    argv += ["--batch-size", "20"]
+    assert cli(capsys, "train", *argv, "--out-dir", tmp_path / "ref")[0] == 0
+    out = tmp_path / "run"
+    interrupted(monkeypatch, capsys, out, argv)
+    state = read_state(out / "state.pt")
+    hat = state["plugins"]["hat"]
+    assert hat["tasks"] == 2 and len(hat["cumulative"]) > 0
+    assert any(k.startswith("hat_gates.embeddings.1.") for k in state["model"])
+    assert cli(capsys, "train", "--resume", out)[0] == 0
+    assert outcome(out) == outcome(tmp_path / "ref")
+
+
+# ---------------------------------------------------------------------- refusals
+@pytest.fixture
+def stopped(tmp_path, capsys, monkeypatch):
+    """A TINY run interrupted in task 1 (the state continues after its first epoch)."""
+    out = tmp_path / "run"
+    interrupted(monkeypatch, capsys, out, [*TINY, "--tasks", "2"])
+    return out
+
+
+def test_changed_setting_is_named_neutral_ones_allowed(stopped, capsys):
+    code, _, err = cli(capsys, "train", "--resume", stopped, "--lr", "0.5", "--set", "seed=3")
+    assert code == 2
+    assert "lr (0.1 -> 0.5)" in err and "seed (2022 -> 3)" in err
+    assert "state.pt" not in err  # refused before anything is read or written
+    code, _, err = cli(
+        capsys, "train", "--resume", stopped, "--device", "cpu", "--checkpoint-every", "2"
+    )
+    assert code == 0, err
+    assert json.loads((stopped / "results.json").read_text())["status"] == "complete"
+
+
+def test_damaged_and_foreign_state_are_clear_errors(stopped, capsys):
+    state = stopped / "state.pt"
+    data = state.read_bytes()
+    state.write_bytes(data[: len(data) // 2])
+    code, _, err = cli(capsys, "train", "--resume", stopped)
+    assert code == 2 and "damaged" in err and "state.pt" in err
+    torch.save({"model": {}}, state)
+    code, _, err = cli(capsys, "train", "--resume", stopped)
+    assert code == 2 and "is not an hlop resume state" in err
+    state.write_bytes(b"not a checkpoint at all")
+    assert cli(capsys, "train", "--resume", stopped)[0] == 2
+    code, _, err = cli(capsys, "train", "--resume", stopped.parent / "nothing")
+    assert code == 2 and "no hlop run there" in err
+
+
+def test_resume_refuses_other_output_options(stopped, capsys):
+    for extra in (["--overwrite"], ["--out-dir", stopped.parent / "x"], ["pmnist"]):
+        code, _, err = cli(capsys, "train", "--resume", stopped, *extra)
+        assert code == 2, extra
+
+
+def test_state_and_checkpoints_load_weights_only(stopped):
+    state = torch.load(stopped / "state.pt", weights_only=True)
+    assert state["format"] == "hlop-state" and state["rng"]["torch"].dtype == torch.uint8
+    assert state["optimizer"] is not None and state["heads"] == 1  # pmnist: one shared head
+    ckpt = torch.load(stopped / "checkpoint_task0.pt", weights_only=True)
+    assert ckpt["task"] == 0
+
+
+# ---------------------------------------------------------------------- --config FILE
+def test_config_file_round_trip_and_overrides(tmp_path, capsys):
+    code, shown, _ = cli(capsys, "train", "split-mnist-subset", "--lr", "0.2", "--show-config")
+    assert code == 0
+    path = tmp_path / "config.json"
+    path.write_text(shown)
+    code, again, _ = cli(capsys, "train", "--config", path, "--show-config")
+    assert code == 0 and json.loads(again) == json.loads(shown)
+    code, again, _ = cli(capsys, "train", "split-mnist-subset", "--config", path, "--show-config")
+    assert code == 0 and json.loads(again) == json.loads(shown)
+    code, changed, _ = cli(
+        capsys, "train", "--config", path, "--epochs", "3", "--set", "hlop.iterations=2",
+        "--show-config",
+    )  # fmt: skip
+    changed = json.loads(changed)
+    assert changed["epochs"] == 3 and changed["hlop"]["iterations"] == 2
+    assert {**changed, "epochs": None, "hlop": None} == {
+        **json.loads(shown),
+        "epochs": None,
+        "hlop": None,
+    }
+    code, _, err = cli(capsys, "train", "pmnist-subset", "--config", path, "--show-config")
+    assert code == 2 and "split-mnist-subset" in err
+
+
+def test_config_file_written_by_a_run_reproduces_it(stopped, capsys):
+    code, shown, _ = cli(capsys, "train", "--config", stopped / "config.json", "--show-config")
+    assert code == 0
+    assert json.loads(shown) == json.loads((stopped / "config.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ({"lr": 0.1, "hlop": {"sizez": []}}, "unknown configuration key 'hlop.sizez'"),
+        ({"epochs": "many"}, "epochs: cannot read 'many'"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ([1, 2], "expected an object"),
+        ("{not json", "is not a JSON configuration"),
+    ],
+)
+def test_config_file_errors_name_the_key(tmp_path, capsys, content, message):
+    path = tmp_path / "c.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    code, _, err = cli(capsys, "train", "--config", path, "--show-config")
+    assert code == 2 and message in err
+    code, _, err = cli(capsys, "train", "--config", tmp_path / "absent.json")
+    assert code == 2 and "absent.json" in err
