@@ -295,3 +295,19 @@ def test_config_file_errors_name_the_key(tmp_path, capsys, content, message):
     assert code == 2 and message in err
     code, _, err = cli(capsys, "train", "--config", tmp_path / "absent.json")
     assert code == 2 and "absent.json" in err
+
+
+def test_compare_continues_an_interrupted_run(tmp_path, capsys, monkeypatch, reference):
+    study = ["compare", *TINY, "--methods", "hlop", "--seeds", "2022", "--out-dir", tmp_path]
+    stop = Stop(1, 1)
+    plugins = hlop.experiment.method_plugins
+    with monkeypatch.context() as m:
+        m.setattr(hlop.experiment, "method_plugins", lambda cfg: [*plugins(cfg), stop])
+        code, _, err = cli(capsys, *study)
+    assert code == 130 and "rerun the same hlop compare" in err
+    run = tmp_path / "hlop-s2022"
+    assert f"hlop train --resume {run}" in err
+    code, out, err = cli(capsys, *study)
+    assert code == 0, err
+    assert "(unfinished: continued)" in out
+    assert outcome(run) == reference
