@@ -311,3 +311,12 @@ def test_compare_continues_an_interrupted_run(tmp_path, capsys, monkeypatch, ref
     assert code == 0, err
     assert "(unfinished: continued)" in out
     assert outcome(run) == reference
+
+
+def test_interrupted_again_before_an_epoch_keeps_the_saved_state(stopped, capsys, monkeypatch):
+    before = read_state(stopped / "state.pt")
+    err = interrupted(monkeypatch, capsys, stopped, ["--resume", stopped], task=1, epoch=1)
+    assert "continues after epoch 1 of task 2" in err
+    after = read_state(stopped / "state.pt")
+    assert (after["task"], after["epoch"]) == (before["task"], before["epoch"]) == (1, 1)
+    assert cli(capsys, "train", "--resume", stopped)[0] == 0

@@ -360,7 +360,10 @@ def train(
     plugins = [*methods, outputs, progress]
     checkpointer = Checkpointer(outputs.dir, plugins, cfg.checkpoint_every)
     plugins.append(checkpointer)
-    point = restore(run, plugins, state) if state is not None else None
+    point = None
+    if state is not None:
+        point = restore(run, plugins, state)
+        checkpointer.latest = state  # on disk already: what an interruption now leaves
     progress.log(
         f"{cfg.benchmark}: {cfg.tasks} tasks, method {cfg.method}, T={cfg.timesteps}, "
         f"device {device}, {len(benchmark.tasks[0].train)} training samples per task"
