@@ -158,21 +158,22 @@ def interrupted(monkeypatch, capsys, out, argv, task=1, epoch=1):
 
 
 METHODS = [
-    pytest.param(["--method", "ewc"], id="ewc"),
-    pytest.param(["--method", "baseline", "--replay"], id="replay"),
-    pytest.param(["--method", "gpm"], id="gpm", marks=pytest.mark.slow),
+    pytest.param(["--method", "ewc"], (1, 1), id="ewc"),
+    pytest.param(["--method", "baseline", "--replay"], (1, 1), id="replay"),
+    pytest.param(["--method", "gpm"], (1, 1), id="gpm", marks=pytest.mark.slow),
+    pytest.param(["--method", "multitask"], (0, 1), id="multitask", marks=pytest.mark.slow),
 ]
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_plugin_state_resumes_exactly(tmp_path, capsys, monkeypatch, method):
+@pytest.mark.parametrize(("method", "point"), METHODS)
+def test_plugin_state_resumes_exactly(tmp_path, capsys, monkeypatch, method, point):
     # checkpoint_every=0: the epoch's state is only in memory when the interruption comes
     argv = [*TINY, *method, "--checkpoint-every", "0"]
     assert cli(capsys, "train", *argv, "--out-dir", tmp_path / "ref")[0] == 0
     out = tmp_path / "run"
-    interrupted(monkeypatch, capsys, out, argv)
+    interrupted(monkeypatch, capsys, out, argv, *point)
     state = read_state(out / "state.pt")
-    assert (state["task"], state["epoch"]) == (1, 1)
+    assert (state["task"], state["epoch"]) == point
     if "ewc" in method:
         assert state["plugins"]["ewc"]["fisher"]  # task 0's Fisher
     if "--replay" in method:
