@@ -14,6 +14,7 @@ import json
 import sys
 import time
 import typing
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,8 +226,20 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, ``hlop: warning: MESSAGE``: no file path or source line."""
+    text = " ".join(str(message).split())
+    print(f"hlop: warning: {text}", file=sys.stderr if file is None else file, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    with warnings.catch_warnings():  # restores the caller's warning display on return
+        warnings.showwarning = show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "train":
             return _train(args)

@@ -15,11 +15,11 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
 import torch
+from tqdm import tqdm
 
 from . import __version__
 from .benchmarks import build_benchmark
@@ -251,39 +251,45 @@ def summarise(run: RunState, status: str = "complete") -> dict:
 
 
 class Progress(Plugin):
-    """A progress bar with per-task ETA on a terminal; plain log lines otherwise."""
+    """A tqdm bar per training step (rate, ETA, running loss and accuracy) on a terminal;
+    plain log lines otherwise.  The per-epoch and per-task lines are written either way."""
 
     name = "progress"
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
-        self.task_start = time.perf_counter()
-        self.last_draw = 0.0
+        self.bar: tqdm | None = None
 
     def log(self, text: str) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
+        if self.bar is not None:
+            self.bar.clear()
         print(text, file=self.stream, flush=True)
+        if self.bar is not None:
+            self.bar.refresh()
 
     def after_batch(self, run: RunState, b: int, n: int, loss: float, acc: float) -> None:
         if not self.tty:
             return
-        now = time.perf_counter()
-        if b == 1 and run.epoch == 0:
-            self.task_start = now
-        if now - self.last_draw < 0.2 and b < n:
-            return
-        self.last_draw = now
-        done = (run.epoch * n + b) / (run.cfg.epochs * n)
-        steps = len(run.stream)
-        eta = (now - self.task_start) * (1 - done) / max(done, 1e-9)
-        bar = "#" * int(24 * b / n)
-        self.stream.write(
-            f"\r\033[Ktask {run.task + 1}/{steps} epoch {run.epoch + 1}/{run.cfg.epochs} "
-            f"[{bar:<24}] {b}/{n} loss {loss:.4f} acc {acc:5.1f}% task ETA {eta:5.0f}s"
+        if self.bar is None:
+            self.bar = tqdm(
+                total=run.cfg.epochs * n,
+                desc=f"task {run.task + 1}/{len(run.stream)}",
+                unit="batch",
+                file=self.stream,
+                leave=False,
+                dynamic_ncols=True,
+            )
+        self.bar.set_postfix_str(
+            f"epoch {run.epoch + 1}/{run.cfg.epochs} loss {loss:.4f} acc {acc:5.1f}%",
+            refresh=False,
         )
-        self.stream.flush()
+        self.bar.update(1)
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def after_epoch(self, run: RunState, row: dict) -> None:
         self.log(
@@ -292,9 +298,15 @@ class Progress(Plugin):
             f"test acc {row['test_acc']:.2f}%"
         )
 
+    def after_training(self, run: RunState) -> None:
+        self.close_bar()
+
     def after_task(self, run: RunState) -> None:
         row = " ".join(f"{v:.2f}" for v in run.acc_matrix[-1])
         self.log(f"after task {run.task + 1}: accuracies {row} ({run.seconds[-1]:.1f}s)")
+
+    def after_run(self, run: RunState, status: str) -> None:
+        self.close_bar()
 
 
 def train(
