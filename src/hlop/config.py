@@ -144,6 +144,9 @@ class Config:
     validation: float = 0.0
     test_limit: int | None = None
     data_dir: str | None = None
+    # training samples of each finished task on which the circuits are measured (HLOP, GPM:
+    # results.json "circuit_diagnostics"); 0: not measured
+    diagnostics_samples: int = 256
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     hlop: HLOPConfig = field(default_factory=HLOPConfig)
@@ -341,6 +344,10 @@ def validate(
     )
     _choice("feedback", cfg.feedback, FEEDBACK_RULES)
     _check(0.0 <= cfg.validation < 1.0, f"validation must be in [0, 1), got {cfg.validation}")
+    _check(
+        cfg.diagnostics_samples >= 0,
+        f"diagnostics_samples must be >= 0, got {cfg.diagnostics_samples}",
+    )
     for name in ("train_limit", "test_limit"):
         v = getattr(cfg, name)
         _check(v is None or v >= 1, f"{name} must be >= 1 or none, got {v}")

@@ -57,6 +57,8 @@ class RunState:
     generator: torch.Generator = field(default_factory=torch.Generator)
     #: the tasks trained at each step (``task`` is the step); default: task k at step k
     stream: list[list[int]] = field(default_factory=list)
+    #: one entry per finished task when circuits are measured (:mod:`hlop.diagnostics`)
+    circuit_diagnostics: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.stream:
@@ -72,6 +74,9 @@ class Plugin:
     the run's outputs, its progress display."""
 
     name = "plugin"
+    #: a method whose projection lives in the model's lateral circuits (HLOP, GPM): the
+    #: circuits are measured after each task (:mod:`hlop.diagnostics`)
+    uses_circuits = False
 
     def before_run(self, run: RunState) -> None:
         """Before the first step (also when a run resumes); a method may set ``run.stream``."""

@@ -4,7 +4,8 @@ An output directory holds::
 
     config.json          the fully resolved configuration
     metrics.csv          one row per epoch: task, epoch, train_loss, train_acc, test_acc
-    results.json         accuracy matrix (percent), ACC, BWT, forgetting, seconds per task
+    results.json         accuracy matrix (percent), ACC, BWT, forgetting, seconds per task,
+                         circuit diagnostics after each task (HLOP, GPM; hlop.diagnostics)
     checkpoint_task{k}.pt  after each task; loads with torch.load(weights_only=True)
 """
 
@@ -26,6 +27,7 @@ from .benchmarks import build_benchmark
 from .config import Config, ConfigError, validate
 from .continual import Plugin, RunState, run_continual
 from .data import Benchmark
+from .diagnostics import CircuitDiagnostics
 from .methods import method_plugins
 from .metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from .networks import (
@@ -246,6 +248,7 @@ def summarise(run: RunState, status: str = "complete") -> dict:
         "forgetting": forgetting(a, learnt) if a else [],
         "seconds_per_task": [round(s, 2) for s in run.seconds],
         "circuit_sizes": run.model.circuit_sizes(),
+        "circuit_diagnostics": run.circuit_diagnostics,
         "version": __version__,
     }
 
@@ -318,6 +321,8 @@ def train(
     diverges, the results and checkpoints of the completed tasks stay on disk.
     """
     methods = method_plugins(cfg)
+    measured = cfg.diagnostics_samples > 0 and any(m.uses_circuits for m in methods)
+    diagnostics = [CircuitDiagnostics(cfg.diagnostics_samples)] if measured else []
     progress = Progress(stream)
     benchmark = build_benchmark(cfg)
     device = resolve_device(cfg.device)
@@ -333,7 +338,7 @@ def train(
         f"{cfg.benchmark}: {cfg.tasks} tasks, method {cfg.method}, T={cfg.timesteps}, "
         f"device {device}, {len(benchmark.tasks[0].train)} training samples per task"
     )
-    run_continual(run, [*methods, outputs, progress])
+    run_continual(run, [*methods, *diagnostics, outputs, progress])
     results = outputs.results
     progress.log("accuracy matrix (%):\n" + format_matrix(run.acc_matrix))
     bwt = "n.a. (joint training)" if results["bwt"] is None else f"{results['bwt']:.2f}%"
