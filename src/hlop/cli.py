@@ -1,4 +1,5 @@
-"""The ``hlop`` command line: ``hlop train``, ``hlop compare`` and ``hlop data fetch``.
+"""The ``hlop`` command line: ``hlop train``, ``hlop compare``, ``hlop report`` and
+``hlop data fetch``.
 
 Every ``hlop train`` flag is one row of :data:`TRAIN_FLAGS`: the flag, the configuration key
 it sets, and its help; its type comes from the configuration and its choices from the
@@ -151,6 +152,16 @@ def _parser() -> argparse.ArgumentParser:
         help="retrain runs whose saved config differs from the requested one",
     )
 
+    r = sub.add_parser(
+        "report",
+        help="figures and a markdown summary of runs and studies",
+        description="Write PNG figures and report.md into each PATH: a run directory (hlop "
+        "train) gets its accuracy matrix, each task's accuracy over training and its circuit "
+        "diagnostics; a study directory (hlop compare) gets ACC and BWT per method with error "
+        "bars, and a report in each of its runs. Needs matplotlib: pip install 'hlop[plot]'.",
+    )
+    r.add_argument("paths", nargs="+", metavar="PATH", help="run or study directory")
+
     d = sub.add_parser("data", help="get datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     f = dsub.add_parser("fetch", help="download a dataset into the data root, checking checksums")
@@ -245,6 +256,11 @@ def _run(args: argparse.Namespace) -> int:
             return _train(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "report":
+            from .report import report
+
+            report(args.paths)
+            return 0
         path = fetch_dataset(args.name, Path(args.data_dir))
         print(f"{args.name} is ready in {path}")
         return 0
