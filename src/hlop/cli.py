@@ -70,6 +70,9 @@ TRAIN_FLAGS: tuple[Flag, ...] = (
     Flag("--hlop-iterations", "hlop.iterations", "Hebbian iterations per batch"),
     Flag("--replay", "replay.enabled",
          "memory replay after each task (with --method baseline: replay only)", switch=True),
+    Flag("--tensorboard", "tensorboard",
+         "log losses, accuracies and circuit diagnostics to OUT_DIR/tb (needs tensorboard)",
+         switch=True),
 )  # fmt: skip
 
 

@@ -30,7 +30,8 @@ from .continual import TrainingDiverged
 from .methods import METHODS
 from .paper import PaperValue, paper_result
 
-IGNORED_KEYS = ("data_dir",)  # where the data lives does not change a run
+# where the data lives, and what is logged or measured besides, do not change a run
+IGNORED_KEYS = ("data_dir", "tensorboard", "diagnostics_samples")
 Log = Callable[[str], None]
 
 

@@ -147,6 +147,7 @@ class Config:
     # training samples of each finished task on which the circuits are measured (HLOP, GPM:
     # results.json "circuit_diagnostics"); 0: not measured
     diagnostics_samples: int = 256
+    tensorboard: bool = False  # TensorBoard event files in OUT_DIR/tb (hlop.tensorboard_log)
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     hlop: HLOPConfig = field(default_factory=HLOPConfig)

@@ -7,6 +7,7 @@ An output directory holds::
     results.json         accuracy matrix (percent), ACC, BWT, forgetting, seconds per task,
                          circuit diagnostics after each task (HLOP, GPM; hlop.diagnostics)
     checkpoint_task{k}.pt  after each task; loads with torch.load(weights_only=True)
+    tb/                  TensorBoard event files (tensorboard=true, --tensorboard)
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from .networks import (
     SpikingNetwork,
     SpikingResNet18,
 )
+from .tensorboard_log import TensorBoardLog, summary_writer_class
 from .training import training_rule
 
 OUTPUT_FILES = ("config.json", "results.json", "metrics.csv")
@@ -323,6 +325,8 @@ def train(
     methods = method_plugins(cfg)
     measured = cfg.diagnostics_samples > 0 and any(m.uses_circuits for m in methods)
     diagnostics = [CircuitDiagnostics(cfg.diagnostics_samples)] if measured else []
+    if cfg.tensorboard:
+        summary_writer_class()  # tensorboard is installed, before anything starts
     progress = Progress(stream)
     benchmark = build_benchmark(cfg)
     device = resolve_device(cfg.device)
@@ -338,7 +342,8 @@ def train(
         f"{cfg.benchmark}: {cfg.tasks} tasks, method {cfg.method}, T={cfg.timesteps}, "
         f"device {device}, {len(benchmark.tasks[0].train)} training samples per task"
     )
-    run_continual(run, [*methods, *diagnostics, outputs, progress])
+    logs = [TensorBoardLog(outputs.dir / "tb")] if cfg.tensorboard else []
+    run_continual(run, [*methods, *diagnostics, outputs, *logs, progress])
     results = outputs.results
     progress.log("accuracy matrix (%):\n" + format_matrix(run.acc_matrix))
     bwt = "n.a. (joint training)" if results["bwt"] is None else f"{results['bwt']:.2f}%"
