@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+import re
 
 import pytest
 import torch
@@ -222,10 +223,35 @@ class FakeTerminal(io.StringIO):
 
 def test_progress_bar_on_terminal_plain_lines_otherwise(tmp_path):
     torch.set_num_threads(1)
-    cfg = apply_overrides(preset("pmnist-subset"), ["tasks=1", "timesteps=2", "train_limit=300"])
+    cfg = apply_overrides(
+        preset("pmnist-subset"), ["tasks=1", "timesteps=2", "train_limit=300", "epochs=2"]
+    )
     term, plain = FakeTerminal(), io.StringIO()
     train(cfg, tmp_path / "a", stream=term)
     train(cfg, tmp_path / "b", stream=plain)
-    assert "\r" in term.getvalue() and "task ETA" in term.getvalue()
-    assert "\r" not in plain.getvalue() and "ETA" not in plain.getvalue()
-    assert "task 1/1 epoch 1/1: train loss" in plain.getvalue()
+    bar = term.getvalue()
+    # tqdm: redrawn in place, with the batch count, elapsed<remaining (ETA) and rate
+    assert "\r" in bar and "task 1/1:" in bar and "10/10 [" in bar
+    assert re.search(r"\[\d\d:\d\d<\d\d:\d\d, +[\d.]+ ?(batch/s|s/batch)", bar)
+    assert "epoch 2/2 loss" in bar  # the running loss in the bar's postfix
+    text = plain.getvalue()
+    assert "\r" not in text and "batch/s" not in text and "<" not in text
+    assert "task 1/1 epoch 1/2: train loss" in text and "task 1/1 epoch 2/2: train loss" in text
+    assert "after task 1: accuracies" in text
+    for line in ("task 1/1 epoch 2/2: train loss", "after task 1: accuracies"):
+        assert line in bar  # the log lines reach the terminal too, between redraws
+
+
+def test_capped_circuit_warns_in_one_line(tmp_path, capsys):
+    # split-mnist-subset's first conv has N=9; the preset adds 6 then 2 per task: task 2 caps
+    args = ["train", "split-mnist-subset", "--tasks", "3", "--timesteps", "2", "--epochs", "1"]
+    args += ["--set", "train_limit=100", "--set", "test_limit=50"]
+    code, out, err = run_cli(capsys, *args, "--out-dir", str(tmp_path / "r"))
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if "warning" in line]
+    assert lines, err
+    for line in lines:
+        assert line.startswith("hlop: warning: lateral circuit of layer '")
+        assert "only 1 fit in dimension 9" in line or "only 0 fit" in line
+    assert ".py" not in err and "UserWarning" not in err and "warnings.warn" not in err
+    assert all(line.startswith("hlop: warning: ") for line in err.splitlines())

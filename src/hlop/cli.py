@@ -1,4 +1,5 @@
-"""The ``hlop`` command line: ``hlop train``, ``hlop compare`` and ``hlop data fetch``.
+"""The ``hlop`` command line: ``hlop train``, ``hlop compare``, ``hlop report`` and
+``hlop data fetch``.
 
 Every ``hlop train`` flag is one row of :data:`TRAIN_FLAGS`: the flag, the configuration key
 it sets, and its help; its type comes from the configuration and its choices from the
@@ -15,6 +16,7 @@ import shlex
 import sys
 import time
 import typing
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +74,9 @@ TRAIN_FLAGS: tuple[Flag, ...] = (
          "memory replay after each task (with --method baseline: replay only)", switch=True),
     Flag("--checkpoint-every", "checkpoint_every",
          "epochs between saves of the resume state inside a task (0: after tasks only)"),
+    Flag("--tensorboard", "tensorboard",
+         "log losses, accuracies and circuit diagnostics to OUT_DIR/tb (needs tensorboard)",
+         switch=True),
 )  # fmt: skip
 
 
@@ -169,6 +174,16 @@ def _parser() -> argparse.ArgumentParser:
         help="retrain runs whose saved config differs from the requested one",
     )
 
+    r = sub.add_parser(
+        "report",
+        help="figures and a markdown summary of runs and studies",
+        description="Write PNG figures and report.md into each PATH: a run directory (hlop "
+        "train) gets its accuracy matrix, each task's accuracy over training and its circuit "
+        "diagnostics; a study directory (hlop compare) gets ACC and BWT per method with error "
+        "bars, and a report in each of its runs. Needs matplotlib: pip install 'hlop[plot]'.",
+    )
+    r.add_argument("paths", nargs="+", metavar="PATH", help="run or study directory")
+
     d = sub.add_parser("data", help="get datasets")
     dsub = d.add_subparsers(dest="data_command", required=True)
     f = dsub.add_parser("fetch", help="download a dataset into the data root, checking checksums")
@@ -264,13 +279,30 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, ``hlop: warning: MESSAGE``: no file path or source line."""
+    text = " ".join(str(message).split())
+    print(f"hlop: warning: {text}", file=sys.stderr if file is None else file, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    with warnings.catch_warnings():  # restores the caller's warning display on return
+        warnings.showwarning = show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "train":
             return _train(args)
         if args.command == "compare":
             return _compare(args)
+        if args.command == "report":
+            from .report import report
+
+            report(args.paths)
+            return 0
         path = fetch_dataset(args.name, Path(args.data_dir))
         print(f"{args.name} is ready in {path}")
         return 0

@@ -149,6 +149,10 @@ class Config:
     # each task.  1: an interruption loses at most one epoch, for one write of the model and
     # optimiser (well under 1% of an epoch on the paper's benchmarks)
     checkpoint_every: int = 1
+    # training samples of each finished task on which the circuits are measured (HLOP, GPM:
+    # results.json "circuit_diagnostics"); 0: not measured
+    diagnostics_samples: int = 256
+    tensorboard: bool = False  # TensorBoard event files in OUT_DIR/tb (hlop.tensorboard_log)
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     surrogate: SurrogateConfig = field(default_factory=SurrogateConfig)
     hlop: HLOPConfig = field(default_factory=HLOPConfig)
@@ -170,7 +174,13 @@ class Config:
 
 #: keys that cannot change a run's results: where the data lives, where it runs, how often
 #: it saves its state.  A run may resume, and a study keep a run, with other values of these.
-RESULT_NEUTRAL_KEYS = ("data_dir", "device", "checkpoint_every")
+RESULT_NEUTRAL_KEYS = (
+    "data_dir",
+    "device",
+    "checkpoint_every",
+    "tensorboard",
+    "diagnostics_samples",  # measured on a separate generator: results do not move
+)
 
 
 def differences(saved: dict[str, Any], cfg: Config) -> list[str]:
@@ -386,6 +396,10 @@ def validate(
     )
     _choice("feedback", cfg.feedback, FEEDBACK_RULES)
     _check(0.0 <= cfg.validation < 1.0, f"validation must be in [0, 1), got {cfg.validation}")
+    _check(
+        cfg.diagnostics_samples >= 0,
+        f"diagnostics_samples must be >= 0, got {cfg.diagnostics_samples}",
+    )
     for name in ("train_limit", "test_limit"):
         v = getattr(cfg, name)
         _check(v is None or v >= 1, f"{name} must be >= 1 or none, got {v}")

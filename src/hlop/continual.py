@@ -69,6 +69,8 @@ class RunState:
     scheduler: Any = None
     #: ``time.perf_counter()`` when the current step started (earlier when it resumed)
     task_started: float = 0.0
+    #: one entry per finished task when circuits are measured (:mod:`hlop.diagnostics`)
+    circuit_diagnostics: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.stream:
@@ -84,6 +86,9 @@ class Plugin:
     the run's outputs, its progress display."""
 
     name = "plugin"
+    #: a method whose projection lives in the model's lateral circuits (HLOP, GPM): the
+    #: circuits are measured after each task (:mod:`hlop.diagnostics`)
+    uses_circuits = False
 
     def before_run(self, run: RunState) -> None:
         """Before the first step (also when a run resumes); a method may set ``run.stream``."""

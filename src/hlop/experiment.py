@@ -4,13 +4,15 @@ An output directory holds::
 
     config.json          the fully resolved configuration
     metrics.csv          one row per epoch: task, epoch, train_loss, train_acc, test_acc
-    results.json         accuracy matrix (percent), ACC, BWT, forgetting, seconds per task
+    results.json         accuracy matrix (percent), ACC, BWT, forgetting, seconds per task,
+                         circuit diagnostics after each task (HLOP, GPM; hlop.diagnostics)
     checkpoint_task{k}.pt  after each task; loads with torch.load(weights_only=True)
     state.pt             what a run needs to continue (hlop train --resume DIR), see
                          :mod:`hlop.resume`
 
 Every file is replaced atomically (metrics.csv is appended to, and cut back to the saved
 rows when a run resumes).
+    tb/                  TensorBoard event files (tensorboard=true, --tensorboard)
 """
 
 from __future__ import annotations
@@ -20,17 +22,18 @@ import json
 import math
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
 import torch
+from tqdm import tqdm
 
 from . import __version__
 from .benchmarks import build_benchmark
 from .config import Config, ConfigError, validate
 from .continual import Plugin, RunState, run_continual
 from .data import Benchmark
+from .diagnostics import CircuitDiagnostics
 from .methods import method_plugins
 from .metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from .networks import (
@@ -53,6 +56,7 @@ from .resume import (
     stop_on_signals,
     write_atomic,
 )
+from .tensorboard_log import TensorBoardLog, summary_writer_class
 from .training import training_rule
 
 OUTPUT_FILES = ("config.json", "results.json", "metrics.csv")
@@ -277,44 +281,51 @@ def summarise(run: RunState, status: str = "complete") -> dict:
         "forgetting": forgetting(a, learnt) if a else [],
         "seconds_per_task": [round(s, 2) for s in run.seconds],
         "circuit_sizes": run.model.circuit_sizes(),
+        "circuit_diagnostics": run.circuit_diagnostics,
         "version": __version__,
     }
 
 
 class Progress(Plugin):
-    """A progress bar with per-task ETA on a terminal; plain log lines otherwise."""
+    """A tqdm bar per training step (rate, ETA, running loss and accuracy) on a terminal;
+    plain log lines otherwise.  The per-epoch and per-task lines are written either way."""
 
     name = "progress"
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
-        self.task_start = time.perf_counter()
-        self.last_draw = 0.0
+        self.bar: tqdm | None = None
 
     def log(self, text: str) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
+        if self.bar is not None:
+            self.bar.clear()
         print(text, file=self.stream, flush=True)
+        if self.bar is not None:
+            self.bar.refresh()
 
     def after_batch(self, run: RunState, b: int, n: int, loss: float, acc: float) -> None:
         if not self.tty:
             return
-        now = time.perf_counter()
-        if b == 1 and run.epoch == 0:
-            self.task_start = now
-        if now - self.last_draw < 0.2 and b < n:
-            return
-        self.last_draw = now
-        done = (run.epoch * n + b) / (run.cfg.epochs * n)
-        steps = len(run.stream)
-        eta = (now - self.task_start) * (1 - done) / max(done, 1e-9)
-        bar = "#" * int(24 * b / n)
-        self.stream.write(
-            f"\r\033[Ktask {run.task + 1}/{steps} epoch {run.epoch + 1}/{run.cfg.epochs} "
-            f"[{bar:<24}] {b}/{n} loss {loss:.4f} acc {acc:5.1f}% task ETA {eta:5.0f}s"
+        if self.bar is None:
+            self.bar = tqdm(
+                total=run.cfg.epochs * n,
+                desc=f"task {run.task + 1}/{len(run.stream)}",
+                unit="batch",
+                file=self.stream,
+                leave=False,
+                dynamic_ncols=True,
+            )
+        self.bar.set_postfix_str(
+            f"epoch {run.epoch + 1}/{run.cfg.epochs} loss {loss:.4f} acc {acc:5.1f}%",
+            refresh=False,
         )
-        self.stream.flush()
+        self.bar.update(1)
+
+    def close_bar(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def after_epoch(self, run: RunState, row: dict) -> None:
         self.log(
@@ -323,9 +334,15 @@ class Progress(Plugin):
             f"test acc {row['test_acc']:.2f}%"
         )
 
+    def after_training(self, run: RunState) -> None:
+        self.close_bar()
+
     def after_task(self, run: RunState) -> None:
         row = " ".join(f"{v:.2f}" for v in run.acc_matrix[-1])
         self.log(f"after task {run.task + 1}: accuracies {row} ({run.seconds[-1]:.1f}s)")
+
+    def after_run(self, run: RunState, status: str) -> None:
+        self.close_bar()
 
 
 def train(
@@ -344,6 +361,10 @@ def train(
     had.  SIGINT and SIGTERM stop the run with its state saved (:class:`Interrupted`).
     """
     methods = method_plugins(cfg)
+    measured = cfg.diagnostics_samples > 0 and any(m.uses_circuits for m in methods)
+    diagnostics = [CircuitDiagnostics(cfg.diagnostics_samples)] if measured else []
+    if cfg.tensorboard:
+        summary_writer_class()  # tensorboard is installed, before anything starts
     progress = Progress(stream)
     benchmark = build_benchmark(cfg)
     device = resolve_device(cfg.device)
@@ -357,7 +378,8 @@ def train(
         outputs.write_config(cfg)
     run = RunState(cfg, model, benchmark, device)
     run.generator.manual_seed(cfg.seed)
-    plugins = [*methods, outputs, progress]
+    logs = [TensorBoardLog(outputs.dir / "tb", fresh=not resume)] if cfg.tensorboard else []
+    plugins = [*methods, *diagnostics, outputs, *logs, progress]  # the checkpointer last
     checkpointer = Checkpointer(outputs.dir, plugins, cfg.checkpoint_every)
     plugins.append(checkpointer)
     point = None

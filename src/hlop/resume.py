@@ -120,6 +120,7 @@ def collect_state(run: RunState, plugins: Sequence[Plugin], task: int, epoch: in
             "acc_matrix": run.acc_matrix,
             "seconds": run.seconds,
             "stream": run.stream,
+            "circuit_diagnostics": run.circuit_diagnostics,
             "elapsed": time.perf_counter() - run.task_started if within else 0.0,
             "heads": len(model.heads),
             "model": model.state_dict(),
@@ -226,6 +227,7 @@ def restore(run: RunState, plugins: Sequence[Plugin], state: dict) -> Resume:
         run.acc_matrix = [list(r) for r in state["acc_matrix"]]
         run.seconds = list(state["seconds"])
         run.stream = [list(s) for s in state["stream"]]
+        run.circuit_diagnostics = list(state.get("circuit_diagnostics", []))
         return Resume(
             task=state["task"],
             epoch=state["epoch"],

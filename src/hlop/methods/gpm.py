@@ -97,6 +97,7 @@ class GPM(Plugin):
     (``gpm.thresholds``, ``gpm.threshold_step``, ``gpm.samples``)."""
 
     name = "gpm"
+    uses_circuits = True
 
     def before_task(self, run: RunState) -> None:
         for c in run.model.circuits():

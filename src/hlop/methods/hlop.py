@@ -12,6 +12,7 @@ class HLOP(Plugin):
     the merged old subspace.  After the task's evaluation the circuits merge."""
 
     name = "hlop"
+    uses_circuits = True
 
     def before_task(self, run: RunState) -> None:
         run.model.add_subspaces(run.cfg.hlop.sizes[run.task])

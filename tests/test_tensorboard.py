@@ -1,0 +1,85 @@
+"""hlop train --tensorboard: the scalars logged (a fake writer, in CI) and real event files."""
+
+import json
+import sys
+
+import pytest
+import torch
+
+from hlop.benchmarks import build_benchmark, preset
+from hlop.cli import main
+from hlop.config import apply_overrides
+from hlop.continual import RunState, run_continual
+from hlop.diagnostics import CircuitDiagnostics
+from hlop.experiment import build_model
+from hlop.methods import HLOP
+from hlop.tensorboard_log import TensorBoardLog
+
+TINY = ["tasks=2", "timesteps=2", "train_limit=100", "test_limit=50", "epochs=2"]
+TINY += ["hidden=40", "hlop.sizes=[[20,10,5],[20,10,5]]", "diagnostics_samples=32"]
+
+
+class FakeWriter:
+    def __init__(self):
+        self.scalars: dict[str, list[tuple[int, float]]] = {}
+        self.closed = False
+
+    def add_scalar(self, tag, value, step):
+        self.scalars.setdefault(tag, []).append((step, float(value)))
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+
+def test_scalars_of_a_run():
+    torch.set_num_threads(1)
+    cfg = apply_overrides(preset("pmnist-subset"), TINY)
+    benchmark = build_benchmark(cfg)
+    torch.manual_seed(cfg.seed)
+    run = RunState(cfg, build_model(cfg, benchmark), benchmark, torch.device("cpu"))
+    writer = FakeWriter()
+    run_continual(run, [HLOP(), CircuitDiagnostics(32), TensorBoardLog("unused", writer)])
+    s = writer.scalars
+    assert [step for step, _ in s["epoch/train_loss"]] == [1, 2, 3, 4]  # global epochs
+    assert [step for step, _ in s["accuracy/task0"]] == [0, 1]
+    assert [v for _, v in s["accuracy/task1"]] == [run.acc_matrix[1][1]]
+    final_acc = (run.acc_matrix[1][0] + run.acc_matrix[1][1]) / 2
+    assert s["metrics/acc"][-1] == (1, pytest.approx(final_acc))
+    assert s["metrics/bwt"][-1] == (1, pytest.approx(run.acc_matrix[1][0] - run.acc_matrix[0][0]))
+    assert s["circuits/fc1/rows"] == [(0, 20.0), (1, 40.0)]
+    assert len(s["circuits/heads.0/captured"]) == 2
+    assert writer.closed
+
+
+def test_event_files_written(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    args = [a for t in TINY for a in ("--set", t)]
+    assert main(["train", *args, "--tensorboard", "--out-dir", str(out)]) == 0
+    events = list((out / "tb").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 100
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"epoch/test_acc", "accuracy/task1", "metrics/acc", "metrics/bwt"} <= tags
+    assert "circuits/fc2/optimal" in tags
+    res = json.loads((out / "results.json").read_text())
+    assert acc.Scalars("metrics/acc")[-1].value == pytest.approx(res["acc"], abs=1e-4)
+    # --overwrite replaces the earlier event files
+    assert main(["train", *args, "--tensorboard", "--out-dir", str(out), "--overwrite"]) == 0
+    assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1
+
+
+def test_missing_tensorboard_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # the import fails
+    out = tmp_path / "run"
+    code = main(["train", "--set", "tasks=1", "--tensorboard", "--out-dir", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install 'hlop[tensorboard]'" in err and "Traceback" not in err
+    assert not out.exists()  # refused before anything started
