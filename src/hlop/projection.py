@@ -24,6 +24,7 @@ uses the spikes and the weight update the (projected) traces.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal, get_args
 
 import torch
@@ -168,9 +169,7 @@ class ProjectedLayer(nn.Module):
         if projecting and self.proj_type == "input":
             return (self._grad_rows(g).t() @ project(self._activity_rows(x))).reshape(shape)
         gw = self._plain_grad_weight(g, x)
-        if projecting:
-            gw = project(gw.reshape(shape[0], -1)).reshape(shape)
-        return gw
+        return project_weight_grad(gw, project) if projecting else gw
 
     def _where(self) -> str:
         return f"layer '{self.name}'" if self.name else f"{type(self).__name__}"
@@ -198,6 +197,34 @@ class ProjectedLayer(nn.Module):
         return _ProjectedFunction.apply(
             x, self.weight, self.bias, self._feedback_matrix(), self, circuit, self.layout
         )
+
+
+def project_weight_grad(grad_w: Tensor, project: Callable[[Tensor], Tensor]) -> Tensor:
+    """Weight-mode projection of a weight gradient: ``grad_W (I - H^T H)``.
+
+    ``grad_w`` (C_out x N, or a convolution's C_out x C_in x k_h x k_w, flattened to
+    C_out x C_in k_h k_w as its patches) is projected row by row by ``project`` (a
+    circuit's :meth:`~hlop.circuit.LateralCircuit.project`)."""
+    return project(grad_w.reshape(grad_w.shape[0], -1)).reshape(grad_w.shape)
+
+
+def unfold_patches(
+    x: Tensor,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int, int, int],
+    dilation: tuple[int, int],
+) -> Tensor:
+    """A convolution's input patches as rows (B * L x C_in k_h k_w), ordered as the
+    flattened columns of its weight: the rows of ``F.unfold`` (transposed), taken from
+    strided views (several times faster on CPU).
+
+    ``padding`` is zero padding in :func:`F.pad` order ``(left, right, top, bottom)``."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
+    xp = F.pad(x, padding)
+    v = xp.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
+    v = v[..., ::dh, ::dw]  # B, C, H_out, W_out, kh, kw
+    return v.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1] * kh * kw)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -321,14 +348,10 @@ class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
     def _activity_rows(self, x, stride=None):
         """Unfolded patches (B * L x C_in k k), ordered as the weight's flattened columns.
 
-        Same rows as ``F.unfold`` (transposed), taken from strided views: several times
-        faster on CPU.  ``stride`` replaces the layer's own."""
-        (kh, kw), (ph, pw), (dh, dw) = self.kernel_size, self.padding, self.dilation
-        sh, sw = self.stride if stride is None else stride
-        xp = F.pad(x, (pw, pw, ph, ph))
-        v = xp.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
-        v = v[..., ::dh, ::dw]  # B, C, H_out, W_out, kh, kw
-        return v.permute(0, 2, 3, 1, 4, 5).reshape(-1, self.patch_features)
+        See :func:`unfold_patches`; ``stride`` replaces the layer's own."""
+        ph, pw = self.padding
+        stride = self.stride if stride is None else stride
+        return unfold_patches(x, self.kernel_size, stride, (pw, pw, ph, ph), self.dilation)
 
     def _grad_rows(self, g):
         return g.flatten(2).transpose(1, 2).reshape(-1, g.shape[1])
