@@ -1,5 +1,6 @@
 """hlop: Hebbian Learning based Orthogonal Projection for continual learning of SNNs."""
 
+from .attach import HLOP
 from .circuit import CircuitError, LateralCircuit
 from .networks import (
     CircuitOptions,
@@ -23,6 +24,7 @@ __all__ = [
     "CircuitError",
     "CircuitOptions",
     "DSRNeuron",
+    "HLOP",
     "IF",
     "LIF",
     "LateralCircuit",
