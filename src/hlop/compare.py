@@ -127,7 +127,8 @@ def run_config(base: Config, method: str, seed: int) -> Config:
     return cfg
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json_dict(path: Path) -> dict | None:
+    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -140,7 +141,7 @@ def run_state(directory: Path, cfg: Config, overwrite: bool = False) -> str:
 
     Raises :class:`ConfigError` naming the differing keys when the run's saved config is
     not ``cfg`` (unless ``overwrite``: then it is "unfinished")."""
-    saved = _read_json(directory / "config.json")
+    saved = read_json_dict(directory / "config.json")
     if saved is None:
         started = directory.is_dir() and any(directory.iterdir())
         return "unfinished" if started else "new"
@@ -150,7 +151,7 @@ def run_state(directory: Path, cfg: Config, overwrite: bool = False) -> str:
             return "unfinished"
         shown = ", ".join(differing[:8]) + (", ..." if len(differing) > 8 else "")
         raise ConfigError(f"{directory} was run with a different config ({shown})")
-    results = _read_json(directory / "results.json")
+    results = read_json_dict(directory / "results.json")
     return "complete" if results and results.get("status") == "complete" else "unfinished"
 
 
@@ -167,7 +168,7 @@ def continue_run(cfg: Config, directory: Path, log_stream=None) -> dict:
     or it has none."""
     from . import experiment
 
-    saved = _read_json(directory / "config.json")
+    saved = read_json_dict(directory / "config.json")
     if saved is None or config_differences(saved, cfg):
         return experiment.train(cfg, directory, overwrite=True, stream=log_stream)
     return experiment.train(cfg, directory, resume=True, stream=log_stream)
@@ -237,7 +238,7 @@ def run_study(
             continue
         if state == "complete":
             log(f"{head}: complete in {directory}, kept")
-            saved = _read_json(directory / "results.json") or {}
+            saved = read_json_dict(directory / "results.json") or {}
             results.append(_from_results(method, seed, saved, kept=True))
             continue
         again = " (unfinished: continued)" if state == "unfinished" else ""

@@ -16,12 +16,12 @@ own report.  Figures need matplotlib (``pip install 'hlop[plot]'``), drawn with 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from collections.abc import Callable
 from pathlib import Path
 
+from .compare import read_json_dict
 from .config import ConfigError
 
 DPI = 100
@@ -49,14 +49,6 @@ def save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, format="png")
     return path
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def is_run(path: Path) -> bool:
@@ -193,8 +185,8 @@ def _markdown_diagnostics(diag: list[dict]) -> list[str]:
 
 def report_run(path: Path) -> Path:
     """Figures and report.md of one run directory; returns report.md's path."""
-    res = _read_json(path / "results.json")
-    cfg = _read_json(path / "config.json") or {}
+    res = read_json_dict(path / "results.json")
+    cfg = read_json_dict(path / "config.json") or {}
     title = f"{cfg.get('benchmark', '?')}, {cfg.get('method', '?')}"
     if res is None:
         lines = [f"# {title}", "", "No results yet: the run has not finished a task."]
@@ -271,7 +263,7 @@ def method_rows(path: Path, runs: list[Path]) -> list[dict]:
 
     by_method: dict[str, list[dict | None]] = {}
     for run in runs:
-        res = _read_json(run / "results.json")
+        res = read_json_dict(run / "results.json")
         done = res if res and res.get("status") == "complete" else None
         by_method.setdefault(RUN_DIR.match(run.name)["method"], []).append(done)
     rows = []
@@ -323,7 +315,7 @@ def report_study(path: Path, log: Callable[[str], None] = print) -> Path:
     rows = method_rows(path, runs)
     benchmark = "?"
     for run in runs:
-        cfg = _read_json(run / "config.json")
+        cfg = read_json_dict(run / "config.json")
         if cfg:
             benchmark = cfg.get("benchmark", "?")
             break
@@ -349,7 +341,7 @@ def report_study(path: Path, log: Callable[[str], None] = print) -> Path:
     ]
     for run in runs:
         report_run(run)
-        res = _read_json(run / "results.json") or {}
+        res = read_json_dict(run / "results.json") or {}
         status = res.get("status", "not started")
         lines.append(f"- [{run.name}]({run.name}/report.md): {status}")
     (path / "report.md").write_text("\n".join(lines) + "\n")
