@@ -155,3 +155,33 @@ def test_covariance_form_equals_batch_form(rows):
         v[3:] = 0.9 * v[3:] + 0.1 * dh[3:]
         h[3:] += 0.05 * v[3:]
     assert torch.allclose(c.weight, h, atol=1e-5)
+
+
+@pytest.mark.parametrize("spiking", [False, True])
+def test_residual_form_equals_all_rows_form(spiking):
+    """The update computes the frozen rows' reconstruction once per batch (residual form);
+    it is the rule written out on all rows, to float rounding, and returns the projection."""
+    torch.manual_seed(5)
+    c = LateralCircuit(40, lr=0.02, iterations=5, spiking=spiking, spike_scale=4.0)
+    c.add_subspace(25)
+    c.merge()
+    c.add_subspace(6)
+    c.velocity.normal_(0.0, 0.1)  # a momentum carried over from earlier batches
+    h, v = c.weight.clone(), c.velocity.clone()
+    x = torch.rand(16, 40)
+    resid = c.hebbian_update(x)
+    for _ in range(5):  # every row's response and reconstruction at every iteration
+        y = c.respond(x, h)
+        dh = (y.t() @ (x - y @ h) / 16).clamp(-10, 10)
+        v[25:] = 0.9 * v[25:] + 0.1 * dh[25:]
+        h[25:] += 0.02 * v[25:]
+    assert torch.allclose(c.weight, h, atol=1e-6, rtol=0)
+    assert torch.allclose(c.velocity, v, atol=1e-5, rtol=0)
+    assert torch.equal(c.weight[:25], h[:25])
+    assert torch.equal(resid, c.project(x))
+
+
+def test_update_returns_no_residual_before_old_rows_exist():
+    c = LateralCircuit(8)
+    c.add_subspace(3)
+    assert c.hebbian_update(torch.rand(4, 8)) is None

@@ -112,6 +112,7 @@ FLAG_VALUES = {
     "--batch-size": ("7", 7),
     "--lr": ("0.25", 0.25),
     "--timesteps": ("3", 3),
+    "--precision": ("bf16", "bf16"),
     "--device": ("cpu", "cpu"),
     "--seed": ("7", 7),
     "--proj-type": ("weight", "weight"),

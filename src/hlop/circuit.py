@@ -155,27 +155,44 @@ class LateralCircuit(nn.Module):
             )
 
     @torch.no_grad()
-    def hebbian_update(self, x: Tensor, iterations: int | None = None) -> None:
-        """Run the subspace rule on a batch of activity ``x`` (B x N); old rows stay frozen."""
+    def hebbian_update(self, x: Tensor, iterations: int | None = None) -> Tensor | None:
+        """Run the subspace rule on a batch of activity ``x`` (B x N); old rows stay frozen.
+
+        Residual form: the frozen rows' reconstruction ``Y_old H_old`` is the same at every
+        iteration, so it is removed once per batch and the iterations touch only the new
+        block (the rule above, with ``X - Y H = R - Y_new H_new`` and ``R = X - Y_old H_old``)::
+
+            R = project(X);   per iteration:  Y_new = X H_new^T,  dH = Y_new^T (R - Y_new H_new) / B
+
+        Returns ``R`` (the input-mode projection of ``x``, which a layer projecting the same
+        rows can reuse) when old rows exist and it was computed, else None."""
         self.check(x)
         k = self.old_rows
         if self.rows == k:
-            return
+            return None
         x = x.to(self.weight.dtype)
-        h, vel = self.weight, self.velocity
-        # Y^T (X - Y H) / B = H_new C - (H_new C H^T) H with C = X^T X / B: with many more
-        # rows than dimensions (unfolded conv patches), C once beats B-row products per iteration
-        cov = x.t() @ x / x.shape[0] if not self.spiking and x.shape[0] > x.shape[1] else None
-        for _ in range(self.iterations if iterations is None else iterations):
-            if cov is None:
-                y = self.respond(x, h)
-                dh = y[:, k:].t() @ (x - y @ h) / x.shape[0]
-            else:
-                p = h[k:] @ cov
-                dh = p - (p @ h.t()) @ h
-            dh.clamp_(-self.clip, self.clip)
-            vel[k:].mul_(self.momentum).add_(dh, alpha=1.0 - self.momentum)
-            h[k:].add_(vel[k:], alpha=self.lr)
+        h, b = self.weight, x.shape[0]
+        new = h[k:]  # a view: updated in place below
+        iterations = self.iterations if iterations is None else iterations
+        if not self.spiking and b > x.shape[1]:
+            # with many more rows than dimensions (unfolded conv patches), C = X^T X / B once
+            # beats B-row products per iteration: dH = H_new C - (H_new C H^T) H
+            cov = x.t() @ x / b
+            for _ in range(iterations):
+                p = new @ cov
+                self._step((p - (p @ h.t()) @ h), k)
+            return None
+        resid = self.project(x)
+        for _ in range(iterations):
+            y = self.respond(x, new)
+            self._step(y.t() @ (resid - y @ new) / b, k)
+        return resid if k else None
+
+    def _step(self, dh: Tensor, k: int) -> None:
+        """Clip the new rows' update, then momentum and learning rate (old rows frozen)."""
+        dh.clamp_(-self.clip, self.clip)
+        self.velocity[k:].mul_(self.momentum).add_(dh, alpha=1.0 - self.momentum)
+        self.weight[k:].add_(self.velocity[k:], alpha=self.lr)
 
     def project(self, x: Tensor) -> Tensor:
         """``x - (x H_old^T) H_old``: remove the component of x in the old subspace."""

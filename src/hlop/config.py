@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .networks import NETWORKS, STEMS
-from .projection import FEEDBACK_RULES, HEBBIAN_SOURCES, HEBBIAN_STRIDES, PROJ_TYPES
+from .projection import FEEDBACK_RULES, HEBBIAN_SOURCES, HEBBIAN_STRIDES, PRECISIONS, PROJ_TYPES
 from .training import TRAINING_RULES, training_rule
 
 OPTIMIZERS = ("sgd", "adam")  # built by hlop.continual.make_optimizer
@@ -134,6 +134,9 @@ class Config:
     online_update: bool = False  # OTTT: optimiser step at every time step
     feedback: str = "backprop"
     fast: bool = True  # DSR fast path
+    # dtype of the network's weight products: fp32, or bf16 (circuits, membranes, the loss
+    # and products with projected rows stay fp32; see README "Speed and precision")
+    precision: str = "fp32"
     model: str = "mlp"  # mlp, cnn or resnet18
     hidden: int = 800  # mlp
     width: int = 20  # resnet18 base width
@@ -395,6 +398,7 @@ def validate(
         f"device must be auto, cpu or cuda, got {cfg.device!r}",
     )
     _choice("feedback", cfg.feedback, FEEDBACK_RULES)
+    _choice("precision", cfg.precision, tuple(PRECISIONS))
     _check(0.0 <= cfg.validation < 1.0, f"validation must be in [0, 1), got {cfg.validation}")
     _check(
         cfg.diagnostics_samples >= 0,

@@ -94,6 +94,7 @@ def network_options(cfg: Config) -> NetworkOptions:
         proj_type=h.proj_type,
         circuit=circuit,
         fast=cfg.fast,
+        precision=cfg.precision,
     )
 
 

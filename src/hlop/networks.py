@@ -22,6 +22,7 @@ from .projection import (
     FEEDBACK_RULES,
     HEBBIAN_SOURCES,
     HEBBIAN_STRIDES,
+    PRECISIONS,
     PROJ_TYPES,
     ProjectedConv2d,
     ProjectedLayer,
@@ -75,6 +76,8 @@ class NetworkOptions:
         proj_type: ``"input"`` or ``"weight"`` projection.
         circuit: the lateral circuits.
         fast: use the DSR fast path where it applies.
+        precision: ``"fp32"`` or ``"bf16"``: the dtype of the projected layers' weight
+            products (see :class:`~hlop.projection.ProjectedLayer`).
     """
 
     timesteps: int = 20
@@ -84,6 +87,7 @@ class NetworkOptions:
     proj_type: str = "input"
     circuit: CircuitOptions = field(default_factory=CircuitOptions)
     fast: bool = True
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if isinstance(self.training, str):
@@ -92,6 +96,8 @@ class NetworkOptions:
             raise ValueError(f"feedback must be one of {FEEDBACK_RULES}, got {self.feedback!r}")
         if self.proj_type not in PROJ_TYPES:
             raise ValueError(f"proj_type must be one of {PROJ_TYPES}, got {self.proj_type!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}: {self.precision!r}")
 
     @property
     def rule(self) -> TrainingRule:
@@ -180,6 +186,7 @@ class SpikingNetwork(nn.Module):
             "timesteps": self.timesteps,
             "hebbian_on": o.hebbian_on,
             "rate_weights": self._time_weights,
+            "precision": o.precision,
         }
 
     def _linear(self, n_in: int, n_out: int, circuit: bool, bias: bool = False) -> ProjectedLinear:

@@ -71,14 +71,14 @@ class _DSRFunction(torch.autograd.Function):
         u = torch.zeros_like(seq[0])
         beta = math.exp(-cfg.dt / cfg.tau) if cfg.leaky else 1.0
         scale = 1.0 / cfg.dt if cfg.leaky else 1.0
-        for t in range(steps):
+        for t in range(steps):  # few in-place ops per step: this loop is per-op bound
             if cfg.leaky:
                 u.mul_(beta).add_(seq[t], alpha=1.0 - beta)
             else:
                 u.add_(seq[t])
-            spike = (u >= threshold).to(u) * v
-            u.sub_(spike)
-            out[t] = spike * scale
+            torch.ge(u, threshold, out=out[t])  # 1 where a spike
+            u.addcmul_(out[t], v, value=-1.0)  # reset by subtraction: u -= Vth s
+        out[:steps].mul_(v * scale)  # spikes of amplitude Vth (/ dt for LIF)
         if fast:
             # rate slice: readout neurons aggregate with the readout's weights (wfr), others by mean
             c = w if cfg.readout else torch.full_like(w, 1.0 / steps)

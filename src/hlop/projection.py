@@ -42,10 +42,18 @@ HEBBIAN_SOURCES: tuple[str, ...] = get_args(HebbianSource)
 HEBBIAN_STRIDES = ("layer", "one")  # conv circuits learn from patches at the layer's stride or 1
 
 
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def _cast(t: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
+    return t if t is None or dtype is None else t.to(dtype)
+
+
 class _ProjectedFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, feedback, layer, circuit, layout):  # type: ignore[override]
+    def forward(ctx, x, weight, bias, feedback, layer, circuit, layout, projected):  # type: ignore[override]
         ctx.layer, ctx.circuit, ctx.layout, ctx.x_shape = layer, circuit, layout, x.shape
+        ctx.projected = projected  # the activity rows' projection, when already computed
         ctx.has_bias = bias is not None
         if layout == "fast":  # only the rate slice (the last B rows) will carry gradient
             active = x[-(x.shape[0] // (layer.timesteps + 1)) :].clone()  # keep B rows, not all
@@ -55,7 +63,10 @@ class _ProjectedFunction(torch.autograd.Function):
         else:  # "static" or "steps": every row is a sample or a time step of one
             active = x
         ctx.save_for_backward(active, weight, feedback)
-        return layer._op(x, weight, bias)
+        dt = layer.compute_dtype
+        if dt is None or dt == x.dtype:
+            return layer._op(x, weight, bias)
+        return layer._op(_cast(x, dt), _cast(weight, dt), _cast(bias, dt)).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
@@ -66,7 +77,9 @@ class _ProjectedFunction(torch.autograd.Function):
         g = grad_out[-n:] if ctx.layout == "fast" else grad_out
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            gx = layer._grad_input(g, feedback if feedback is not None else weight, xa.shape)
+            b = feedback if feedback is not None else weight
+            dt = layer.compute_dtype
+            gx = layer._grad_input(_cast(g, dt), _cast(b, dt), xa.shape).to(g.dtype)
             if ctx.layout not in ("fast", "trace"):
                 grad_x = gx
             else:  # the other rows carry no gradient
@@ -77,10 +90,10 @@ class _ProjectedFunction(torch.autograd.Function):
                     grad_x[:n] = gx
         if ctx.needs_input_grad[1]:
             project = circuit.project if circuit is not None else None
-            grad_w = layer._grad_weight(g, xa, project)
+            grad_w = layer._grad_weight(g, xa, project, ctx.projected)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(dim=[d for d in range(g.dim()) if d != 1])
-        return grad_x, grad_w, grad_b, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
 class ProjectedLayer(nn.Module):
@@ -99,6 +112,9 @@ class ProjectedLayer(nn.Module):
             (the rate over time, weighted by ``rate_weights``) or ``"spikes"`` (every
             per-step row); ``HEBBIAN_SOURCES``.
         rate_weights: normalised time weights of that rate (default: uniform).
+        precision: ``"fp32"`` or ``"bf16"`` (``PRECISIONS``): the dtype of the layer's weight
+            products (forward, input gradient, unprojected weight gradient); the output,
+            the circuit and every product with projected rows stay fp32.
 
     Layouts (``LAYOUTS``): ``"static"`` (every row a sample), ``"steps"`` (``T * B``
     time-major rows), ``"fast"`` (the DSR fast layout, ``T + 1`` slices), ``"trace"``
@@ -117,8 +133,10 @@ class ProjectedLayer(nn.Module):
         timesteps: int | None,
         hebbian_on: str,
         rate_weights: Tensor | None,
+        precision: str,
     ) -> None:
         _check_choice("feedback", feedback, FEEDBACK_RULES)
+        _check_choice("precision", precision, tuple(PRECISIONS))
         _check_choice("proj_type", proj_type, PROJ_TYPES)
         _check_choice("hebbian_on", hebbian_on, HEBBIAN_SOURCES)
         if timesteps is not None and (isinstance(timesteps, bool) or timesteps < 1):
@@ -130,6 +148,10 @@ class ProjectedLayer(nn.Module):
         self.proj_type = proj_type
         self.timesteps = timesteps
         self.hebbian_on = hebbian_on
+        self.precision = precision
+        #: dtype of the layer's weight products (forward, input and weight gradients), None:
+        #: the input's; circuits, their projections and the layer's output stay fp32
+        self.compute_dtype = PRECISIONS[precision]
         if rate_weights is None and timesteps is not None:
             rate_weights = torch.full((timesteps,), 1.0 / timesteps)
         self.rate_weights = rate_weights
@@ -163,12 +185,18 @@ class ProjectedLayer(nn.Module):
             return torch.sign(self.weight.detach()) * self._ss_scale()
         return None
 
-    def _grad_weight(self, g: Tensor, x: Tensor, project) -> Tensor:
+    def _grad_weight(self, g: Tensor, x: Tensor, project, projected: Tensor | None) -> Tensor:
         shape = self.weight.shape
         projecting = project is not None and self.circuit.projecting and self.circuit.old_rows
         if projecting and self.proj_type == "input":
-            return (self._grad_rows(g).t() @ project(self._activity_rows(x))).reshape(shape)
-        gw = self._plain_grad_weight(g, x)
+            # the projected rows' product stays in fp32: rounding them would put back a
+            # component in the old subspace
+            if projected is None:
+                projected = project(self._activity_rows(x))
+            return (self._grad_rows(g).t() @ projected).reshape(shape)
+        dt = self.compute_dtype
+        gw = self._plain_grad_weight(_cast(g, dt), _cast(x, dt)).to(g.dtype)
+        # weight mode: the projection of the (rounded) gradient is exact in fp32
         return project_weight_grad(gw, project) if projecting else gw
 
     def _where(self) -> str:
@@ -176,6 +204,11 @@ class ProjectedLayer(nn.Module):
 
     def _hebbian_rows(self, x: Tensor) -> Tensor:
         return self._activity_rows(x)
+
+    def _learns_from_activity_rows(self) -> bool:
+        """True when the circuit learns from exactly the rows whose projection the
+        input-mode weight update takes (then the update's residual is that projection)."""
+        return self.layout == "static" or (self.layout == "steps" and self.hebbian_on == "spikes")
 
     def presynaptic(self, x: Tensor) -> Tensor:
         """The activity rows (B' x N) this layer's circuit learns from."""
@@ -190,12 +223,21 @@ class ProjectedLayer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
-        circuit = self.circuit
+        circuit, projected = self.circuit, None
         if circuit is not None and circuit.learning and self.training:
             with torch.no_grad():
-                circuit.hebbian_update(self.presynaptic(x.detach()))
+                residual = circuit.hebbian_update(self.presynaptic(x.detach()))
+            if self.proj_type == "input" and self._learns_from_activity_rows():
+                projected = residual  # X - Y_old H_old of these very rows: computed once
         return _ProjectedFunction.apply(
-            x, self.weight, self.bias, self._feedback_matrix(), self, circuit, self.layout
+            x,
+            self.weight,
+            self.bias,
+            self._feedback_matrix(),
+            self,
+            circuit,
+            self.layout,
+            projected,
         )
 
 
@@ -239,7 +281,7 @@ class ProjectedLinear(ProjectedLayer, nn.Linear):
         circuit: a :class:`LateralCircuit` of dimension ``in_features`` (or None).
         feedback: ``"backprop"``, ``"feedback-alignment"`` or ``"sign-symmetric"``.
         proj_type: ``"input"`` or ``"weight"`` (identical for a non-spiking circuit).
-        timesteps, hebbian_on, rate_weights: see :class:`ProjectedLayer`.
+        timesteps, hebbian_on, rate_weights, precision: see :class:`ProjectedLayer`.
     """
 
     def __init__(
@@ -254,13 +296,16 @@ class ProjectedLinear(ProjectedLayer, nn.Linear):
         timesteps: int | None = None,
         hebbian_on: HebbianSource = "wfr",
         rate_weights: Tensor | None = None,
+        precision: str = "fp32",
     ) -> None:
         super().__init__(in_features, out_features, bias)
         if circuit is not None and circuit.in_features != in_features:
             raise ValueError(
                 f"circuit dimension {circuit.in_features} != in_features {in_features}"
             )
-        self._init_projection(circuit, feedback, proj_type, timesteps, hebbian_on, rate_weights)
+        self._init_projection(
+            circuit, feedback, proj_type, timesteps, hebbian_on, rate_weights, precision
+        )
 
     def _check(self, x: Tensor) -> None:
         if x.dim() != 2 or x.shape[1] != self.in_features:
@@ -314,6 +359,7 @@ class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
         hebbian_on: HebbianSource = "wfr",
         rate_weights: Tensor | None = None,
         hebbian_stride: str = "layer",
+        precision: str = "fp32",
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, 1, bias)
         if isinstance(self.padding, str):
@@ -323,7 +369,9 @@ class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
             raise ValueError(f"circuit dimension {circuit.in_features} != C_in*k*k = {n}")
         _check_choice("hebbian_stride", hebbian_stride, HEBBIAN_STRIDES)
         self.hebbian_stride = hebbian_stride
-        self._init_projection(circuit, feedback, proj_type, timesteps, hebbian_on, rate_weights)
+        self._init_projection(
+            circuit, feedback, proj_type, timesteps, hebbian_on, rate_weights, precision
+        )
 
     @property
     def patch_features(self) -> int:
@@ -344,6 +392,10 @@ class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
 
     def _hebbian_rows(self, x):
         return self._activity_rows(x, (1, 1) if self.hebbian_stride == "one" else None)
+
+    def _learns_from_activity_rows(self) -> bool:
+        same_stride = self.hebbian_stride == "layer" or self.stride == (1, 1)
+        return same_stride and super()._learns_from_activity_rows()
 
     def _activity_rows(self, x, stride=None):
         """Unfolded patches (B * L x C_in k k), ordered as the weight's flattened columns.

@@ -1,0 +1,157 @@
+"""Speed work that must not change what is computed: the reused last test of a task, the
+residual Hebbian form shared with the input projection, and the bf16 weight products."""
+
+import io
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hlop import NetworkOptions, SpikingMLP
+from hlop import continual as loop
+from hlop.benchmarks import preset
+from hlop.circuit import LateralCircuit
+from hlop.config import ConfigError, apply_overrides, validate
+from hlop.experiment import train
+from hlop.projection import ProjectedConv2d, ProjectedLinear
+from hlop.testing import as_during_task
+
+TINY = [
+    "tasks=2",
+    "hidden=40",
+    "timesteps=3",
+    "train_limit=120",
+    "test_limit=60",
+    "hlop.sizes=[[10,10,5],[5,5,5]]",
+]
+
+
+def _run(tmp_path, name, *extra):
+    cfg = apply_overrides(preset("pmnist-subset"), [*TINY, *extra])
+    return train(cfg, tmp_path / name, stream=io.StringIO())
+
+
+@pytest.mark.parametrize("extra", [[], ["replay.enabled=true", "method=baseline"]])
+def test_last_test_of_a_task_is_reused_only_for_unchanged_weights(tmp_path, monkeypatch, extra):
+    calls = []
+    evaluate = loop.evaluate
+
+    def counting(model, split, task, *args):
+        calls.append(task)
+        return evaluate(model, split, task, *args)
+
+    monkeypatch.setattr(loop, "evaluate", counting)
+    reused = _run(tmp_path, "reused", *extra)
+    n_reused = len(calls)
+    # never equal versions: every row evaluated afresh
+    monkeypatch.setattr(loop, "model_version", lambda model: object())
+    calls.clear()
+    fresh = _run(tmp_path, "fresh", *extra)
+    assert reused["acc_matrix"] == fresh["acc_matrix"]
+    # one epoch per task: each task's row reuses its own last test (replay then retrains
+    # and evaluates its row again, with new weights: nothing reused there)
+    assert n_reused == len(calls) - 2
+
+
+def test_model_version_follows_in_place_changes_and_replacements():
+    m = SpikingMLP(20, 8, 3)
+    v = loop.model_version(m)
+    assert loop.model_version(m) == v
+    with torch.no_grad():
+        m.fc1.weight.add_(1.0)
+    assert loop.model_version(m) != v
+    v = loop.model_version(m)
+    m.add_subspaces([2, 2, 2])  # circuit buffers replaced
+    assert loop.model_version(m) != v
+
+
+def _late_task_mlp(precision, proj_type="input"):
+    torch.manual_seed(0)
+    opts = NetworkOptions(precision=precision, proj_type=proj_type)
+    return as_during_task(SpikingMLP(60, 50, 10, options=opts), [[10, 10, 5], [6, 6, 4]])
+
+
+def _step(model, x, y):
+    model.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def _layer_pair(kind, precision_b):
+    torch.manual_seed(1)
+    make = {
+        "linear": lambda p: ProjectedLinear(30, 20, circuit=LateralCircuit(30), precision=p),
+        "conv": lambda p: ProjectedConv2d(3, 8, 3, 1, 1, circuit=LateralCircuit(27), precision=p),
+    }[kind]
+    a, b = make("fp32"), make(precision_b)
+    b.load_state_dict(a.state_dict())
+    for layer in (a, b):
+        layer.circuit.add_subspace(6)
+        layer.circuit.merge()
+        layer.circuit.projecting = True
+    b.circuit.load_state_dict(a.circuit.state_dict())
+    return a, b
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+@pytest.mark.parametrize("proj_type", ["input", "weight"])
+def test_bf16_layer_rounds_only_its_weight_products(kind, proj_type):
+    a, b = _layer_pair(kind, "bf16")
+    for layer in (a, b):
+        layer.proj_type = proj_type
+    shape = (16, 30) if kind == "linear" else (4, 3, 6, 6)
+    x = (torch.rand(shape) < 0.3).float()  # spikes: exact in bf16
+    outs, grads = [], []
+    for layer in (a, b):
+        xi = x.clone().requires_grad_()
+        out = layer(xi)
+        out.pow(2).sum().backward()
+        outs.append(out.detach())
+        grads.append((xi.grad, layer.weight.grad))
+    assert outs[1].dtype == torch.float32
+    assert not torch.equal(outs[0], outs[1])  # bf16 did run
+    assert torch.allclose(outs[1], outs[0], rtol=2e-2, atol=2e-2 * float(outs[0].abs().max()))
+    for g32, g16 in zip(grads[0], grads[1], strict=True):
+        assert torch.allclose(g16, g32, rtol=3e-2, atol=3e-2 * float(g32.abs().max()))
+    # the projection stays exact: the weight gradient has no component in the old subspace
+    h = b.circuit.weight
+    leak = b.weight.grad.reshape(b.weight.shape[0], -1) @ h.t()
+    assert leak.abs().max() < 1e-5 * b.weight.grad.abs().max()
+
+
+@pytest.mark.parametrize("proj_type", ["input", "weight"])
+def test_bf16_network_projection_exact(proj_type):
+    """In a whole network bf16 changes spike patterns (so gradients differ from fp32's), but
+    every projected gradient is orthogonal to the old subspace to fp32 precision."""
+    x, y = torch.rand(16, 60), torch.randint(0, 10, (16,))
+    m = _late_task_mlp("bf16", proj_type)
+    assert m(x).dtype == torch.float32
+    _step(m, x, y)
+    for layer in (m.fc1, m.fc2, m.heads[0]):
+        h = layer.circuit.weight[: layer.circuit.old_rows]
+        leak = (layer.weight.grad @ h.t()).abs().max() / layer.weight.grad.abs().max()
+        assert leak < 1e-5, layer.name
+
+
+def test_precision_flag_validated():
+    cfg = apply_overrides(preset("pmnist-subset"), ["precision=fp16"])
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        validate(cfg)
+
+
+def test_projected_residual_shared_for_static_rows(monkeypatch):
+    """The input layer (static image rows) projects with the residual its Hebbian update
+    computed: one projection of those rows per batch, not two."""
+    m = _late_task_mlp("fp32")
+    m.train()
+    calls = []
+    project = type(m.fc1.circuit).project
+
+    def counting(self, x):
+        calls.append(self.name)
+        return project(self, x)
+
+    monkeypatch.setattr(type(m.fc1.circuit), "project", counting)
+    _step(m, torch.rand(8, 60), torch.randint(0, 10, (8,)))
+    assert calls.count("fc1") == 1
+    assert calls.count("fc2") == 2  # Hebbian rows (wfr) differ from the projected (rate) rows
