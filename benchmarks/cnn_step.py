@@ -2,10 +2,11 @@
 
 Setting: B=64, T=20, 3x32x32 inputs, HLOP on as during task 1 (circuits [8, 120, 240]
 rows of N = [27, 576, 1152], of which [6, 100, 200] old and projecting), batch norm fixed,
-SGD.  Each (projection mode, path) runs in its own process so that its peak resident
-memory (ru_maxrss) is its own; the ratios are computed from the same run.
+SGD.  Each (projection mode, precision, path) runs in its own process so that its peak
+resident memory (ru_maxrss) is its own; the ratios are computed from the same run.
 
     python benchmarks/cnn_step.py [--repeats 3] [--batch-size 64] [--timesteps 20]
+        [--precisions fp32,bf16] [--paths fast,per-step]
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ import torch
 import torch.nn.functional as F
 
 
-def one(proj_type: str, fast: bool, batch: int, timesteps: int, repeats: int) -> dict:
+def one(
+    proj_type: str, precision: str, fast: bool, batch: int, timesteps: int, repeats: int
+) -> dict:
     from hlop import NetworkOptions
     from hlop.networks import SpikingCNN
     from hlop.testing import as_during_task
 
     torch.manual_seed(0)
-    m = SpikingCNN(options=NetworkOptions(timesteps=timesteps, proj_type=proj_type))
+    options = NetworkOptions(timesteps=timesteps, proj_type=proj_type, precision=precision)
+    m = SpikingCNN(options=options)
     as_during_task(m, [[6, 100, 200], [2, 20, 40]])
     m.train()
     m.begin_task(1, 10)  # a later task: batch norm fixed, only weight matrices train
@@ -52,48 +56,57 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--timesteps", type=int, default=20)
-    p.add_argument("--one", nargs=2, metavar=("PROJ", "PATH"), help=argparse.SUPPRESS)
+    p.add_argument("--precisions", default="fp32,bf16")
+    p.add_argument("--paths", default="fast,per-step")
+    p.add_argument("--one", nargs=3, metavar=("PROJ", "PRECISION", "PATH"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
-        proj, path = args.one
-        r = one(proj, path == "fast", args.batch_size, args.timesteps, args.repeats)
+        proj, precision, path = args.one
+        fast = path == "fast"
+        r = one(proj, precision, fast, args.batch_size, args.timesteps, args.repeats)
         print(json.dumps(r))
         return
     print(
         f"CNN step, B={args.batch_size}, T={args.timesteps}, 32x32, task-1 circuits, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}"
     )
+    precisions, paths = args.precisions.split(","), args.paths.split(",")
     results = {}
     for proj in ("input", "weight"):
-        for path in ("per-step", "fast"):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--one",
-                proj,
-                path,
-                "--repeats",
-                str(args.repeats),
-                "--batch-size",
-                str(args.batch_size),
-                "--timesteps",
-                str(args.timesteps),
-            ]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            results[proj, path] = r = json.loads(out.strip().splitlines()[-1])
-            print(
-                f"  {proj:6s} {path:8s}: {r['seconds'] * 1e3:9.1f} ms/step, "
-                f"peak RSS {r['peak_mb']:7.0f} MB",
-                flush=True,
-            )
+        for precision in precisions:
+            for path in paths:
+                cmd = [sys.executable, __file__, "--one", proj, precision, path]
+                cmd += ["--repeats", str(args.repeats), "--batch-size", str(args.batch_size)]
+                cmd += ["--timesteps", str(args.timesteps)]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                results[proj, precision, path] = r = json.loads(out.strip().splitlines()[-1])
+                print(
+                    f"  {proj:6s} {precision:4s} {path:8s}: {r['seconds'] * 1e3:9.1f} ms/step, "
+                    f"peak RSS {r['peak_mb']:7.0f} MB",
+                    flush=True,
+                )
     for proj in ("input", "weight"):
-        slow, fast = results[proj, "per-step"], results[proj, "fast"]
-        print(
-            f"  {proj}: fast path {slow['seconds'] / fast['seconds']:.2f}x faster, "
-            f"peak memory ratio (fast / per-step) {fast['peak_mb'] / slow['peak_mb']:.2f}"
-        )
-    ratio = results["input", "fast"]["seconds"] / results["weight", "fast"]["seconds"]
-    print(f"  fast path: input-mode time / weight-mode time = {ratio:.2f}")
+        for precision in precisions:
+            if "fast" in paths and "per-step" in paths:
+                slow, fast = results[proj, precision, "per-step"], results[proj, precision, "fast"]
+                print(
+                    f"  {proj} {precision}: fast path {slow['seconds'] / fast['seconds']:.2f}x "
+                    f"faster, peak memory (fast / per-step) {fast['peak_mb'] / slow['peak_mb']:.2f}"
+                )
+        if "fp32" in precisions and "bf16" in precisions:
+            for path in paths:
+                a, b = results[proj, "fp32", path], results[proj, "bf16", path]
+                print(
+                    f"  {proj} {path}: bf16 {a['seconds'] / b['seconds']:.2f}x faster than fp32, "
+                    f"peak memory (bf16 / fp32) {b['peak_mb'] / a['peak_mb']:.2f}"
+                )
+    for precision in precisions:
+        if "fast" in paths:
+            i, w = results["input", precision, "fast"], results["weight", precision, "fast"]
+            print(
+                f"  fast path {precision}: input-mode / weight-mode time = "
+                f"{i['seconds'] / w['seconds']:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -86,8 +86,9 @@ class _DSRFunction(torch.autograd.Function):
             kappa = steps * float((w * c).sum())
         else:
             kappa = 1.0
-        rate = torch.tensordot(w, seq, dims=1)  # r: weighted (LIF) or mean (IF) input rate
-        ctx.save_for_backward(rate, v)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:  # not when evaluating
+            rate = torch.tensordot(w, seq, dims=1)  # r: weighted (LIF) or mean (IF) input rate
+            ctx.save_for_backward(rate, v)
         ctx.cfg, ctx.fast, ctx.kappa, ctx.slices = cfg, fast, kappa, slices
         return out.reshape(-1, *current.shape[1:])
 
