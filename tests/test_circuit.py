@@ -185,3 +185,20 @@ def test_update_returns_no_residual_before_old_rows_exist():
     c = LateralCircuit(8)
     c.add_subspace(3)
     assert c.hebbian_update(torch.rand(4, 8)) is None
+
+
+def test_bf16_circuit_projects_to_bf16_accuracy_and_keeps_fp32_weights():
+    torch.manual_seed(6)
+    ref, c = LateralCircuit(64), LateralCircuit(64, precision="bf16")
+    ref.add_subspace(20)
+    ref.merge()
+    c.load_state_dict(ref.state_dict())
+    x = torch.rand(32, 64)
+    exact, got = ref.project(x), c.project(x)
+    assert got.dtype == torch.float32 and c.weight.dtype == torch.float32
+    assert not torch.equal(got, exact)
+    assert (got - exact).abs().max() < 2e-2 * x.abs().max()
+    leak = (got @ c.weight.t()).abs().max()  # what is left in the old subspace
+    assert 1e-6 < leak < 2e-2 * (x @ c.weight.t()).abs().max()
+    with pytest.raises(ValueError, match="precision"):
+        LateralCircuit(4, precision="fp16")

@@ -155,3 +155,20 @@ def test_projected_residual_shared_for_static_rows(monkeypatch):
     _step(m, torch.rand(8, 60), torch.randint(0, 10, (8,)))
     assert calls.count("fc1") == 1
     assert calls.count("fc2") == 2  # Hebbian rows (wfr) differ from the projected (rate) rows
+
+
+@pytest.mark.slow
+def test_gpu_check_script_runs_on_cpu(capsys):
+    """benchmarks/gpu_check.py is run once per device session: keep it working (its checks
+    pass on the CPU too; --quick shrinks the timings)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--device", "cpu", "--quick", "--skip-full-run"]) == 0
+    out = capsys.readouterr().out
+    summary = out.split("==== summary ====")[1]
+    assert "all checks passed" in summary and summary.count("PASS") == 9

@@ -43,6 +43,9 @@ class LateralCircuit(nn.Module):
         clip: the update is clipped to [-clip, clip].
         spiking: quantise the lateral responses as spike counts.
         spike_scale, spike_steps: s and T_l of the spiking lateral neurons.
+        precision: ``"fp32"``, or ``"bf16"``: the old block's products (the residual of the
+            update and the projection) take bf16 operands with fp32 results; ``H``, its
+            update and the spiking quantisation stay fp32 (a spiking circuit stays fp32).
         name: the layer's name, used in error messages and warnings.
 
     Attributes:
@@ -61,6 +64,7 @@ class LateralCircuit(nn.Module):
         spiking: bool = False,
         spike_scale: float = 20.0,
         spike_steps: int = 1000,
+        precision: str = "fp32",
         name: str = "",
     ) -> None:
         super().__init__()
@@ -71,6 +75,9 @@ class LateralCircuit(nn.Module):
         self.in_features, self.lr, self.iterations = in_features, lr, iterations
         self.momentum, self.clip = momentum, clip
         self.spiking, self.spike_scale, self.spike_steps = spiking, spike_scale, spike_steps
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.precision = precision
         self.name = name
         self.learning = False
         self.projecting = False
@@ -199,6 +206,9 @@ class LateralCircuit(nn.Module):
         k = self.old_rows
         if k == 0:
             return x
+        if self.precision == "bf16" and not self.spiking:
+            h, xl = self.weight[:k].to(torch.bfloat16), x.to(torch.bfloat16)
+            return x - ((xl @ h.t()) @ h).to(x.dtype)
         h = self.weight[:k].to(x.dtype)
         return x - self.respond(x, h) @ h
 

@@ -64,6 +64,8 @@ class HLOPConfig:
     spike_scale: float = 20.0
     spike_steps: int = 1000
     proj_type: str = "input"
+    # "bf16": the old block's products (residual, projection) in bf16; H stays fp32
+    precision: str = "fp32"
 
 
 @dataclass
@@ -419,6 +421,7 @@ def validate(
     _choice("hlop.hebbian_on", h.hebbian_on, HEBBIAN_SOURCES)
     _choice("hlop.hebbian_stride", h.hebbian_stride, HEBBIAN_STRIDES)
     _choice("hlop.proj_type", h.proj_type, PROJ_TYPES)
+    _choice("hlop.precision", h.precision, tuple(PRECISIONS))
     _check(
         not (h.spiking and h.proj_type == "weight"),
         "spiking lateral neurons (hlop.spiking, --lateral-spiking) quantise activity rows, "

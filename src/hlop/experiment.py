@@ -85,6 +85,7 @@ def network_options(cfg: Config) -> NetworkOptions:
         spike_steps=h.spike_steps,
         hebbian_on=h.hebbian_on,
         hebbian_stride=h.hebbian_stride,
+        precision=h.precision,
     )
     return NetworkOptions(
         timesteps=cfg.timesteps,

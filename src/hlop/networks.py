@@ -42,7 +42,8 @@ class CircuitOptions:
     Attributes:
         lrs: Hebbian learning rate: one value for every circuit, or one per circuit in
             network order (body first, then the shared head); None: the network's default.
-        iterations, spiking, spike_scale, spike_steps: see :class:`LateralCircuit`.
+        iterations, spiking, spike_scale, spike_steps, precision: see
+            :class:`LateralCircuit`.
         hebbian_on: ``"wfr"`` or ``"spikes"``; None: the training rule's default.
         hebbian_stride: convolutions learn from patches at their own stride (``"layer"``)
             or at stride 1 (``"one"``, the authors' code).
@@ -55,6 +56,7 @@ class CircuitOptions:
     spike_steps: int = 1000
     hebbian_on: str | None = None
     hebbian_stride: str = "layer"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.hebbian_on is not None and self.hebbian_on not in HEBBIAN_SOURCES:
@@ -176,6 +178,7 @@ class SpikingNetwork(nn.Module):
             spiking=c.spiking,
             spike_scale=c.spike_scale,
             spike_steps=c.spike_steps,
+            precision=c.precision,
         )
 
     def _layer_options(self) -> dict[str, Any]:

@@ -54,6 +54,7 @@ class _ProjectedFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, feedback, layer, circuit, layout, projected):  # type: ignore[override]
         ctx.layer, ctx.circuit, ctx.layout, ctx.x_shape = layer, circuit, layout, x.shape
         ctx.projected = projected  # the activity rows' projection, when already computed
+        ctx.x_dtype = x.dtype
         ctx.has_bias = bias is not None
         if layout == "fast":  # only the rate slice (the last B rows) will carry gradient
             active = x[-(x.shape[0] // (layer.timesteps + 1)) :].clone()  # keep B rows, not all
@@ -78,8 +79,8 @@ class _ProjectedFunction(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             b = feedback if feedback is not None else weight
-            dt = layer.compute_dtype
-            gx = layer._grad_input(_cast(g, dt), _cast(b, dt), xa.shape).to(g.dtype)
+            dt = layer.compute_dtype or g.dtype  # (under autocast the gradient may be bf16)
+            gx = layer._grad_input(g.to(dt), b.to(dt), xa.shape).to(ctx.x_dtype)
             if ctx.layout not in ("fast", "trace"):
                 grad_x = gx
             else:  # the other rows carry no gradient
@@ -193,9 +194,10 @@ class ProjectedLayer(nn.Module):
             # component in the old subspace
             if projected is None:
                 projected = project(self._activity_rows(x))
-            return (self._grad_rows(g).t() @ projected).reshape(shape)
-        dt = self.compute_dtype
-        gw = self._plain_grad_weight(_cast(g, dt), _cast(x, dt)).to(g.dtype)
+            gw = self._grad_rows(g).to(projected.dtype).t() @ projected
+            return gw.reshape(shape).to(self.weight.dtype)
+        dt = self.compute_dtype or g.dtype
+        gw = self._plain_grad_weight(g.to(dt), x.to(dt)).to(self.weight.dtype)
         # weight mode: the projection of the (rounded) gradient is exact in fp32
         return project_weight_grad(gw, project) if projecting else gw
 
