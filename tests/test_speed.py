@@ -172,3 +172,23 @@ def test_gpu_check_script_runs_on_cpu(capsys):
     out = capsys.readouterr().out
     summary = out.split("==== summary ====")[1]
     assert "all checks passed" in summary and summary.count("PASS") == 9
+
+
+@pytest.mark.parametrize(
+    ("extra", "layers", "circuits"),
+    [
+        ([], "fp32", "fp32"),
+        (["precision=bf16"], "bf16", "bf16"),  # hlop.precision=auto follows
+        (["precision=bf16", "hlop.precision=fp32"], "bf16", "fp32"),
+        (["hlop.precision=bf16"], "fp32", "bf16"),
+    ],
+)
+def test_precision_keys_reach_layers_and_circuits(extra, layers, circuits):
+    from hlop.benchmarks import build_benchmark
+    from hlop.experiment import build_model
+
+    cfg = apply_overrides(preset("pmnist-subset"), [*TINY, *extra])
+    validate(cfg)
+    model = build_model(cfg, build_benchmark(cfg))
+    assert {layer.precision for _, layer in model.projected_layers()} == {layers}
+    assert {c.precision for c in model.circuits()} == {circuits}

@@ -61,8 +61,9 @@ TRAIN_FLAGS: tuple[Flag, ...] = (
     Flag("--device", "device", "auto, cpu, cuda or cuda:N"),
     Flag("--seed", "seed", "random seed of the run"),
     Flag("--precision", "precision",
-         "dtype of the network's weight products (bf16: about 4x faster matrix products on "
-         "CPUs with AVX512-BF16 or AMX, and on GPUs; circuits stay fp32)", tuple(PRECISIONS)),
+         "dtype of the weight products (bf16: about 4x faster matrix products on CPUs "
+         "with AVX512-BF16 or AMX and on GPUs; H, membranes and the loss stay fp32)",
+         tuple(PRECISIONS)),
     Flag("--proj-type", "hlop.proj_type", "HLOP projection mode", PROJ_TYPES),
     Flag("--feedback", "feedback", "how errors propagate to earlier layers", FEEDBACK_RULES),
     Flag("--online-update", "online_update", "OTTT: optimiser step at every time step",

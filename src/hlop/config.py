@@ -64,8 +64,9 @@ class HLOPConfig:
     spike_scale: float = 20.0
     spike_steps: int = 1000
     proj_type: str = "input"
-    # "bf16": the old block's products (residual, projection) in bf16; H stays fp32
-    precision: str = "fp32"
+    # the old block's products (residual of the update, projection): "auto" (as the
+    # network's precision), "fp32" or "bf16"; H and its update stay fp32
+    precision: str = "auto"
 
 
 @dataclass
@@ -136,8 +137,9 @@ class Config:
     online_update: bool = False  # OTTT: optimiser step at every time step
     feedback: str = "backprop"
     fast: bool = True  # DSR fast path
-    # dtype of the network's weight products: fp32, or bf16 (circuits, membranes, the loss
-    # and products with projected rows stay fp32; see README "Speed and precision")
+    # dtype of the network's weight products: fp32, or bf16 (with the circuits' old-block
+    # products, hlop.precision=auto); membranes, H, the loss and products with projected
+    # rows stay fp32 (README, "Speed and precision")
     precision: str = "fp32"
     model: str = "mlp"  # mlp, cnn or resnet18
     hidden: int = 800  # mlp
@@ -421,7 +423,7 @@ def validate(
     _choice("hlop.hebbian_on", h.hebbian_on, HEBBIAN_SOURCES)
     _choice("hlop.hebbian_stride", h.hebbian_stride, HEBBIAN_STRIDES)
     _choice("hlop.proj_type", h.proj_type, PROJ_TYPES)
-    _choice("hlop.precision", h.precision, tuple(PRECISIONS))
+    _choice("hlop.precision", h.precision, ("auto", *PRECISIONS))
     _check(
         not (h.spiking and h.proj_type == "weight"),
         "spiking lateral neurons (hlop.spiking, --lateral-spiking) quantise activity rows, "
