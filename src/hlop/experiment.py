@@ -85,7 +85,7 @@ def network_options(cfg: Config) -> NetworkOptions:
         spike_steps=h.spike_steps,
         hebbian_on=h.hebbian_on,
         hebbian_stride=h.hebbian_stride,
-        precision=cfg.precision if h.precision == "auto" else h.precision,
+        precision=None if h.precision == "auto" else h.precision,
     )
     return NetworkOptions(
         timesteps=cfg.timesteps,

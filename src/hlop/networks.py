@@ -42,8 +42,9 @@ class CircuitOptions:
     Attributes:
         lrs: Hebbian learning rate: one value for every circuit, or one per circuit in
             network order (body first, then the shared head); None: the network's default.
-        iterations, spiking, spike_scale, spike_steps, precision: see
-            :class:`LateralCircuit`.
+        iterations, spiking, spike_scale, spike_steps: see :class:`LateralCircuit`.
+        precision: of the old block's products (:class:`LateralCircuit`); None: the
+            network's precision.
         hebbian_on: ``"wfr"`` or ``"spikes"``; None: the training rule's default.
         hebbian_stride: convolutions learn from patches at their own stride (``"layer"``)
             or at stride 1 (``"one"``, the authors' code).
@@ -56,7 +57,7 @@ class CircuitOptions:
     spike_steps: int = 1000
     hebbian_on: str | None = None
     hebbian_stride: str = "layer"
-    precision: str = "fp32"
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         if self.hebbian_on is not None and self.hebbian_on not in HEBBIAN_SOURCES:
@@ -178,7 +179,7 @@ class SpikingNetwork(nn.Module):
             spiking=c.spiking,
             spike_scale=c.spike_scale,
             spike_steps=c.spike_steps,
-            precision=c.precision,
+            precision=c.precision or self.options.precision,
         )
 
     def _layer_options(self) -> dict[str, Any]:
