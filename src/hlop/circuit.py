@@ -27,6 +27,8 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from .distributed import reduce_hebbian
+
 
 class CircuitError(ValueError):
     """Bad input given to a lateral circuit (the circuit is left unchanged)."""
@@ -173,6 +175,7 @@ class LateralCircuit(nn.Module):
             else:
                 p = h[k:] @ cov
                 dh = p - (p @ h.t()) @ h
+            dh = reduce_hebbian(dh)  # several workers: the update of the global batch
             dh.clamp_(-self.clip, self.clip)
             vel[k:].mul_(self.momentum).add_(dh, alpha=1.0 - self.momentum)
             h[k:].add_(vel[k:], alpha=self.lr)
