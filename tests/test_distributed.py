@@ -26,6 +26,7 @@ from torch import nn
 import hlop
 from hlop import distributed
 from hlop.cli import main
+from hlop.config import ConfigError
 
 TESTS = Path(__file__).parent
 
@@ -130,6 +131,14 @@ def test_one_process_is_untouched():
     model = nn.Sequential(nn.BatchNorm2d(2))
     assert type(distributed.synchronise_batchnorm(model)[0]) is nn.BatchNorm2d
     assert distributed.broadcast_object({"a": 1}) == {"a": 1}
+
+
+def test_timeout_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "90")
+    assert distributed.timeout().total_seconds() == 90
+    monkeypatch.setenv(distributed.TIMEOUT_VARIABLE, "soon")
+    with pytest.raises(ConfigError, match="HLOP_DIST_TIMEOUT must be a number of seconds"):
+        distributed.timeout()
 
 
 def test_batch_size_is_the_global_batch_in_help(capsys):

@@ -99,11 +99,15 @@ def label() -> str:
 
 def timeout() -> datetime.timedelta:
     """How long a collective waits for the other workers (``HLOP_DIST_TIMEOUT`` seconds)."""
+    from .config import ConfigError  # here: the configuration imports this module
+
     value = os.environ.get(TIMEOUT_VARIABLE, str(DEFAULT_TIMEOUT))
     try:
         seconds = float(value)
     except ValueError:
-        raise ValueError(f"{TIMEOUT_VARIABLE} must be a number of seconds, got {value!r}") from None
+        seconds = -1.0
+    if not seconds > 0:
+        raise ConfigError(f"{TIMEOUT_VARIABLE} must be a number of seconds > 0, got {value!r}")
     return datetime.timedelta(seconds=seconds)
 
 
