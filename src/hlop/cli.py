@@ -133,7 +133,9 @@ def _parser() -> argparse.ArgumentParser:
         "train",
         help="run a continual-learning experiment",
         description="Run a continual-learning experiment with the paper's preset for BENCHMARK; "
-        "every value can be overridden with a flag or --set key=value.",
+        "every value can be overridden with a flag or --set key=value. Data-parallel on "
+        "several processes, GPUs or machines: torchrun --nproc_per_node=N -m hlop train ... "
+        "(worker 0 writes the outputs).",
     )
     _add_config_arguments(t, TRAIN_FLAGS)
     t.add_argument(
