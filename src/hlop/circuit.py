@@ -27,6 +27,8 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from .distributed import reduce_hebbian
+
 
 class CircuitError(ValueError):
     """Bad input given to a lateral circuit (the circuit is left unchanged)."""
@@ -196,7 +198,9 @@ class LateralCircuit(nn.Module):
         return resid if k else None
 
     def _step(self, dh: Tensor, k: int) -> None:
-        """Clip the new rows' update, then momentum and learning rate (old rows frozen)."""
+        """Clip the new rows' update, then momentum and learning rate (old rows frozen); with
+        several workers, the update of the global batch (averaged before the clip)."""
+        dh = reduce_hebbian(dh)
         dh.clamp_(-self.clip, self.clip)
         self.velocity[k:].mul_(self.momentum).add_(dh, alpha=1.0 - self.momentum)
         self.weight[k:].add_(self.velocity[k:], alpha=self.lr)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import distributed
 from .benchmarks import BENCHMARKS, preset
 from .circuit import CircuitError
 from .config import Config, ConfigError, apply_overrides, key_type, read_config_file, validate
@@ -55,7 +56,8 @@ TRAIN_FLAGS: tuple[Flag, ...] = (
          tuple(TRAINING_RULES)),
     Flag("--epochs", "epochs", "epochs per task"),
     Flag("--tasks", "tasks", "number of tasks"),
-    Flag("--batch-size", "batch_size", "training batch size"),
+    Flag("--batch-size", "batch_size",
+         "training batch size: the global batch, split across the workers under torchrun"),
     Flag("--lr", "lr", "learning rate"),
     Flag("--timesteps", "timesteps", "T, simulation time steps"),
     Flag("--device", "device", "auto, cpu, cuda or cuda:N"),
@@ -135,7 +137,9 @@ def _parser() -> argparse.ArgumentParser:
         "train",
         help="run a continual-learning experiment",
         description="Run a continual-learning experiment with the paper's preset for BENCHMARK; "
-        "every value can be overridden with a flag or --set key=value.",
+        "every value can be overridden with a flag or --set key=value. Data-parallel on "
+        "several processes, GPUs or machines: torchrun --nproc_per_node=N -m hlop train ... "
+        "(worker 0 writes the outputs).",
     )
     _add_config_arguments(t, TRAIN_FLAGS)
     t.add_argument(
@@ -263,6 +267,11 @@ def _comma_list(text: str, what: str) -> list[str]:
 def _compare(args: argparse.Namespace) -> int:
     from .compare import run_study, write_summary
 
+    if distributed.launched():
+        raise ConfigError(
+            "hlop compare runs in one process; start each of its runs with "
+            "torchrun ... -m hlop train instead"
+        )
     for item in args.set:
         if item.partition("=")[0].strip() in STUDY_KEYS:
             raise ConfigError("hlop compare sets method and seed per run: use --methods, --seeds")
@@ -293,10 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     with warnings.catch_warnings():  # restores the caller's warning display on return
         warnings.showwarning = show_warning
+        if not distributed.is_lead():  # every worker computes the same: worker 0 warns
+            warnings.simplefilter("ignore")
         return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:
+    who = distributed.label()  # "[worker R/N] " under torchrun
     try:
         if args.command == "train":
             return _train(args)
@@ -311,14 +323,17 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{args.name} is ready in {path}")
         return 0
     except (ConfigError, DataError, CircuitError) as e:
-        print(f"hlop: error: {e}", file=sys.stderr)
+        print(f"hlop: {who}error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:
-        print(f"hlop: training stopped: {e}", file=sys.stderr)
+        print(f"hlop: {who}training stopped: {e}", file=sys.stderr)
         print("hlop: results and checkpoints of the completed tasks are kept", file=sys.stderr)
         return 1
+    except distributed.WorkerLost as e:
+        print(f"hlop: {who}stopped: {e}", file=sys.stderr)
+        return 1
     except Interrupted as e:
-        print(f"hlop: stopped by {e.signal_name}; {e.saved}", file=sys.stderr)
+        print(f"hlop: {who}stopped by {e.signal_name}; {e.saved}", file=sys.stderr)
         if e.directory is not None:
             print(f"hlop: continue with: hlop train --resume {shlex.quote(str(e.directory))}",
                   file=sys.stderr)  # fmt: skip
@@ -327,7 +342,7 @@ def _run(args: argparse.Namespace) -> int:
                       file=sys.stderr)  # fmt: skip
         return e.exit_code
     except KeyboardInterrupt:
-        print("hlop: interrupted", file=sys.stderr)
+        print(f"hlop: {who}interrupted", file=sys.stderr)
         return 130
 
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .config import Config
 from .data.benchmarks import Benchmark, JointSplit, Split, Task, joint_task
 from .networks import SpikingNetwork
@@ -219,11 +220,13 @@ def evaluate(
     """Accuracy (percent) on ``split``, batches in data order, no projection."""
     model.eval()
     correct = 0
-    for start in range(0, len(split), batch_size):
+    # several workers: each takes a part of the batches, and the counts are summed
+    for start in distributed.shard(range(0, len(split), batch_size)):
         index = torch.arange(start, min(start + batch_size, len(split)))
         x, y = split.batch(index)
         out = model(x.to(device), heads_of(split, index, task))
         correct += int((out.argmax(1) == y.to(device)).sum())
+    correct = distributed.sum_over_workers(correct)
     return 100.0 * correct / max(len(split), 1)
 
 
@@ -241,7 +244,11 @@ def loss_check(run: RunState, batch: int):
 
 
 def train_epoch(run: RunState, optimizer, plugins: Sequence[Plugin]) -> tuple[float, float]:
-    """One pass over the current step's training split (shuffled with the run's generator)."""
+    """One pass over the current step's training split (shuffled with the run's generator).
+
+    ``cfg.batch_size`` is the global batch: several workers each train on their part of
+    every batch (:mod:`hlop.distributed`), and average their gradients before the plugins
+    see them; loss and accuracy are those of the global batches."""
     cfg, model, task = run.cfg, run.model, step_task(run)
     rule = model.rule
     model.train()
@@ -249,19 +256,24 @@ def train_epoch(run: RunState, optimizer, plugins: Sequence[Plugin]) -> tuple[fl
     n_batches = math.ceil(len(order) / cfg.batch_size)
     total_loss = total_correct = seen = 0.0
     for b in range(n_batches):
-        index = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        index, share = distributed.shard_batch(order[b * cfg.batch_size : (b + 1) * cfg.batch_size])
         x, y = task.train.batch(index)
         x, y = x.to(run.device), y.to(run.device)
         heads = heads_of(task.train, index, run.task)
         optimizer.zero_grad(set_to_none=True)
-        out, loss = rule.train_batch(model, x, y, heads, loss_check(run, b + 1), optimizer)
+        with distributed.sharing(share):
+            out, loss = rule.train_batch(model, x, y, heads, loss_check(run, b + 1), optimizer)
         if not rule.updates_within_batch:
+            distributed.average_gradients(model.trainable_parameters(), share)
             for p in plugins:
                 p.after_backward(run)
             optimizer.step()
-        total_loss += loss * len(y)
-        total_correct += float((out.argmax(1) == y).sum())
-        seen += len(y)
+        rows = len(y) if share else 0  # a stand-in row (share 0) counts for nothing
+        correct = float((out.argmax(1) == y).sum()) if share else 0.0
+        loss_sum, correct, rows = distributed.sum_over_workers(loss * rows, correct, rows)
+        total_loss += loss_sum
+        total_correct += correct
+        seen += rows
         for p in plugins:
             p.after_batch(run, b + 1, n_batches, total_loss / seen, 100 * total_correct / seen)
     # a NaN weight can hide behind silent neurons (NaN never crosses the threshold)
@@ -294,6 +306,8 @@ def run_task(run: RunState, plugins: Sequence[Plugin], resume: Resume | None = N
         scheduler.load_state_dict(resume.scheduler)
         first = resume.epoch
     run.optimizer, run.scheduler = optimizer, scheduler
+    if model.rule.updates_within_batch:  # OTTT's online update: average before each step
+        distributed.average_before_steps(optimizer)
     for epoch in range(first, cfg.epochs):
         run.epoch = epoch
         for p in plugins:
@@ -322,7 +336,10 @@ def evaluate_seen(run: RunState) -> list[float]:
     seen = [t for step in run.stream[: run.task + 1] for t in step]
     bs, dev, tasks = run.cfg.test_batch_size, run.device, run.benchmark.tasks
     known = {}  # the current task's last epoch was tested on these very weights
-    if run.last_test is not None and run.last_test[0] == model_version(run.model):
+    same = run.last_test is not None and run.last_test[0] == model_version(run.model)
+    if distributed.is_distributed():  # evaluation is collective: every worker decides alike
+        same = distributed.sum_over_workers(int(same)) == distributed.world_size()
+    if same:
         known[run.last_test[1]] = run.last_test[2]
     return [
         known[t] if t in known else evaluate(run.model, tasks[t].test, t, bs, dev) for t in seen

@@ -18,6 +18,7 @@ rows when a run resumes).
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import signal
@@ -28,7 +29,7 @@ from typing import TextIO
 import torch
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, distributed
 from .benchmarks import build_benchmark
 from .config import Config, ConfigError, validate
 from .continual import Plugin, RunState, run_continual
@@ -62,11 +63,25 @@ from .training import training_rule
 OUTPUT_FILES = ("config.json", "results.json", "metrics.csv")
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """The device of ``name`` (auto, cpu, cuda, cuda:N); a worker of several on a machine
+    (``local_rank``) takes GPU ``cuda:local_rank`` for auto and cuda."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("device cuda requested but CUDA is not available; use --device cpu")
+    if local_rank is not None and name.startswith("cuda"):
+        if name != "cuda":
+            raise ConfigError(
+                f"--device {name}: each worker of torchrun takes its own GPU (cuda:LOCAL_RANK); "
+                "use --device cuda or auto, and CUDA_VISIBLE_DEVICES to choose the GPUs"
+            )
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"worker {local_rank} of this machine has no GPU: {torch.cuda.device_count()} "
+                "visible; start at most that many workers per machine (--nproc_per_node)"
+            )
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -284,6 +299,7 @@ def summarise(run: RunState, status: str = "complete") -> dict:
         "seconds_per_task": [round(s, 2) for s in run.seconds],
         "circuit_sizes": run.model.circuit_sizes(),
         "circuit_diagnostics": run.circuit_diagnostics,
+        "workers": distributed.world_size(),
         "version": __version__,
     }
 
@@ -367,30 +383,54 @@ def train(
     diagnostics = [CircuitDiagnostics(cfg.diagnostics_samples)] if measured else []
     if cfg.tensorboard:
         summary_writer_class()  # tensorboard is installed, before anything starts
-    progress = Progress(stream)
-    benchmark = build_benchmark(cfg)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, distributed.local_rank())
+    with distributed.joined(device):  # under torchrun: with the other workers
+        return _train(cfg, device, [*methods, *diagnostics], out_dir, overwrite, stream, resume)
+
+
+def _train(
+    cfg: Config,
+    device: torch.device,
+    methods: list[Plugin],
+    out_dir: str | Path,
+    overwrite: bool,
+    stream: TextIO | None,
+    resume: bool,
+) -> dict:
+    """:func:`train` on this worker (every worker computes, worker 0 alone writes)."""
+    lead = distributed.is_lead()
+    progress = Progress(stream if lead else io.StringIO())  # one worker shows progress
     outputs = RunOutputs(out_dir)
-    state = saved_state(out_dir, cfg, device) if resume else None
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, benchmark).to(device)
-    validate(cfg, circuit_dims(model), max_tasks=len(benchmark.tasks))
-    if state is None:  # a new run, or one that saved nothing yet
-        outputs.prepare(overwrite or resume)
-        outputs.write_config(cfg)
+    state = None
+    with distributed.together("setting up the run"):
+        benchmark = build_benchmark(cfg)
+        if resume and lead:  # worker 0 reads the saved state and sends it to the others
+            state = saved_state(out_dir, cfg, "cpu" if distributed.launched() else device)
+        torch.manual_seed(cfg.seed)
+        model = distributed.synchronise_batchnorm(build_model(cfg, benchmark)).to(device)
+        validate(cfg, circuit_dims(model), max_tasks=len(benchmark.tasks))
+        if lead and state is None:  # a new run, or one that saved nothing yet
+            outputs.prepare(overwrite or resume)
+            outputs.write_config(cfg)
+    state = distributed.broadcast_object(state)
     run = RunState(cfg, model, benchmark, device)
     run.generator.manual_seed(cfg.seed)
-    logs = [TensorBoardLog(outputs.dir / "tb", fresh=not resume)] if cfg.tensorboard else []
-    plugins = [*methods, *diagnostics, outputs, *logs, progress]  # the checkpointer last
+    writers: list[Plugin] = []
+    if lead:
+        logs = [TensorBoardLog(outputs.dir / "tb", fresh=not resume)] if cfg.tensorboard else []
+        writers = [outputs, *logs]
+    plugins = [*methods, *writers, progress]  # the checkpointer last
     checkpointer = Checkpointer(outputs.dir, plugins, cfg.checkpoint_every)
-    plugins.append(checkpointer)
+    if lead:
+        plugins.append(checkpointer)
     point = None
     if state is not None:
         point = restore(run, plugins, state)
         checkpointer.latest = state  # on disk already: what an interruption now leaves
+    workers = f" x {distributed.world_size()} workers" if distributed.is_distributed() else ""
     progress.log(
         f"{cfg.benchmark}: {cfg.tasks} tasks, method {cfg.method}, T={cfg.timesteps}, "
-        f"device {device}, {len(benchmark.tasks[0].train)} training samples per task"
+        f"device {device}{workers}, {len(benchmark.tasks[0].train)} training samples per task"
     )
     if resume:
         progress.log(f"resuming {outputs.dir}: {Checkpointer.where(state)}")
@@ -399,10 +439,9 @@ def train(
             run_continual(run, plugins, point)
         except KeyboardInterrupt as e:
             signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
-            raise Interrupted(
-                signum, outputs.dir, Checkpointer.where(checkpointer.latest)
-            ) from None
-    results = outputs.results
+            saved = Checkpointer.where(checkpointer.latest) if lead else "worker 0 saves the state"
+            raise Interrupted(signum, outputs.dir if lead else None, saved) from None
+    results = outputs.results if lead else summarise(run)
     progress.log("accuracy matrix (%):\n" + format_matrix(run.acc_matrix))
     bwt = "n.a. (joint training)" if results["bwt"] is None else f"{results['bwt']:.2f}%"
     progress.log(f"ACC {results['acc']:.2f}%  BWT {bwt}  -> {outputs.dir}")

@@ -24,6 +24,7 @@ import warnings
 import torch
 from torch import Tensor
 
+from .. import distributed
 from ..continual import Plugin, RunState, loss_check
 
 
@@ -43,7 +44,7 @@ def empirical_fisher(run: RunState, samples: int) -> dict[str, Tensor]:
     model.eval()
     check = loss_check(run, 0)
     try:
-        for i in index:
+        for i in distributed.shard(index):  # several workers: each a part, then summed
             x, y = split.batch(i.view(1))
             model.zero_grad(set_to_none=True)
             model.rule.train_batch(model, x.to(run.device), y.to(run.device), run.task, check)
@@ -53,6 +54,7 @@ def empirical_fisher(run: RunState, samples: int) -> dict[str, Tensor]:
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
+    distributed.sum_tensors(fisher.values())
     return {n: f / len(index) for n, f in fisher.items()}
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .. import distributed
 from ..config import ConfigError
 from ..continual import Plugin, RunState
 from ..networks import broadcast_lrs
@@ -81,13 +82,14 @@ def representation_covariances(run: RunState, samples: int) -> list[Tensor]:
     was_training = model.training
     model.eval()
     try:
-        for chunk in index.split(run.cfg.test_batch_size):
+        for chunk in distributed.shard(index).split(run.cfg.test_batch_size):
             x, _ = split.batch(chunk)
             model(x.to(run.device), run.task)
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
+    distributed.sum_tensors(covs)  # several workers: each took a part of the samples
     return covs
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import distributed
 from ..continual import Plugin, RunState, evaluate_seen, loss_check, make_optimizer, make_scheduler
 
 
@@ -50,6 +51,7 @@ class Replay(Plugin):
         else:
             scheduler = make_scheduler(cfg, optimizer)
         longest = max(len(m) for m in self.memory)
+        world = distributed.world_size()
         check = loss_check(run, 0)
         for _ in range(r.epochs):
             model.train()
@@ -62,6 +64,9 @@ class Replay(Plugin):
                     if len(pick):
                         x, y = run.benchmark.tasks[j].train.batch(memory[pick])
                         model.rule.train_batch(model, x.to(run.device), y.to(run.device), j, check)
+                # every worker replays the whole (small) memory: averaging the identical
+                # gradients keeps the workers equal where kernels are not deterministic
+                distributed.average_gradients(model.trainable_parameters(), share=1.0 / world)
                 optimizer.step()
             scheduler.step()
         run.acc_matrix[-1] = evaluate_seen(run)

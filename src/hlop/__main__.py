@@ -1,0 +1,7 @@
+"""``python -m hlop``: the command line (what ``torchrun ... -m hlop train`` starts)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
