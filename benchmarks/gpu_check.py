@@ -13,7 +13,8 @@ Checks (each prints PASS or FAIL with the measured difference):
 Timings (median of ``--repeats`` steps, the device synchronised around each):
 
 4. one training step of the PMNIST MLP and of the CIFAR-100 CNN at paper size (B=64,
-   T=20; HLOP as during a later task), fp32 and bf16;
+   T=20; HLOP as during a later task), fp32 and bf16; evaluation of the MLP by test batch
+   size (the best ``test_batch_size`` for the device);
 5. a full permuted-MNIST run (``hlop train pmnist``, paper preset, seed 2022) in fp32 and
    bf16 if ``--data-dir`` holds MNIST (else the embedded subset, ``pmnist-subset``; say so).
 
@@ -225,6 +226,25 @@ def time_steps(report: Report, device, repeats: int, batch: int, timesteps: int,
         report.note(f"step  {net}: bf16 {r:.2f}x faster than fp32")
 
 
+def time_evaluation(report: Report, device, quick: bool) -> None:
+    n = 512 if quick else 8192
+    x = torch.rand(n, 784, device=device)
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        m = SpikingMLP(options=NetworkOptions(precision=precision)).to(device).eval()
+        rates = []
+        for batch in (64, 256, 1024, 4096):
+            with torch.no_grad():
+                for _ in range(2):  # the second pass is timed
+                    _sync(device)
+                    t = time.perf_counter()
+                    for i in range(0, n, batch):
+                        m(x[i : i + batch])
+                    _sync(device)
+            rates.append(f"B={batch}: {n / (time.perf_counter() - t):.0f}/s")
+        report.note(f"eval  mlp {precision}: " + ", ".join(rates))
+
+
 def full_run(report: Report, device, data_dir: str | None, quick: bool) -> None:
     benchmark = "pmnist"
     cfg = preset(benchmark)
@@ -280,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats = 2 if args.quick else args.repeats
     batch, timesteps = (8, 4) if args.quick else (64, 20)
     time_steps(report, device, repeats, batch, timesteps, args.quick)
+    time_evaluation(report, device, args.quick)
     if not args.skip_full_run:
         full_run(report, device, args.data_dir, args.quick)
     print("\n==== summary ====")
