@@ -199,3 +199,45 @@ def test_precision_keys_reach_layers_and_circuits(extra, layers, circuits):
     model = build_model(cfg, build_benchmark(cfg))
     assert {layer.precision for _, layer in model.projected_layers()} == {layers}
     assert {c.precision for c in model.circuits()} == {circuits}
+
+
+@pytest.mark.parametrize("training", ["dsr", "bptt", "ottt"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet"])
+def test_bf16_every_network_and_training_method(arch, training):
+    """One training batch of every network with every training method in bf16: finite
+    scores and gradients, products in bf16, projection exact with fp32 circuits."""
+    from hlop.networks import SpikingCNN, SpikingResNet18
+    from hlop.training import training_rule
+
+    torch.manual_seed(0)
+    opts = NetworkOptions(
+        timesteps=3,
+        training=training_rule(training),
+        precision="bf16",
+        proj_type="weight" if arch != "mlp" else "input",
+        circuit=CircuitOptions(precision="fp32"),
+    )
+    if arch == "mlp":
+        model, x = SpikingMLP(48, 32, 10, options=opts), torch.rand(6, 48)
+    elif arch == "cnn":
+        model, x = SpikingCNN(channels=(4, 8, 8), options=opts), torch.randn(6, 3, 32, 32)
+    else:
+        model, x = SpikingResNet18(width=4, options=opts), torch.randn(6, 3, 32, 32)
+    old = [min(4, c.in_features // 2) for c in model.circuits()]
+    with torch.no_grad():
+        for c, k in zip(model.circuits(), old, strict=True):
+            c.add_subspace(k)
+            c.weight.copy_(torch.linalg.qr(c.weight.t())[0].t())
+            c.merge()
+            c.projecting = True
+    model.train()
+    model.begin_task(1, 10)
+    y = torch.randint(0, 10, (6,))
+    out, _ = model.rule.train_batch(model, x, y, 0, lambda loss: None)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    for name, layer in model.projected_layers():
+        g = layer.weight.grad
+        assert g is not None and torch.isfinite(g).all(), name
+        h = layer.circuit.weight[: layer.circuit.old_rows]
+        flat = g.reshape(g.shape[0], -1)
+        assert (flat @ h.t()).abs().max() <= 1e-5 * flat.abs().max() + 1e-12, name
