@@ -29,6 +29,10 @@ from torch import Tensor, nn
 
 from .distributed import reduce_hebbian
 
+#: dtype of the weight products by precision name (None: the operands' own dtype); the one
+#: list of precisions, for circuits, projected layers, networks and the configuration
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
 
 class CircuitError(ValueError):
     """Bad input given to a lateral circuit (the circuit is left unchanged)."""
@@ -77,8 +81,8 @@ class LateralCircuit(nn.Module):
         self.in_features, self.lr, self.iterations = in_features, lr, iterations
         self.momentum, self.clip = momentum, clip
         self.spiking, self.spike_scale, self.spike_steps = spiking, spike_scale, spike_steps
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
         self.precision = precision
         self.name = name
         self.learning = False
@@ -189,7 +193,7 @@ class LateralCircuit(nn.Module):
             cov = x.t() @ x / b
             for _ in range(iterations):
                 p = new @ cov
-                self._step((p - (p @ h.t()) @ h), k)
+                self._step(p - (p @ h.t()) @ h, k)
             return None
         resid = self.project(x)
         for _ in range(iterations):
@@ -211,7 +215,8 @@ class LateralCircuit(nn.Module):
         if k == 0:
             return x
         if self.precision == "bf16" and not self.spiking:
-            h, xl = self.weight[:k].to(torch.bfloat16), x.to(torch.bfloat16)
+            dt = PRECISIONS["bf16"]
+            h, xl = self.weight[:k].to(dt), x.to(dt)
             return x - ((xl @ h.t()) @ h).to(x.dtype)
         h = self.weight[:k].to(x.dtype)
         return x - self.respond(x, h) @ h

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .circuit import LateralCircuit
+from .circuit import PRECISIONS, LateralCircuit
 
 Feedback = Literal["backprop", "feedback-alignment", "sign-symmetric"]
 ProjType = Literal["input", "weight"]
@@ -40,9 +40,6 @@ FEEDBACK_RULES: tuple[str, ...] = get_args(Feedback)
 PROJ_TYPES: tuple[str, ...] = get_args(ProjType)
 HEBBIAN_SOURCES: tuple[str, ...] = get_args(HebbianSource)
 HEBBIAN_STRIDES = ("layer", "one")  # conv circuits learn from patches at the layer's stride or 1
-
-
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def _cast(t: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
@@ -150,9 +147,6 @@ class ProjectedLayer(nn.Module):
         self.timesteps = timesteps
         self.hebbian_on = hebbian_on
         self.precision = precision
-        #: dtype of the layer's weight products (forward, input and weight gradients), None:
-        #: the input's; circuits, their projections and the layer's output stay fp32
-        self.compute_dtype = PRECISIONS[precision]
         if rate_weights is None and timesteps is not None:
             rate_weights = torch.full((timesteps,), 1.0 / timesteps)
         self.rate_weights = rate_weights
@@ -168,6 +162,12 @@ class ProjectedLayer(nn.Module):
     @property
     def layout(self) -> str:
         return self._layout
+
+    @property
+    def compute_dtype(self) -> torch.dtype | None:
+        """dtype of the weight products (forward, input and weight gradients); None: the
+        input's.  Circuits, their projections and the layer's output stay fp32."""
+        return PRECISIONS[self.precision]
 
     @layout.setter
     def layout(self, value: str) -> None:
