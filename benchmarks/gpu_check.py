@@ -43,7 +43,7 @@ from hlop import NetworkOptions, SpikingMLP
 from hlop.benchmarks import preset
 from hlop.circuit import LateralCircuit
 from hlop.config import apply_overrides
-from hlop.data import DataError
+from hlop.data import DataError, locate_files
 from hlop.experiment import train
 from hlop.networks import SpikingCNN
 from hlop.projection import ProjectedConv2d, ProjectedLinear
@@ -75,7 +75,7 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
-def _mlp(device, precision="fp32", fast=True, proj_type="input", hidden=800, quiet=True):
+def _mlp(device, precision="fp32", fast=True, proj_type="input", hidden=800):
     torch.manual_seed(0)
     opts = NetworkOptions(precision=precision, fast=fast, proj_type=proj_type)
     with warnings.catch_warnings():
@@ -96,7 +96,7 @@ def check_fast_path(report: Report, device, hidden: int) -> None:
     x = torch.randn(32, 784, generator=torch.Generator().manual_seed(1)).to(device) * 3
     y = torch.randint(0, 10, (32,), generator=torch.Generator().manual_seed(2)).to(device)
     for proj in ("input", "weight"):
-        fast, steps = _mlp(device, proj_type=proj, hidden=hidden), None
+        fast = _mlp(device, proj_type=proj, hidden=hidden)
         steps = _mlp(device, fast=False, proj_type=proj, hidden=hidden)
         o_f, g_f, c_f = _grads(fast, x, y)
         o_s, g_s, c_s = _grads(steps, x, y)
@@ -247,15 +247,11 @@ def time_evaluation(report: Report, device, quick: bool) -> None:
 
 def full_run(report: Report, device, data_dir: str | None, quick: bool) -> None:
     benchmark = "pmnist"
-    cfg = preset(benchmark)
-    cfg.data_dir = data_dir
-    try:
-        from hlop.benchmarks import build_benchmark
-
+    try:  # the files only: the run itself loads them
         if data_dir is None:
             raise DataError("no --data-dir")
-        build_benchmark(apply_overrides(preset(benchmark), ["tasks=1", f"data_dir={data_dir}"]))
-    except (DataError, FileNotFoundError, ValueError) as e:
+        locate_files("mnist", data_dir)
+    except DataError as e:
         report.note(f"full run: MNIST not available ({e}); timing pmnist-subset instead")
         benchmark = "pmnist-subset"
     for precision in ("fp32", "bf16"):
