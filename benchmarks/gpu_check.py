@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from hlop import NetworkOptions, SpikingMLP
-from hlop.benchmarks import preset
+from hlop.benchmarks import pmnist_sizes, preset
 from hlop.circuit import LateralCircuit
 from hlop.config import apply_overrides
 from hlop.data import DataError, locate_files
@@ -49,7 +49,7 @@ from hlop.networks import SpikingCNN
 from hlop.projection import ProjectedConv2d, ProjectedLinear
 from hlop.testing import as_during_task
 
-MLP_SIZES = [[80, 200, 100], [70] * 3, [70] * 3]  # task 2
+MLP_SIZES = pmnist_sizes(10)[:3]  # task 2 of the paper's schedule
 CNN_SIZES = [[6, 100, 200], [2, 20, 40]]  # task 1
 
 
