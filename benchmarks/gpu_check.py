@@ -127,9 +127,7 @@ def check_layers_against_cpu(report: Report, device) -> None:
             cpu.circuit.projecting = cpu.circuit.learning = True
             dev = make()
             dev.proj_type = proj
-            dev.circuit.add_subspace(1)  # shapes replaced by the loaded state
-            dev.load_state_dict(cpu.state_dict())
-            dev.circuit.load_state_dict(cpu.circuit.state_dict())
+            dev.load_state_dict(cpu.state_dict())  # the circuit's rows and blocks too
             dev.circuit.projecting = dev.circuit.learning = True
             dev = dev.to(device)
             x = (torch.rand(shape) < 0.3).float()
