@@ -32,6 +32,8 @@ batch is simulated and backpropagated (DSR, BPTT, OTTT) is the network's trainin
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import itertools
 import math
 import time
@@ -41,7 +43,7 @@ from typing import Any
 
 import torch
 
-from . import distributed
+from . import distributed, optim
 from .config import Config
 from .data.benchmarks import Benchmark, JointSplit, Split, Task, joint_task
 from .networks import SpikingNetwork
@@ -175,8 +177,8 @@ def set_rng_state(state: dict, generator: torch.Generator) -> None:
 def make_optimizer(cfg: Config, params: Sequence[torch.nn.Parameter], lr: float | None = None):
     lr = cfg.lr if lr is None else lr
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    return optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def make_scheduler(cfg: Config, optimizer) -> torch.optim.lr_scheduler.LRScheduler:
@@ -197,6 +199,25 @@ def heads_of(split: Split | JointSplit, index: torch.Tensor, task: int) -> int |
     """The head of the samples at ``index``: ``task``, or one per sample in a joint split."""
     ids = split.task_ids(index)
     return task if ids is None else ids
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (AttributeError, OSError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the operating system (glibc's ``malloc_trim``;
+    nothing elsewhere).  The allocator keeps the memory of freed tensors for reuse, and
+    tensors of changing sizes (the circuits grow each task) leave it fragmented: in a bf16
+    PMNIST run 70 MiB of the 212 MiB heap were free by the last task.  Called at the
+    start of each step and after its evaluation, when the step's tensors are gone."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def step_task(run: RunState) -> Task:
@@ -291,6 +312,7 @@ def run_task(run: RunState, plugins: Sequence[Plugin], resume: Resume | None = N
     ``resume``: continue the step from a saved point inside it."""
     cfg, model, k = run.cfg, run.model, run.task
     task = step_task(run)
+    release_freed_memory()
     within = resume is not None and resume.within_step
     run.task_started = time.perf_counter() - (resume.elapsed if resume else 0.0)
     if not within:
@@ -323,6 +345,7 @@ def run_task(run: RunState, plugins: Sequence[Plugin], resume: Resume | None = N
     for p in plugins:
         p.after_training(run)
     run.acc_matrix.append(evaluate_seen(run))
+    release_freed_memory()
     for p in plugins:
         p.after_evaluation(run)
     run.seconds.append(time.perf_counter() - run.task_started)

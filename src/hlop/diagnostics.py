@@ -35,7 +35,8 @@ def orthonormality_error(h: Tensor) -> float:
         return 0.0
     h = h.double()
     gram = h @ h.t()
-    return float((gram - torch.eye(h.shape[0], dtype=h.dtype, device=h.device)).abs().max())
+    gram.diagonal().sub_(1)  # in place: the analysis runs beside the training's memory
+    return float(gram.abs_().max())
 
 
 def row_space(h: Tensor) -> Tensor:
@@ -55,7 +56,7 @@ def captured_energy(cov: Tensor, h: Tensor) -> float | None:
     if total <= 0:
         return None
     q = row_space(h).to(cov.device)
-    return float(((q @ cov) * q).sum()) / total
+    return float((q @ cov).mul_(q).sum()) / total
 
 
 def optimal_energy(cov: Tensor, k: int) -> float | None:
@@ -65,7 +66,7 @@ def optimal_energy(cov: Tensor, k: int) -> float | None:
     total = float(torch.trace(cov))
     if total <= 0:
         return None
-    values = torch.linalg.eigvalsh((cov + cov.t()) / 2).clamp_min(0)
+    values = torch.linalg.eigvalsh((cov + cov.t()).div_(2)).clamp_min(0)
     return float(values.flip(0)[:k].sum()) / total
 
 
@@ -74,7 +75,8 @@ def circuit_diagnostics(run: RunState, samples: int) -> dict[str, dict]:
     optimal (see the module's docstring) on ``samples`` training samples of the task."""
     covs = representation_covariances(run, samples)
     out = {}
-    for (name, layer), cov in zip(run.model.projected_layers(), covs, strict=True):
+    for name, layer in run.model.projected_layers():
+        cov = covs.pop(0)  # in network order; each is freed once its layer is measured
         c = layer.circuit
         out[name] = {
             "rows": c.rows,
