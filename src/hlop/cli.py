@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
@@ -22,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import distributed
+from . import distributed, memory
 from .benchmarks import BENCHMARKS, preset
 from .circuit import CircuitError
 from .config import Config, ConfigError, apply_overrides, key_type, read_config_file, validate
@@ -299,23 +298,8 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
     print(f"hlop: warning: {text}", file=sys.stderr if file is None else file, flush=True)
 
 
-#: oneDNN (bf16 matrix products and convolutions on the CPU) keeps a compiled kernel for
-#: every operand shape it has met, 1024 in its own cache and 1024 in ideep's by default, at
-#: about 0.3-0.6 MiB each.  The circuits' products change shape with every task, so a bf16
-#: PMNIST run grew by about 9 MiB a task; 32 of each bound that, with no step measurably
-#: slower (MLP, CNN, ResNet-18, fp32 and bf16).  Values set in the environment win.
-KERNEL_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "32", "LRU_CACHE_CAPACITY": "32"}
-
-
-def bound_kernel_caches() -> None:
-    """Set :data:`KERNEL_CACHES` where the environment does not; they are read when oneDNN
-    first runs, so this has to come before the process's first bf16 product or convolution."""
-    for name, value in KERNEL_CACHES.items():
-        os.environ.setdefault(name, value)
-
-
 def main(argv: list[str] | None = None) -> int:
-    bound_kernel_caches()
+    memory.bound_kernel_caches()  # before any oneDNN work of this process
     args = _parser().parse_args(argv)
     with warnings.catch_warnings():  # restores the caller's warning display on return
         warnings.showwarning = show_warning

@@ -32,8 +32,6 @@ batch is simulated and backpropagated (DSR, BPTT, OTTT) is the network's trainin
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import itertools
 import math
 import time
@@ -43,7 +41,7 @@ from typing import Any
 
 import torch
 
-from . import distributed, optim
+from . import distributed, memory, optim
 from .config import Config
 from .data.benchmarks import Benchmark, JointSplit, Split, Task, joint_task
 from .networks import SpikingNetwork
@@ -201,25 +199,6 @@ def heads_of(split: Split | JointSplit, index: torch.Tensor, task: int) -> int |
     return task if ids is None else ids
 
 
-@functools.cache
-def _malloc_trim():
-    try:
-        return ctypes.CDLL(None).malloc_trim  # glibc
-    except (AttributeError, OSError):
-        return None
-
-
-def release_freed_memory() -> None:
-    """Give the C heap's free pages back to the operating system (glibc's ``malloc_trim``;
-    nothing elsewhere).  The allocator keeps the memory of freed tensors for reuse, and
-    tensors of changing sizes (the circuits grow each task) leave it fragmented: in a bf16
-    PMNIST run 70 MiB of the 212 MiB heap were free by the last task.  Called at the
-    start of each step and after its evaluation, when the step's tensors are gone."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
 def step_task(run: RunState) -> Task:
     """The task trained at step ``run.task``: one of the benchmark's, or the union of several."""
     ids = run.stream[run.task]
@@ -312,7 +291,7 @@ def run_task(run: RunState, plugins: Sequence[Plugin], resume: Resume | None = N
     ``resume``: continue the step from a saved point inside it."""
     cfg, model, k = run.cfg, run.model, run.task
     task = step_task(run)
-    release_freed_memory()
+    memory.release_freed_memory()
     within = resume is not None and resume.within_step
     run.task_started = time.perf_counter() - (resume.elapsed if resume else 0.0)
     if not within:
@@ -345,7 +324,7 @@ def run_task(run: RunState, plugins: Sequence[Plugin], resume: Resume | None = N
     for p in plugins:
         p.after_training(run)
     run.acc_matrix.append(evaluate_seen(run))
-    release_freed_memory()
+    memory.release_freed_memory()
     for p in plugins:
         p.after_evaluation(run)
     run.seconds.append(time.perf_counter() - run.task_started)
@@ -382,6 +361,7 @@ def run_continual(
         raise ValueError(
             f"resume point at step {resume.task}, but {len(run.acc_matrix)} steps are done"
         )
+    memory.tune_allocator()  # a heap that does not hand pages back within a step
     try:
         for p in plugins:
             p.before_run(run)
