@@ -9,7 +9,9 @@ the configurations take away, one at a time:
     torch-optim       torch.optim.SGD instead of hlop.optim.SGD (imports torch._dynamo)
     unbounded-caches  oneDNN's and ideep's kernel caches at their default 1024 entries
     no-trim           no return of the C heap's free pages at task boundaries
-    none              all three
+    glibc-thresholds  glibc's own trim and mmap thresholds (hlop.memory.tune_allocator off):
+                      as much memory, but page faults within steps (minor faults, system time)
+    none              the first three
 
     python benchmarks/run_memory.py --data-dir DATA [--precision bf16] [--train-limit 3000]
         [--configs hlop,torch-optim,...] [--benchmark pmnist] [--tasks 10]
@@ -25,7 +27,7 @@ import subprocess
 import sys
 import time
 
-CONFIGS = ("hlop", "torch-optim", "unbounded-caches", "no-trim", "none")
+CONFIGS = ("hlop", "torch-optim", "unbounded-caches", "no-trim", "glibc-thresholds", "none")
 
 
 def one(config: str, args: argparse.Namespace) -> dict:
@@ -42,6 +44,8 @@ def one(config: str, args: argparse.Namespace) -> dict:
         continual.optim = torch.optim
     if config in ("no-trim", "none"):
         memory.release_freed_memory = lambda: None
+    if config == "glibc-thresholds":
+        memory.tune_allocator = lambda: False
     overrides = [f"precision={args.precision}", f"train_limit={args.train_limit}"]
     if args.data_dir:
         overrides.append(f"data_dir={args.data_dir}")
@@ -50,9 +54,12 @@ def one(config: str, args: argparse.Namespace) -> dict:
     cfg = apply_overrides(preset(args.benchmark), overrides)
     start = time.perf_counter()
     result = train(cfg, os.path.join(args.out_dir, config), overwrite=True, stream=io.StringIO())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "seconds": time.perf_counter() - start,
-        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mib": usage.ru_maxrss / 1024,
+        "minor_faults": usage.ru_minflt,
+        "system_seconds": usage.ru_stime,
         "acc": result["acc"],
         "dynamo_imported": "torch._dynamo" in sys.modules,
     }
@@ -93,6 +100,7 @@ def main() -> None:
         rows[config] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = rows[config]
         print(f"{config:17s} peak {r['peak_mib']:6.1f} MiB  {r['seconds']:6.1f} s  "
+              f"minor faults {r['minor_faults']:9d}  system {r['system_seconds']:5.1f} s  "
               f"ACC {r['acc']:.2f}  torch._dynamo imported: {r['dynamo_imported']}",
               flush=True)  # fmt: skip
     base = rows.get("hlop")
