@@ -84,6 +84,7 @@ def test_allocator_tuning_keeps_steps_free_of_page_faults():
     assert faults["tuned"] < 20_000 < 100_000 < faults["control"], faults
 
 
+@pytest.mark.slow
 def test_memory_benchmark_takes_each_measure_away(tmp_path):
     """benchmarks/run_memory.py: torch.optim's optimiser brings torch._dynamo back, ours
     does not (tiny run of the shipped subset)."""
