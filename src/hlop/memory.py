@@ -11,7 +11,7 @@ Measured on a full permuted-MNIST run (``benchmarks/run_memory.py`` takes each m
   its heap fragmented (70 MiB of a 212 MiB heap free by the last task of a bf16 run):
   :func:`release_freed_memory` gives them back at task boundaries.
 * Left to itself glibc also gives memory back *during* a step, whenever the top of the heap
-  is free, and takes it again for the next tensor: millions of page faults (up to 20 s of
+  is free, and takes it again for the next tensor: millions of page faults (up to 44 s of
   system time in a full fp32 run).  :func:`tune_allocator` keeps up to 64 MiB of free heap
   between the trims at task boundaries and serves tensors up to 16 MiB from the heap.
 """
