@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from hlop.benchmarks import build_benchmark
 from hlop.config import Config
 from hlop.continual import RunState
 from hlop.diagnostics import circuit_diagnostics
 from hlop.experiment import load_checkpoint
+from hlop.presets import build_benchmark
 
 
 def main() -> None:

@@ -40,12 +40,12 @@ import torch
 import torch.nn.functional as F
 
 from hlop import NetworkOptions, SpikingMLP
-from hlop.benchmarks import pmnist_sizes, preset
 from hlop.circuit import LateralCircuit
 from hlop.config import apply_overrides
 from hlop.data import DataError, locate_files
 from hlop.experiment import train
 from hlop.networks import SpikingCNN
+from hlop.presets import pmnist_sizes, preset
 from hlop.projection import ProjectedConv2d, ProjectedLinear
 from hlop.testing import as_during_task
 

@@ -36,9 +36,9 @@ def one(config: str, args: argparse.Namespace) -> dict:
     import torch
 
     from hlop import continual, memory
-    from hlop.benchmarks import preset
     from hlop.config import apply_overrides
     from hlop.experiment import train
+    from hlop.presets import preset
 
     if config in ("torch-optim", "none"):
         continual.optim = torch.optim

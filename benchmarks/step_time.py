@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from hlop import NetworkOptions, SpikingMLP
-from hlop.benchmarks import pmnist_sizes
+from hlop.presets import pmnist_sizes
 from hlop.testing import as_during_task
 
 SIZES = {task: pmnist_sizes(10)[: task + 1] for task in (2, 9)}

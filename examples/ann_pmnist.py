@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import hlop
-from hlop.benchmarks import build_benchmark, pmnist_sizes, preset
 from hlop.metrics import average_accuracy, backward_transfer
+from hlop.presets import build_benchmark, pmnist_sizes, preset
 
 
 def mlp(hidden: int = 800) -> nn.Module:

@@ -20,8 +20,8 @@ from snntorch import surrogate
 from torch import nn
 
 import hlop
-from hlop.benchmarks import build_benchmark, pmnist_sizes, preset
 from hlop.metrics import average_accuracy, backward_transfer
+from hlop.presets import build_benchmark, pmnist_sizes, preset
 
 
 class SpikingMLP(nn.Module):

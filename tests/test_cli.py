@@ -10,12 +10,12 @@ import torch
 from formats import write_idx
 
 import hlop.experiment
-from hlop.benchmarks import preset
 from hlop.cli import main
 from hlop.config import apply_overrides
 from hlop.continual import Plugin
 from hlop.experiment import train
 from hlop.methods import HLOP
+from hlop.presets import preset
 
 TINY = ["--tasks", "2", "--timesteps", "2", "--set", "train_limit=200", "--set", "test_limit=100"]
 

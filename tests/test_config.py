@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from hlop.benchmarks import BENCHMARKS, preset
 from hlop.cli import TRAIN_FLAGS, _parser, resolve_config
 from hlop.config import Config, ConfigError, apply_overrides, key_type, validate
+from hlop.presets import BENCHMARKS, preset
 from hlop.training import TRAINING_RULES
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from helpers import SMALL_PMNIST
 
-from hlop.benchmarks import preset
 from hlop.config import Config, apply_overrides
 from hlop.continual import evaluate
 from hlop.experiment import build_benchmark, load_checkpoint, train
+from hlop.presets import preset
 
 pytestmark = pytest.mark.slow
 

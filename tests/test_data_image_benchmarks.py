@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hlop.data import Benchmark
-from hlop.data.benchmarks import (
+from hlop.data.tasks import (
     CIFAR_MEAN,
     CIFAR_STD,
     IMAGENET_MEAN,

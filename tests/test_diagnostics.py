@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from hlop.benchmarks import preset
 from hlop.config import apply_overrides
 from hlop.diagnostics import captured_energy, optimal_energy, orthonormality_error
 from hlop.experiment import train
+from hlop.presets import preset
 
 N, K = 12, 3
 

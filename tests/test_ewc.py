@@ -8,13 +8,13 @@ import torch.nn.functional as F
 
 import hlop.methods as methods
 from hlop import NetworkOptions
-from hlop.benchmarks import preset
 from hlop.config import Config, ConfigError, apply_overrides, validate
 from hlop.continual import RunState
-from hlop.data.benchmarks import Benchmark, Split, Task
+from hlop.data.tasks import Benchmark, Split, Task
 from hlop.experiment import train
 from hlop.methods.ewc import EWC, empirical_fisher
 from hlop.networks import SpikingMLP
+from hlop.presets import preset
 
 
 def tiny_run(n: int = 6, seed: int = 0, training: str = "dsr") -> RunState:

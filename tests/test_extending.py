@@ -7,13 +7,13 @@ from pathlib import Path
 import torch
 from formats import write_idx
 
-import hlop.benchmarks as benchmarks
 import hlop.methods as methods
-from hlop.benchmarks import BenchmarkSpec, build_benchmark, preset
+import hlop.presets as presets
 from hlop.config import apply_overrides
 from hlop.data import MNIST_FILES, load_embedded_mnist
-from hlop.data.benchmarks import MNIST_PADDED_MEAN, MNIST_PADDED_STD, split_classes
+from hlop.data.tasks import MNIST_PADDED_MEAN, MNIST_PADDED_STD, split_classes
 from hlop.experiment import train
+from hlop.presets import BenchmarkSpec, build_benchmark, preset
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -56,10 +56,10 @@ def test_readme_benchmark_row_builds_its_tasks(tmp_path, monkeypatch):
         "split_classes": split_classes,
         "MNIST_PADDED_MEAN": MNIST_PADDED_MEAN,
         "MNIST_PADDED_STD": MNIST_PADDED_STD,
-        "_cnn_preset": benchmarks._cnn_preset,
+        "_cnn_preset": presets._cnn_preset,
     }
     spec = eval(extending_examples()[1], namespace)
-    monkeypatch.setitem(benchmarks.BENCHMARKS, spec.name, spec)
+    monkeypatch.setitem(presets.BENCHMARKS, spec.name, spec)
     mnist = load_embedded_mnist()  # written as the IDX files of a data root
     names = list(MNIST_FILES.values())
     for (images, labels), (image_file, label_file) in zip(

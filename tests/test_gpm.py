@@ -7,13 +7,13 @@ import torch
 import torch.nn.functional as F
 
 from hlop import NetworkOptions
-from hlop.benchmarks import preset
 from hlop.config import Config, ConfigError, apply_overrides, validate
 from hlop.continual import RunState
-from hlop.data.benchmarks import Benchmark, Split, Task
+from hlop.data.tasks import Benchmark, Split, Task
 from hlop.experiment import train
 from hlop.methods.gpm import GPM, new_bases, representation_covariances
 from hlop.networks import SpikingMLP
+from hlop.presets import preset
 
 
 def svd_criterion_bases(r: torch.Tensor, memory: torch.Tensor, eps: float) -> torch.Tensor:

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from hlop import SpikingCNN, SpikingMLP
-from hlop.benchmarks import preset
 from hlop.cli import main
 from hlop.config import Config, ConfigError, apply_overrides, validate
 from hlop.continual import Plugin, RunState, evaluate, run_continual
@@ -22,6 +21,7 @@ from hlop.methods.hat import (
     gate_topology,
 )
 from hlop.networks import NetworkOptions, SpikingResNet18
+from hlop.presets import preset
 
 CPU = torch.device("cpu")
 

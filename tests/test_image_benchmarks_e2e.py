@@ -9,10 +9,10 @@ import pytest
 import torch
 from formats import write_idx, write_mat
 
-from hlop.benchmarks import build_benchmark, preset
 from hlop.config import ConfigError, apply_overrides
 from hlop.continual import evaluate
 from hlop.experiment import load_checkpoint, train
+from hlop.presets import build_benchmark, preset
 
 RNG = np.random.default_rng(5)
 QUICK = ["tasks=2", "epochs=1", "timesteps=2", "batch_size=8"]

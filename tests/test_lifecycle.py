@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from hlop import SpikingCNN, SpikingMLP
-from hlop.benchmarks import preset
 from hlop.cli import main
 from hlop.config import apply_overrides
 from hlop.continual import (
@@ -23,6 +22,7 @@ from hlop.continual import (
 from hlop.experiment import CheckpointError, build_benchmark, build_model, load_checkpoint
 from hlop.methods import HLOP, Baseline, Replay
 from hlop.networks import NetworkOptions
+from hlop.presets import preset
 
 TINY = [
     "tasks=2",

@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from hlop import memory
-from hlop.benchmarks import preset
 from hlop.config import apply_overrides
 from hlop.experiment import train
+from hlop.presets import preset
 
 TINY = ["tasks=2", "hidden=20", "timesteps=2", "train_limit=64", "test_limit=32",
         "hlop.sizes=[[5,5,5],[3,3,3]]"]  # fmt: skip
@@ -23,7 +23,7 @@ def test_training_run_does_not_import_torch_compile(tmp_path):
     and sympy unimported: 71 MiB of memory it would otherwise hold."""
     code = (
         "import sys, io\n"
-        "from hlop.benchmarks import preset\n"
+        "from hlop.presets import preset\n"
         "from hlop.config import apply_overrides\n"
         "from hlop.experiment import train\n"
         f"cfg = apply_overrides(preset('pmnist-subset'), {[*TINY, 'optimizer=adam']!r})\n"

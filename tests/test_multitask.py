@@ -6,13 +6,13 @@ from collections import Counter
 import pytest
 import torch
 
-from hlop.benchmarks import build_benchmark, preset
 from hlop.config import apply_overrides
 from hlop.continual import RunState, run_continual
 from hlop.data import JointSplit, joint_task
 from hlop.experiment import build_model, train
 from hlop.methods import METHODS, Multitask
 from hlop.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
+from hlop.presets import build_benchmark, preset
 
 TINY = ["tasks=3", "timesteps=2", "train_limit=60", "test_limit=30", "device=cpu"]
 PMNIST = [*TINY, "hidden=32", "hlop.sizes=[[4,4,4],[4,4,4],[4,4,4]]"]

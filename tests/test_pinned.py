@@ -13,8 +13,8 @@ import io
 import pytest
 import torch
 
-from hlop.benchmarks import preset
 from hlop.experiment import train
+from hlop.presets import preset
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 
 from hlop import CircuitOptions, NetworkOptions, SpikingMLP
 from hlop import continual as loop
-from hlop.benchmarks import preset
 from hlop.circuit import LateralCircuit
 from hlop.config import ConfigError, apply_overrides, validate
 from hlop.experiment import train
+from hlop.presets import preset
 from hlop.projection import ProjectedConv2d, ProjectedLinear
 from hlop.testing import as_during_task
 
@@ -191,8 +191,8 @@ def test_gpu_check_script_runs_on_cpu(capsys):
     ],
 )
 def test_precision_keys_reach_layers_and_circuits(extra, layers, circuits):
-    from hlop.benchmarks import build_benchmark
     from hlop.experiment import build_model
+    from hlop.presets import build_benchmark
 
     cfg = apply_overrides(preset("pmnist-subset"), [*TINY, *extra])
     validate(cfg)

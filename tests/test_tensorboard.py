@@ -6,13 +6,13 @@ import sys
 import pytest
 import torch
 
-from hlop.benchmarks import build_benchmark, preset
 from hlop.cli import main
 from hlop.config import apply_overrides
 from hlop.continual import RunState, run_continual
 from hlop.diagnostics import CircuitDiagnostics
 from hlop.experiment import build_model
 from hlop.methods import HLOP
+from hlop.presets import build_benchmark, preset
 from hlop.tensorboard_log import TensorBoardLog
 
 TINY = ["tasks=2", "timesteps=2", "train_limit=100", "test_limit=50", "epochs=2"]

@@ -8,11 +8,11 @@ import torch
 from helpers import SMALL_PMNIST as SMALL
 
 import hlop.experiment
-from hlop.benchmarks import preset
 from hlop.config import apply_overrides
 from hlop.continual import Plugin, RunState, evaluate_seen
 from hlop.experiment import build_benchmark, build_model, train
 from hlop.methods import Replay, method_plugins
+from hlop.presets import preset
 
 pytestmark = pytest.mark.slow
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from hlop.data.datasets import DATASETS, find_file
-from hlop.data.errors import DataError
 from hlop.data.idx import NUM_CLASSES, read_mnist
+from hlop.errors import DataError
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parents[1] / "src" / "hlop" / "data" / "mnist_subset.npz"
 MAX_BYTES = 2 * 1024 * 1024

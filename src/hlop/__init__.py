@@ -1,7 +1,8 @@
 """hlop: Hebbian Learning based Orthogonal Projection for continual learning of SNNs."""
 
 from .attach import HLOP
-from .circuit import CircuitError, LateralCircuit
+from .circuit import LateralCircuit
+from .errors import CircuitError, HlopError
 from .networks import (
     CircuitOptions,
     NetworkOptions,
@@ -23,6 +24,7 @@ __all__ = [
     "OTTT",
     "CircuitError",
     "CircuitOptions",
+    "HlopError",
     "DSRNeuron",
     "HLOP",
     "IF",

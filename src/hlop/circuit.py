@@ -27,15 +27,9 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from .choices import PRECISIONS
 from .distributed import reduce_hebbian
-
-#: dtype of the weight products by precision name (None: the operands' own dtype); the one
-#: list of precisions, for circuits, projected layers, networks and the configuration
-PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
-
-
-class CircuitError(ValueError):
-    """Bad input given to a lateral circuit (the circuit is left unchanged)."""
+from .errors import CircuitError
 
 
 class LateralCircuit(nn.Module):

@@ -22,15 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import distributed, memory
-from .benchmarks import BENCHMARKS, preset
-from .circuit import CircuitError
-from .config import Config, ConfigError, apply_overrides, key_type, read_config_file, validate
+from .config import Config, apply_overrides, key_type, read_config_file, validate
 from .continual import TrainingDiverged
-from .data import DATASETS, DataError, fetch_dataset
+from .data import DATASETS, fetch_dataset
+from .errors import CheckpointError, ConfigError, HlopError
 from .methods import METHODS
 from .paper import PAPER_METHODS
+from .presets import BENCHMARKS, preset
 from .projection import FEEDBACK_RULES, HEBBIAN_SOURCES, PRECISIONS, PROJ_TYPES
-from .resume import CheckpointError, Interrupted
+from .resume import Interrupted
 from .training import TRAINING_RULES
 
 
@@ -323,7 +323,7 @@ def _run(args: argparse.Namespace) -> int:
         path = fetch_dataset(args.name, Path(args.data_dir))
         print(f"{args.name} is ready in {path}")
         return 0
-    except (ConfigError, DataError, CircuitError) as e:
+    except HlopError as e:
         print(f"hlop: {who}error: {e}", file=sys.stderr)
         return 2
     except TrainingDiverged as e:

@@ -26,9 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config, ConfigError
+from .config import Config
 from .config import differences as config_differences
 from .continual import TrainingDiverged
+from .errors import ConfigError
 from .methods import METHODS
 from .paper import PaperValue, paper_result
 

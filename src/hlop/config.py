@@ -1,7 +1,7 @@
 """Run configuration: one dataclass tree, dotted-key overrides, validation.
 
 A run is fully described by its resolved :class:`Config`, written as ``config.json``
-next to its results.  :func:`hlop.benchmarks.preset` gives the paper's settings for a
+next to its results.  :func:`hlop.presets.preset` gives the paper's settings for a
 benchmark; ``apply_overrides(cfg, ["hlop.iterations=3", ...])`` changes any value by its
 dotted key.  Choice lists (training methods, feedback rules, ...) come from the modules
 that implement them.
@@ -17,16 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .networks import NETWORKS, STEMS
 from .projection import FEEDBACK_RULES, HEBBIAN_SOURCES, HEBBIAN_STRIDES, PRECISIONS, PROJ_TYPES
 from .training import TRAINING_RULES, training_rule
 
 OPTIMIZERS = ("sgd", "adam")  # built by hlop.continual.make_optimizer
 SCHEDULERS = ("step", "cosine")  # step decay, or cosine with linear warmup (make_scheduler)
-
-
-class ConfigError(ValueError):
-    """An unknown key or an out-of-range value, reported before training starts."""
 
 
 @dataclass

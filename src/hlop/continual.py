@@ -43,7 +43,7 @@ import torch
 
 from . import distributed, memory, optim
 from .config import Config
-from .data.benchmarks import Benchmark, JointSplit, Split, Task, joint_task
+from .data.tasks import Benchmark, JointSplit, Split, Task, joint_task
 from .networks import SpikingNetwork
 
 

@@ -43,6 +43,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .errors import ConfigError
+
 T = TypeVar("T")
 
 #: seconds a worker waits for the others in a collective before it gives up
@@ -99,7 +101,6 @@ def label() -> str:
 
 def timeout() -> datetime.timedelta:
     """How long a collective waits for the other workers (``HLOP_DIST_TIMEOUT`` seconds)."""
-    from .config import ConfigError  # here: the configuration imports this module
 
     value = os.environ.get(TIMEOUT_VARIABLE, str(DEFAULT_TIMEOUT))
     try:

@@ -30,11 +30,11 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, distributed
-from .benchmarks import build_benchmark
-from .config import Config, ConfigError, validate
+from .config import Config, validate
 from .continual import Plugin, RunState, run_continual
 from .data import Benchmark
 from .diagnostics import CircuitDiagnostics
+from .errors import ConfigError
 from .methods import method_plugins
 from .metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from .networks import (
@@ -46,6 +46,7 @@ from .networks import (
     SpikingNetwork,
     SpikingResNet18,
 )
+from .presets import build_benchmark
 from .resume import (
     STATE_FILE,
     Checkpointer,

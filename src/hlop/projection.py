@@ -25,21 +25,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .circuit import PRECISIONS, LateralCircuit
-
-Feedback = Literal["backprop", "feedback-alignment", "sign-symmetric"]
-ProjType = Literal["input", "weight"]
-HebbianSource = Literal["wfr", "spikes"]
-FEEDBACK_RULES: tuple[str, ...] = get_args(Feedback)
-PROJ_TYPES: tuple[str, ...] = get_args(ProjType)
-HEBBIAN_SOURCES: tuple[str, ...] = get_args(HebbianSource)
-HEBBIAN_STRIDES = ("layer", "one")  # conv circuits learn from patches at the layer's stride or 1
+from .choices import (
+    FEEDBACK_RULES,
+    HEBBIAN_SOURCES,
+    HEBBIAN_STRIDES,
+    PRECISIONS,
+    PROJ_TYPES,
+    Feedback,
+    HebbianSource,
+    ProjType,
+)
+from .circuit import LateralCircuit
 
 
 def _cast(t: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:

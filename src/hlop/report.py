@@ -22,15 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .compare import read_json_dict
-from .config import ConfigError
+from .errors import ReportError
 
 DPI = 100
 INSTALL = "pip install 'hlop[plot]' (or pip install matplotlib)"
 RUN_DIR = re.compile(r"^(?P<method>.+)-s(?P<seed>-?\d+)$")
-
-
-class ReportError(ConfigError):
-    """A path that holds no run or study, or matplotlib missing."""
 
 
 def figure(width: float, height: float):

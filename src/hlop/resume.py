@@ -39,21 +39,12 @@ from typing import IO, Any
 import torch
 
 from . import __version__
-from .config import (
-    RESULT_NEUTRAL_KEYS,
-    Config,
-    ConfigError,
-    differences,
-    read_config_file,
-)
+from .config import RESULT_NEUTRAL_KEYS, Config, differences, read_config_file
 from .continual import Plugin, Resume, RunState, rng_state
+from .errors import CheckpointError, ConfigError
 
 STATE_FILE = "state.pt"
 FORMAT = "hlop-state"
-
-
-class CheckpointError(ConfigError):
-    """A file that is not a readable hlop checkpoint."""
 
 
 # ---------------------------------------------------------------------- atomic writes

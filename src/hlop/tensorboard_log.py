@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ConfigError
 from .continual import Plugin, RunState
+from .errors import ConfigError
 from .metrics import average_accuracy, backward_transfer
 
 

@@ -1,7 +1,18 @@
 """Datasets and continual-learning benchmarks: the dataset table and its readers, fetching
 with checks, and the task builders (permuted MNIST, split CIFAR-100, 5-Datasets, ...)."""
 
-from hlop.data.benchmarks import (
+from hlop.data.datasets import (
+    DATASETS,
+    DatasetSpec,
+    load_dataset,
+    locate_files,
+    missing_files_message,
+)
+from hlop.data.embedded import load_embedded_mnist
+from hlop.data.fetch import fetch_dataset
+from hlop.data.idx import MNIST_FILES, read_idx
+from hlop.data.readers import read_mat
+from hlop.data.tasks import (
     Benchmark,
     JointSplit,
     Split,
@@ -15,22 +26,10 @@ from hlop.data.benchmarks import (
     split_miniimagenet,
     split_mnist,
 )
-from hlop.data.datasets import (
-    DATASETS,
-    DatasetSpec,
-    load_dataset,
-    locate_files,
-    missing_files_message,
-)
-from hlop.data.embedded import load_embedded_mnist
-from hlop.data.errors import DataError
-from hlop.data.fetch import DATASET_NAMES, fetch_dataset
-from hlop.data.idx import MNIST_FILES, read_idx
-from hlop.data.readers import read_mat
+from hlop.errors import DataError
 
 __all__ = [
     "DATASETS",
-    "DATASET_NAMES",
     "MNIST_FILES",
     "Benchmark",
     "DataError",

@@ -21,7 +21,6 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hlop.data.errors import DataError
 from hlop.data.idx import MNIST_FILES, read_mnist
 from hlop.data.readers import (
     CIFAR10_TRAIN_FILES,
@@ -32,6 +31,7 @@ from hlop.data.readers import (
     read_notmnist,
     read_svhn,
 )
+from hlop.errors import DataError
 
 Root = str | os.PathLike[str]
 
@@ -140,7 +140,7 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-def spec_of(key: str) -> DatasetSpec:
+def dataset_spec(key: str) -> DatasetSpec:
     """The row of dataset ``key``; an unknown key raises DataError listing the choices."""
     if key not in DATASETS:
         raise DataError(f"unknown dataset {key!r}; choose one of {', '.join(DATASETS)}.")
@@ -149,7 +149,7 @@ def spec_of(key: str) -> DatasetSpec:
 
 def expected_paths(key: str, root: Root) -> list[Path]:
     """The paths (raw names) of the files of dataset ``key`` under ``root``."""
-    spec = spec_of(key)
+    spec = dataset_spec(key)
     return [Path(root) / spec.folder / file for file in spec.files]
 
 
@@ -177,7 +177,7 @@ def missing_files_message(
     """
     lines = [intro or "These dataset files are missing:"]
     for key in keys:
-        spec = spec_of(key)
+        spec = dataset_spec(key)
         lines.append(f"{spec.title} ({key}), format: {spec.fmt}:")
         for path in expected_paths(key, root):
             gz = f" (or {path.name}.gz)" if spec.gzip_ok else ""
@@ -192,7 +192,7 @@ def missing_files_message(
 
 def locate_files(key: str, root: Root) -> list[Path]:
     """The files of dataset ``key`` under ``root``; raise DataError if any is missing."""
-    spec = spec_of(key)
+    spec = dataset_spec(key)
     paths = expected_paths(key, root)
     found = [find_file(path, spec.gzip_ok) for path in paths]
     missing = [path for path, hit in zip(paths, found, strict=True) if hit is None]
@@ -203,4 +203,4 @@ def locate_files(key: str, root: Root) -> list[Path]:
 
 def load_dataset(key: str, root: Root) -> Arrays:
     """Read dataset ``key`` from its folder under ``root`` (images N x C x H x W)."""
-    return spec_of(key).read(locate_files(key, root))
+    return dataset_spec(key).read(locate_files(key, root))

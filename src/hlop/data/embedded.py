@@ -6,8 +6,8 @@ from importlib import resources
 
 import numpy as np
 
-from hlop.data.errors import DataError
 from hlop.data.idx import check_split
+from hlop.errors import DataError
 
 EMBEDDED_MNIST_FILE = "mnist_subset.npz"
 

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from hlop.data.datasets import DATASETS, find_file, missing_files_message, spec_of
-from hlop.data.errors import DataError
+from hlop.data.datasets import dataset_spec, find_file, missing_files_message
 from hlop.data.idx import decompress_if_gzip, write_bytes_atomic
 from hlop.data.readers import parse_cifar_batch, parse_mat, parse_svhn
+from hlop.errors import DataError
 
 DOWNLOAD_TIMEOUT_S = 60.0
 MAX_FILE_BYTES = 128 * 1024 * 1024
@@ -327,7 +327,7 @@ def fetch_dataset(
     download ("notmnist", "miniimagenet") raise DataError saying which files to place where.
     """
     key = name.strip().lower()
-    spec = spec_of(key)
+    spec = dataset_spec(key)
     root = Path(data_root)
     if key not in FETCH_PLANS:
         raise DataError(
@@ -381,7 +381,3 @@ def fetch_dataset(
             missing_files_message([key], root, missing, intro=intro, suggest_fetch=False)
         )
     return target
-
-
-#: Every dataset ``hlop data fetch`` knows (those without a plan only explain placement).
-DATASET_NAMES: tuple[str, ...] = tuple(DATASETS)

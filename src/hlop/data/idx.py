@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hlop.data.errors import DataError
+from hlop.errors import DataError
 
 GZIP_MAGIC = b"\x1f\x8b"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hlop.data.errors import DataError
+from hlop.errors import DataError
 
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
 

@@ -12,10 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, ConfigError
+from .config import Config
 from .data import (
     Benchmark,
-    DataError,
     five_datasets,
     load_dataset,
     load_embedded_mnist,
@@ -26,7 +25,8 @@ from .data import (
     split_miniimagenet,
     split_mnist,
 )
-from .data.benchmarks import with_validation
+from .data.tasks import with_validation
+from .errors import ConfigError, DataError
 from .training import training_rule
 
 Data = Mapping[str, Mapping[str, tuple]]  # dataset key -> {"train": ..., "test": ...}
@@ -243,7 +243,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
 }
 
 
-def spec_of(benchmark: str) -> BenchmarkSpec:
+def benchmark_spec(benchmark: str) -> BenchmarkSpec:
     """The row of ``benchmark``; an unknown name raises ConfigError listing the choices."""
     if benchmark not in BENCHMARKS:
         raise ConfigError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(BENCHMARKS)}")
@@ -256,7 +256,7 @@ def preset(benchmark: str, training: str = "dsr") -> Config:
     The training method's rule sets its own values (BPTT and OTTT: T = 6, circuits learn
     from per-step spikes; see :meth:`hlop.training.TrainingRule.preset`).
     """
-    spec = spec_of(benchmark)
+    spec = benchmark_spec(benchmark)
     try:
         rule = training_rule(training)
     except ValueError as e:
@@ -269,7 +269,7 @@ def preset(benchmark: str, training: str = "dsr") -> Config:
 
 def build_benchmark(cfg: Config) -> Benchmark:
     """The benchmark of ``cfg`` (its tasks, data and transforms)."""
-    spec = spec_of(cfg.benchmark)
+    spec = benchmark_spec(cfg.benchmark)
     if spec.datasets and cfg.data_dir is None:
         raise DataError(
             missing_files_message(
