@@ -16,7 +16,7 @@ import hlop
 import hlop.experiment
 from hlop.cli import main
 from hlop.continual import Plugin
-from hlop.resume import PAUSE_AFTER_REPLACE, PAUSE_BEFORE_REPLACE, read_state
+from hlop.resume import read_state
 
 TINY = ["--tasks", "3", "--epochs", "2", "--timesteps", "2", "--set", "hidden=32"]
 TINY += ["--set", "train_limit=300", "--set", "test_limit=100"]
@@ -55,16 +55,20 @@ def reference(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------- real processes
-def start(out: Path, **env) -> subprocess.Popen:
-    """``python -m hlop.cli train TINY`` in a child process (one thread)."""
+PAUSED_RUN = Path(__file__).with_name("paused_run.py")
+
+
+def start(out: Path, when: str, write: int) -> subprocess.Popen:
+    """``hlop train TINY`` in a child process (one thread), paused ``when`` ("before" or
+    "after") the ``write``-th state.pt replaces the previous one (tests/paused_run.py)."""
     child_env = {
         **os.environ,
         "PYTHONPATH": str(Path(hlop.__file__).parents[1]),
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
-        **env,
     }
-    argv = [sys.executable, "-m", "hlop.cli", "train", *TINY, "--out-dir", str(out)]
+    pause = [str(PAUSED_RUN), when, "state.pt", str(write)]
+    argv = [sys.executable, *pause, "train", *TINY, "--out-dir", str(out)]
     return subprocess.Popen(argv, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -81,23 +85,23 @@ def wait_for_pause(proc: subprocess.Popen, out: Path, timeout: float = 120) -> N
 
 
 KILL_POINTS = [
-    # (hook, state.pt write, where the saved state continues: task, epoch)
-    pytest.param(PAUSE_AFTER_REPLACE, 3, (1, 1), id="mid-task"),
-    pytest.param(PAUSE_AFTER_REPLACE, 2, (1, 0), id="after-task-0", marks=pytest.mark.slow),
-    pytest.param(PAUSE_BEFORE_REPLACE, 3, (1, 0), id="during-write", marks=pytest.mark.slow),
+    # (pause before or after the replace, state.pt write, where the saved state continues)
+    pytest.param("after", 3, (1, 1), id="mid-task"),
+    pytest.param("after", 2, (1, 0), id="after-task-0", marks=pytest.mark.slow),
+    pytest.param("before", 3, (1, 0), id="during-write", marks=pytest.mark.slow),
 ]
 
 
 @pytest.mark.parametrize(("hook", "write", "point"), KILL_POINTS)
 def test_killed_run_resumes_to_identical_results(tmp_path, capsys, reference, hook, write, point):
     out = tmp_path / "run"
-    proc = start(out, **{hook: f"state.pt:{write}"})
+    proc = start(out, hook, write)
     wait_for_pause(proc, out)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     state = read_state(out / "state.pt")  # the last good state: readable
     assert (state["task"], state["epoch"]) == point
-    if hook == PAUSE_BEFORE_REPLACE:
+    if hook == "before":
         assert (out / ".state.pt.tmp").exists()  # the new state was never put in place
     code, stdout, err = cli(capsys, "train", "--resume", out)
     assert code == 0, err
@@ -114,7 +118,7 @@ def test_signal_saves_state_and_exits_with_resume_command(
 ):
     out = tmp_path / "run"
     # the signal arrives while the state after task 1's first epoch is being written
-    proc = start(out, **{PAUSE_BEFORE_REPLACE: "state.pt:3"})
+    proc = start(out, "before", 3)
     wait_for_pause(proc, out)
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=120)

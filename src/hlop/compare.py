@@ -19,7 +19,6 @@ reason; the other runs still run.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import traceback
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from .config import Config
 from .config import differences as config_differences
 from .continual import TrainingDiverged
 from .errors import ConfigError
+from .files import read_json_dict
 from .methods import METHODS
 from .paper import PaperValue, paper_result
 
@@ -126,15 +126,6 @@ def run_config(base: Config, method: str, seed: int) -> Config:
     cfg = Config.from_dict(base.to_dict())
     cfg.method, cfg.seed = method, seed
     return cfg
-
-
-def read_json_dict(path: Path) -> dict | None:
-    """The JSON object in ``path``; None when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def run_state(directory: Path, cfg: Config, overwrite: bool = False) -> str:

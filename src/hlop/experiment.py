@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import signal
 import sys
@@ -35,6 +34,7 @@ from .continual import Plugin, RunState, run_continual
 from .data import Benchmark
 from .diagnostics import CircuitDiagnostics
 from .errors import ConfigError
+from .files import save_atomic, write_atomic, write_json
 from .methods import method_plugins
 from .metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from .networks import (
@@ -53,10 +53,8 @@ from .resume import (
     CheckpointError,
     Interrupted,
     restore,
-    save_atomic,
     saved_state,
     stop_on_signals,
-    write_atomic,
 )
 from .tensorboard_log import TensorBoardLog, summary_writer_class
 from .training import training_rule
@@ -236,8 +234,7 @@ class RunOutputs(Plugin):
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _write_json(self, name: str, data: dict) -> None:
-        text = json.dumps(data, indent=2) + "\n"
-        write_atomic(self.dir / name, lambda f: f.write(text.encode()))
+        write_json(self.dir / name, data)
 
     def write_config(self, cfg: Config) -> None:
         self._write_json("config.json", cfg.to_dict())

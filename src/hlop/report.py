@@ -21,8 +21,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from .compare import read_json_dict
 from .errors import ReportError
+from .files import read_json_dict
 
 DPI = 100
 INSTALL = "pip install 'hlop[plot]' (or pip install matplotlib)"

@@ -17,7 +17,7 @@ had never stopped (the same accuracy matrix, bit for bit, on the same machine)::
 
 It is written after every ``checkpoint_every`` epochs inside a task (not after a task's
 last epoch: the save after the task follows) and after every task, always atomically
-(:func:`write_atomic`), and read with ``torch.load(weights_only=True)``.
+(:func:`hlop.files.write_atomic`), and read with ``torch.load(weights_only=True)``.
 
 On SIGINT or SIGTERM the current epoch is discarded: the run stops at once and saves the
 state of the last completed epoch (kept in memory, so ``checkpoint_every`` only decides
@@ -27,14 +27,12 @@ how often it also reaches the disk), then exits with 128 + the signal's number.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
@@ -42,46 +40,10 @@ from . import __version__
 from .config import RESULT_NEUTRAL_KEYS, Config, differences, read_config_file
 from .continual import Plugin, Resume, RunState, rng_state
 from .errors import CheckpointError, ConfigError
+from .files import save_atomic
 
 STATE_FILE = "state.pt"
 FORMAT = "hlop-state"
-
-
-# ---------------------------------------------------------------------- atomic writes
-#: test hooks: "NAME:N" pauses the N-th write of file NAME of this process, just before its
-#: temporary file replaces it (a kill there must leave the previous file intact), or just
-#: after; the pause writes ``.paused`` in the file's directory first
-PAUSE_BEFORE_REPLACE = "HLOP_TEST_PAUSE_BEFORE_REPLACE"
-PAUSE_AFTER_REPLACE = "HLOP_TEST_PAUSE_AFTER_REPLACE"
-_writes: Counter[str] = Counter()
-
-
-def _test_pause(variable: str, path: Path) -> None:
-    name, _, count = os.environ.get(variable, "").rpartition(":")
-    if name == path.name and count == str(_writes[path.name]):
-        (path.parent / ".paused").write_text(f"{variable} {path.name}:{count}\n")
-        time.sleep(3600)
-
-
-def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write ``path`` through ``write(file)`` into a temporary file of the same directory,
-    flushed and synced, that then replaces ``path``: a reader (or a run killed at any
-    moment) sees the old file or the new one, never a part."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    _writes[path.name] += 1
-    _test_pause(PAUSE_BEFORE_REPLACE, path)
-    os.replace(tmp, path)
-    _test_pause(PAUSE_AFTER_REPLACE, path)
-
-
-def save_atomic(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj)`` to ``path`` through :func:`write_atomic`."""
-    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 # ---------------------------------------------------------------------- the state
