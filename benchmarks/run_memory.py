@@ -44,8 +44,8 @@ def one(config: str, args: argparse.Namespace) -> dict:
         continual.optim = torch.optim
     if config in ("no-trim", "none"):
         memory.release_freed_memory = lambda: None
-    if config == "glibc-thresholds":
-        memory.tune_allocator = lambda: False
+    if config != "glibc-thresholds":
+        memory.tune_allocator()  # as `hlop train` does
     overrides = [f"precision={args.precision}", f"train_limit={args.train_limit}"]
     if args.data_dir:
         overrides.append(f"data_dir={args.data_dir}")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from hlop import memory
+from hlop import cli, memory
 from hlop.config import apply_overrides
 from hlop.experiment import train
 from hlop.presets import preset
@@ -36,7 +36,17 @@ def test_training_run_does_not_import_torch_compile(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_cli_bounds_kernel_caches_unless_the_environment_sets_them(monkeypatch):
+def test_cli_sets_the_process_memory_policy(monkeypatch, capsys):
+    """The entry point bounds the kernel caches and tunes the allocator (the loop of a
+    library call does not: tested by the control below)."""
+    calls = []
+    monkeypatch.setattr(memory, "bound_kernel_caches", lambda: calls.append("caches"))
+    monkeypatch.setattr(memory, "tune_allocator", lambda: calls.append("allocator"))
+    assert cli.main(["train", "--show-config"]) == 0
+    assert calls == ["caches", "allocator"]
+
+
+def test_kernel_caches_bounded_unless_the_environment_sets_them(monkeypatch):
     names = list(memory.KERNEL_CACHES)
     monkeypatch.delenv(names[0], raising=False)
     monkeypatch.setenv(names[1], "7")
@@ -46,11 +56,13 @@ def test_cli_bounds_kernel_caches_unless_the_environment_sets_them(monkeypatch):
 
 
 def test_heap_released_at_each_step_start_and_after_its_evaluation(tmp_path, monkeypatch):
-    calls = []
+    calls, tuned = [], []
     real = memory.release_freed_memory
     monkeypatch.setattr(memory, "release_freed_memory", lambda: calls.append(1) or real())
+    monkeypatch.setattr(memory, "tune_allocator", lambda: tuned.append(1))
     train(apply_overrides(preset("pmnist-subset"), TINY), tmp_path / "run", stream=io.StringIO())
     assert len(calls) == 2 * 2
+    assert tuned == []  # a library call leaves the process's allocator as it is
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")

@@ -23,12 +23,12 @@ with scale ``s``: ``Y_q = s round(T_l clamp(Y, -s, s) / s) / T_l`` (update and p
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from .choices import PRECISIONS
-from .distributed import reduce_hebbian
 from .errors import CircuitError
 
 
@@ -49,6 +49,10 @@ class LateralCircuit(nn.Module):
         name: the layer's name, used in error messages and warnings.
 
     Attributes:
+        reducer: None, or a function applied to each Hebbian update ``dH`` before its clip
+            and momentum: data-parallel training sets the average over the workers' batches
+            (:func:`hlop.distributed.reduce_hebbian`), so that every worker's circuit stays
+            the same.
         learning: when True, :meth:`hebbian_update` is run on each training batch by the layer.
         projecting: when True, the layer projects its weight updates with the old block.
     """
@@ -81,6 +85,7 @@ class LateralCircuit(nn.Module):
         self.name = name
         self.learning = False
         self.projecting = False
+        self.reducer: Callable[[Tensor], Tensor] | None = None
         self.register_buffer("weight", torch.zeros(0, in_features))
         self.register_buffer("velocity", torch.zeros(0, in_features))
         # block sizes and the number of frozen (merged, old) rows are state, saved with H
@@ -196,9 +201,10 @@ class LateralCircuit(nn.Module):
         return resid if k else None
 
     def _step(self, dh: Tensor, k: int) -> None:
-        """Clip the new rows' update, then momentum and learning rate (old rows frozen); with
-        several workers, the update of the global batch (averaged before the clip)."""
-        dh = reduce_hebbian(dh)
+        """Clip the new rows' update, then momentum and learning rate (old rows frozen); a
+        :attr:`reducer` first (several workers: the update of the global batch)."""
+        if self.reducer is not None:
+            dh = self.reducer(dh)
         dh.clamp_(-self.clip, self.clip)
         self.velocity[k:].mul_(self.momentum).add_(dh, alpha=1.0 - self.momentum)
         self.weight[k:].add_(self.velocity[k:], alpha=self.lr)

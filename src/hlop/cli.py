@@ -265,7 +265,8 @@ def _comma_list(text: str, what: str) -> list[str]:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from .compare import run_study, write_summary
+    from .compare import run_study
+    from .study_tables import write_summary
 
     if distributed.launched():
         raise ConfigError(
@@ -299,7 +300,9 @@ def show_warning(message, category, filename, lineno, file=None, line=None) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the process's memory policy, set by the entry point (a library call leaves it alone)
     memory.bound_kernel_caches()  # before any oneDNN work of this process
+    memory.tune_allocator()  # a heap that does not hand pages back within a step
     args = _parser().parse_args(argv)
     with warnings.catch_warnings():  # restores the caller's warning display on return
         warnings.showwarning = show_warning

@@ -37,14 +37,16 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import distributed, memory, optim
-from .config import Config
 from .data.tasks import Benchmark, JointSplit, Split, Task, joint_task
-from .networks import SpikingNetwork
+
+if TYPE_CHECKING:  # the loop reads the run's settings and drives the network, by their names
+    from .config import Config
+    from .networks import SpikingNetwork
 
 
 class TrainingDiverged(RuntimeError):
@@ -361,7 +363,9 @@ def run_continual(
         raise ValueError(
             f"resume point at step {resume.task}, but {len(run.acc_matrix)} steps are done"
         )
-    memory.tune_allocator()  # a heap that does not hand pages back within a step
+    if distributed.is_distributed():  # each Hebbian update is that of the global batch
+        for c in run.model.circuits():
+            c.reducer = distributed.reduce_hebbian
     try:
         for p in plugins:
             p.before_run(run)

@@ -1,19 +1,21 @@
 """The process's memory around a run: oneDNN's kernel caches, and the C heap's policy.
 
-Measured on a full permuted-MNIST run (``benchmarks/run_memory.py`` takes each measure away):
+What each measure saves is measured by ``benchmarks/run_memory.py`` (README, "Speed and
+precision"):
 
 * oneDNN (bf16 matrix products and convolutions on the CPU) keeps a compiled kernel for
-  every operand shape it meets, 1024 in its own cache and 1024 in ideep's by default, at
-  0.3-0.6 MiB each.  The circuits' products change shape every task, so a bf16 run grew by
-  about 9 MiB a task.  :func:`bound_kernel_caches` (``hlop train`` calls it) keeps 32 of
-  each, with no step measurably slower (MLP, CNN, ResNet-18, fp32 and bf16).
+  every operand shape it meets (1024 in its own cache and 1024 in ideep's by default), and
+  the circuits' products change shape every task.  :func:`bound_kernel_caches` keeps 32 of
+  each.
 * glibc's allocator keeps the pages of freed tensors, and tensors of changing sizes leave
-  its heap fragmented (70 MiB of a 212 MiB heap free by the last task of a bf16 run):
-  :func:`release_freed_memory` gives them back at task boundaries.
+  its heap fragmented: :func:`release_freed_memory` gives them back at task boundaries.
 * Left to itself glibc also gives memory back *during* a step, whenever the top of the heap
-  is free, and takes it again for the next tensor: millions of page faults (up to 44 s of
-  system time in a full fp32 run).  :func:`tune_allocator` keeps up to 64 MiB of free heap
-  between the trims at task boundaries and serves tensors up to 16 MiB from the heap.
+  is free, and takes it again for the next tensor (page faults at every step).
+  :func:`tune_allocator` keeps up to 64 MiB of free heap between the trims at task
+  boundaries and serves tensors up to 16 MiB from the heap.
+
+The first two and the last are process-wide: the command line (:func:`hlop.cli.main`) sets
+them; a program that calls :func:`hlop.experiment.train` itself chooses whether to.
 """
 
 from __future__ import annotations
