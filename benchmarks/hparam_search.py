@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import io
 
-from hlop.compare import Stats, run_study
+from hlop.compare import run_study
 from hlop.config import apply_overrides
 from hlop.presets import preset
+from hlop.stats import Stats
 
 # method -> settings tried (each a list of --set overrides)
 GRID: dict[str, list[list[str]]] = {

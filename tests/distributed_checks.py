@@ -58,6 +58,7 @@ def check_hebbian(rows: int, n: int, spiking: bool) -> None:
         c.add_subspace(3)
         c.merge()
         c.add_subspace(2)
+        c.reducer = distributed.reduce_hebbian  # what the loop sets under torchrun
         circuits.append(c)
     whole, parts = circuits
     # the same whole batch on every worker, each weighing 1/2: the one-process update

@@ -9,9 +9,9 @@ import torch
 
 import hlop.experiment
 from hlop.cli import main
-from hlop.compare import Stats, confidence_interval, mean, sample_std, t975
 from hlop.continual import TrainingDiverged
 from hlop.paper import PaperValue, paper_result
+from hlop.stats import Stats, confidence_interval, mean, sample_std, t975
 
 STUDY = ["--tasks", "2", "--timesteps", "2", "--set", "hidden=32", "--set", "train_limit=200"]
 STUDY += ["--set", "test_limit=100", "--set", "hlop.sizes=[[8,8,8],[8,8,8]]"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hlop.cli import main
-from hlop.compare import CSV_FIELDS, RunResult, write_summary
+from hlop.study_tables import CSV_FIELDS, RunResult, write_summary
 
 pytest.importorskip("matplotlib")  # in the test extra: skipped only outside CI
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .errors import ReportError
 from .files import read_json_dict
+from .stats import Stats
 
 DPI = 100
 INSTALL = "pip install 'hlop[plot]' (or pip install matplotlib)"
@@ -255,8 +256,6 @@ def method_rows(path: Path, runs: list[Path]) -> list[dict]:
                 }
                 for r in csv.DictReader(f)
             ]
-    from .compare import Stats
-
     by_method: dict[str, list[dict | None]] = {}
     for run in runs:
         res = read_json_dict(run / "results.json")
