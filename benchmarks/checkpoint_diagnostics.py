@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
+from hlop.build import load_checkpoint
 from hlop.config import Config
 from hlop.continual import RunState
 from hlop.diagnostics import circuit_diagnostics
-from hlop.experiment import load_checkpoint
 from hlop.presets import build_benchmark
 
 

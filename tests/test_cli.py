@@ -14,7 +14,7 @@ from hlop.cli import main
 from hlop.config import apply_overrides
 from hlop.continual import Plugin
 from hlop.experiment import train
-from hlop.methods import HLOP
+from hlop.methods import METHODS
 from hlop.presets import preset
 
 TINY = ["--tasks", "2", "--timesteps", "2", "--set", "train_limit=200", "--set", "test_limit=100"]
@@ -176,8 +176,10 @@ class Poison(Plugin):
 def test_divergence_stops_and_keeps_completed_tasks(
     tmp_path, capsys, monkeypatch, layer, value, message
 ):
-    plugins = [HLOP(), Poison(layer, value)]
-    monkeypatch.setattr(hlop.experiment, "method_plugins", lambda m: plugins)
+    poison = Poison(layer, value)
+    monkeypatch.setattr(
+        hlop.experiment, "method_plugins", lambda cfg: [METHODS["hlop"].build(cfg.hlop), poison]
+    )
     out_dir = tmp_path / "run"
     # 10 batches in task 0: enough to learn well above chance (10%) before the poison
     args = ("train", *TINY, "--batch-size", "20", "--out-dir", str(out_dir))

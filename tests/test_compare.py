@@ -27,7 +27,7 @@ class FakeTrain:
         self.fail = dict(fail)
 
     def __call__(self, cfg, out_dir, overwrite=False, stream=None, resume=False):
-        out = hlop.experiment.RunOutputs(out_dir)
+        out = hlop.outputs.RunOutputs(out_dir)
         if not resume:
             out.prepare(overwrite)  # refuses an earlier run unless overwrite, as train does
             out.write_config(cfg)

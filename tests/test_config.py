@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from hlop.choices import TRAINING_RULES
 from hlop.cli import TRAIN_FLAGS, _parser, resolve_config
 from hlop.config import Config, ConfigError, apply_overrides, key_type, validate
 from hlop.presets import BENCHMARKS, preset
-from hlop.training import TRAINING_RULES
 
 
 def get(cfg, key):

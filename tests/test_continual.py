@@ -8,10 +8,11 @@ import pytest
 import torch
 from helpers import SMALL_PMNIST
 
+from hlop.build import load_checkpoint
 from hlop.config import Config, apply_overrides
 from hlop.continual import evaluate
-from hlop.experiment import build_benchmark, load_checkpoint, train
-from hlop.presets import preset
+from hlop.experiment import train
+from hlop.presets import build_benchmark, preset
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,7 @@
 """EWC: the empirical Fisher, the penalty's gradient and its accumulation over tasks, by hand."""
 
 import io
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from hlop.experiment import train
 from hlop.methods.ewc import EWC, empirical_fisher
 from hlop.networks import SpikingMLP
 from hlop.presets import preset
+from hlop.training import OTTT
 
 
 def tiny_run(n: int = 6, seed: int = 0, training: str = "dsr") -> RunState:
@@ -98,8 +100,7 @@ def test_fisher_of_the_sample_budget_and_frozen_parameters():
 
 def test_after_backward_adds_lam_f_times_the_distance_to_the_anchor():
     run = tiny_run()
-    run.cfg.ewc.lam = 7.0
-    model, ewc = run.model, EWC()
+    model, ewc = run.model, EWC(lam=7.0)
     fisher = {n: torch.rand_like(p) for n, p in model.named_parameters() if p.dim() > 1}
     ewc.consolidate(model, fisher)
     anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -129,8 +130,7 @@ def test_after_backward_adds_lam_f_times_the_distance_to_the_anchor():
 
 def test_two_tasks_accumulate_one_anchor_each():
     run = tiny_run()
-    run.cfg.ewc.lam = 3.0
-    model, ewc = run.model, EWC()
+    model, ewc = run.model, EWC(lam=3.0)
     params = dict(model.named_parameters())
     names = ["fc1.weight", "heads.0.weight"]
     f1 = {n: torch.rand_like(params[n]) for n in names}
@@ -162,19 +162,24 @@ def test_two_tasks_accumulate_one_anchor_each():
 def test_config_keys_and_refusals():
     cfg = apply_overrides(Config(), ["ewc.lam=250", "ewc.samples=64", "method=ewc"])
     assert (cfg.ewc.lam, cfg.ewc.samples) == (250.0, 64)
-    cfg.hlop.sizes = [[1, 1, 1]] * cfg.tasks
     validate(cfg)
-    for bad in (["ewc.lam=-1"], ["ewc.samples=0"], ["training=ottt", "online_update=true"]):
-        c = apply_overrides(Config(method="ewc", hlop=cfg.hlop), bad)
-        with pytest.raises(ConfigError, match="ewc|online"):
-            validate(c)
+    for bad in (["ewc.lam=-1"], ["ewc.samples=0"]):
+        with pytest.raises(ConfigError, match="ewc"):
+            validate(apply_overrides(Config(method="ewc"), bad))
+    with pytest.raises(ConfigError, match="ewc.lam"):
+        EWC(lam=-1)  # the plugin checks the settings it is given
+    # what spans parts: the plugin refuses the network's training rule
+    online = SimpleNamespace(model=SimpleNamespace(rule=OTTT(online_update=True)))
+    with pytest.raises(ConfigError, match="online update"):
+        EWC().check(online)
+    EWC().check(tiny_run(training="ottt"))
 
 
 def test_unstable_lambda_warns():
     run = tiny_run()
-    run.cfg.ewc.lam, run.cfg.lr = 1e6, 0.1
+    run.cfg.lr = 1e6
     with pytest.warns(UserWarning, match="lower ewc.lam"):
-        EWC().after_training(run)
+        EWC(lam=1e6).after_training(run)
 
 
 @pytest.mark.slow

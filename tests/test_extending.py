@@ -1,6 +1,6 @@
 """The README's "Extending hlop" examples, run as written there."""
 
-import io
+import json
 import re
 from pathlib import Path
 
@@ -9,10 +9,9 @@ from formats import write_idx
 
 import hlop.methods as methods
 import hlop.presets as presets
-from hlop.config import apply_overrides
+from hlop.cli import main
 from hlop.data import MNIST_FILES, load_embedded_mnist
 from hlop.data.tasks import MNIST_PADDED_MEAN, MNIST_PADDED_STD, split_classes
-from hlop.experiment import train
 from hlop.presets import BenchmarkSpec, build_benchmark, preset
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -24,30 +23,40 @@ def extending_examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
-def test_readme_method_example_plugs_into_the_loop(tmp_path, monkeypatch):
-    namespace: dict = {}
-    exec(extending_examples()[0], namespace)
-    plugin = namespace["HeadsOnly"]
-    monkeypatch.setitem(methods.METHODS, "heads-only", plugin)
-    cfg = apply_overrides(
-        preset("pmnist-subset"),
-        [
-            "method=heads-only",
-            "tasks=2",
-            "timesteps=2",
-            "hidden=32",
-            "train_limit=200",
-            "hlop.sizes=[[8,8,8],[8,8,8]]",
-        ],
-    )
-    train(cfg, tmp_path / "run", stream=io.StringIO())
+def registered_readme_method(monkeypatch) -> None:
+    """The README's method file and its registry line, as written there."""
+    method_file, registry_line = extending_examples()[:2]
+    namespace: dict = {"Method": methods.Method}
+    exec(method_file, namespace)
+    name, _, entry = registry_line.strip().rstrip(",").partition(": ")
+    monkeypatch.setitem(methods.METHODS, eval(name), eval(entry, namespace))
+
+
+def weight_change(run: Path, name: str) -> float:
     first, second = (
-        torch.load(tmp_path / "run" / f"checkpoint_task{k}.pt", weights_only=True)["model"]
-        for k in (0, 1)
+        torch.load(run / f"checkpoint_task{k}.pt", weights_only=True)["model"][name] for k in (0, 1)
     )
-    assert torch.equal(first["fc1.weight"], second["fc1.weight"])  # frozen in task 1
-    assert torch.equal(first["fc2.weight"], second["fc2.weight"])
-    assert not torch.equal(first["heads.0.weight"], second["heads.0.weight"])  # trained
+    return float((second - first).norm())
+
+
+def test_readme_method_with_a_setting_runs_from_the_command_line(tmp_path, monkeypatch, capsys):
+    registered_readme_method(monkeypatch)
+    torch.set_num_threads(1)
+    tiny = ["--tasks", "2", "--timesteps", "2", "--batch-size", "10", "--set", "hidden=32", "--set", "train_limit=100",
+            "--set", "test_limit=20", "--set", "hlop.sizes=[[8,8,8],[8,8,8]]"]  # fmt: skip
+    assert main(["train", "--method", "l2", *tiny, "--show-config"]) == 0
+    assert json.loads(capsys.readouterr().out)["l2"] == {"lam": 0.01}
+    assert main(["train", "--method", "l2", *tiny, "--set", "l2.lam=-1"]) == 2
+    assert "l2.lam must be >= 0, got -1.0" in capsys.readouterr().err
+    changes = {}
+    for lam in (0, 5):
+        out = tmp_path / f"lam{lam}"
+        argv = ["train", "--method", "l2", *tiny, "--set", f"l2.lam={lam}", "--out-dir", str(out)]
+        assert main(argv) == 0
+        assert json.loads((out / "config.json").read_text())["l2"]["lam"] == lam
+        changes[lam] = weight_change(out, "fc1.weight")
+    # the anchor holds the weights: task 1 moves them much less than without it
+    assert 0 < changes[5] < 0.5 * changes[0], changes
 
 
 def test_readme_benchmark_row_builds_its_tasks(tmp_path, monkeypatch):
@@ -58,7 +67,7 @@ def test_readme_benchmark_row_builds_its_tasks(tmp_path, monkeypatch):
         "MNIST_PADDED_STD": MNIST_PADDED_STD,
         "_cnn_preset": presets._cnn_preset,
     }
-    spec = eval(extending_examples()[1], namespace)
+    spec = eval(extending_examples()[2], namespace)
     monkeypatch.setitem(presets.BENCHMARKS, spec.name, spec)
     mnist = load_embedded_mnist()  # written as the IDX files of a data root
     names = list(MNIST_FILES.values())

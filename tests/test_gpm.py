@@ -198,28 +198,24 @@ def test_unprojected_step_changes_the_responses_to_the_old_span():
 
 
 def test_thresholds_broadcast_and_grow_per_task():
-    run, gpm = tiny_run(), GPM()
-    run.cfg.gpm.thresholds, run.cfg.gpm.threshold_step = [0.97], 0.003
+    run = tiny_run()
     run.task = 2
+    gpm = GPM(thresholds=[0.97], threshold_step=0.003)
     assert gpm.thresholds(run) == pytest.approx([0.976] * 3)
-    run.cfg.gpm.thresholds = [0.95, 0.99, 0.999]
-    run.task, run.cfg.gpm.threshold_step = 1, 0.01
+    run.task = 1
+    gpm = GPM(thresholds=[0.95, 0.99, 0.999], threshold_step=0.01)
     assert gpm.thresholds(run) == pytest.approx([0.96, 1.0, 1.0])  # capped at 1
-    run.cfg.gpm.thresholds = [0.9, 0.9]
     with pytest.raises(ConfigError, match="gpm.thresholds needs 1 value or 3"):
-        gpm.thresholds(run)
+        GPM(thresholds=[0.9, 0.9]).check(run)
 
 
 def test_config_keys_and_presets():
     cfg = apply_overrides(Config(), ["gpm.thresholds=[0.9,0.95,0.99]", "gpm.samples=50"])
     assert cfg.gpm.thresholds == [0.9, 0.95, 0.99] and cfg.gpm.samples == 50
-    cfg.hlop.sizes = [[1, 1, 1]] * cfg.tasks
-    validate(cfg, [784, 800, 800])
+    validate(cfg)
     for bad in (["gpm.thresholds=[1.5]"], ["gpm.samples=0"], ["gpm.threshold_step=-0.1"]):
         with pytest.raises(ConfigError, match="gpm"):
-            validate(apply_overrides(Config(hlop=cfg.hlop), bad))
-    with pytest.raises(ConfigError, match="gpm.thresholds needs"):
-        validate(apply_overrides(Config(hlop=cfg.hlop), ["gpm.thresholds=[0.9,0.9]"]), [1, 2, 3])
+            validate(apply_overrides(Config(), bad))
     p = preset("pmnist")
     assert p.gpm.thresholds == [0.95, 0.99, 0.99] and p.gpm.samples == 300
     c = preset("cifar100")

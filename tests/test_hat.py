@@ -8,20 +8,19 @@ import torch
 import torch.nn.functional as F
 
 from hlop import SpikingCNN, SpikingMLP
+from hlop.build import network_options
 from hlop.cli import main
 from hlop.config import Config, ConfigError, apply_overrides, validate
 from hlop.continual import Plugin, RunState, evaluate, run_continual
-from hlop.experiment import build_benchmark, network_options
 from hlop.methods import HAT, METHODS, Baseline
 from hlop.methods.hat import (
     HATGates,
     annealed_scale,
     attention_regulariser,
     compensation,
-    gate_topology,
 )
 from hlop.networks import NetworkOptions, SpikingResNet18
-from hlop.presets import preset
+from hlop.presets import build_benchmark, preset
 
 CPU = torch.device("cpu")
 
@@ -35,11 +34,9 @@ def tiny_cnn(training="dsr", channels=(2, 3)):
 def hat_run(model, **hat):
     """A RunState and a HAT plugin whose task-0 embeddings are attached to ``model``."""
     cfg = Config()
-    for k, v in hat.items():
-        setattr(cfg.hat, k, v)
     run = RunState(cfg, model, None, CPU)
     model.begin_task(0, 3)
-    plugin = HAT()
+    plugin = HAT(**hat)
     plugin.before_task(run)
     return run, plugin
 
@@ -70,11 +67,11 @@ def test_each_batch_uses_the_annealed_scale():
         preset("split-mnist-subset"),
         ["tasks=1", "timesteps=2", "train_limit=40", "test_limit=10", "batch_size=10", "epochs=2"],
     )
-    cfg.method, cfg.hat.s_max = "hat", 50.0
+    cfg.method = "hat"
     bench = build_benchmark(cfg)
     torch.manual_seed(0)
     model = SpikingCNN(1, 32, 2, channels=(2, 2), options=network_options(cfg))
-    hat = HAT()
+    hat = HAT(s_max=50.0)
     probe = ScaleProbe(hat)
     run = RunState(cfg, model, bench, CPU)
     run_continual(run, [hat, probe])
@@ -88,7 +85,7 @@ def test_gate_multiplies_spikes_with_annealed_scale_in_training_and_s_max_otherw
     model.begin_task(1, 3)  # two heads
     raw = []
     model.sns[0].register_forward_hook(lambda m, a, o: raw.append(o))  # before the gate
-    gates = HATGates(model, gate_topology(model).gates, s_max=2.0)
+    gates = HATGates(model, model.gated_layers().gates, s_max=2.0)
     model.hat_gates = gates
     gated = []
     model.sns[0].register_forward_hook(lambda m, a, o: gated.append(o))  # after the gate
@@ -214,7 +211,7 @@ def test_linear_gradients_are_blocked_between_used_units(monkeypatch):
 
 def test_resnet_residual_stream_is_read_by_every_block_until_a_shortcut():
     model = SpikingResNet18(3, width=2, options=NetworkOptions(timesteps=2))
-    top = gate_topology(model)
+    top = model.gated_layers()
     names = [g.name for g in top.gates]
     by_weight = {w.name: w for w in top.weights}
     readers = [names[i] for i in by_weight["stem"].outputs]
@@ -287,7 +284,7 @@ def test_after_backward_adds_the_regulariser_gradient_to_the_embeddings():
 
 # ---------------------------------------------------------------- configuration, refusals
 def test_hat_is_a_registered_method_with_validated_settings():
-    assert METHODS["hat"] is HAT
+    assert METHODS["hat"].plugin is HAT
     cfg = preset("split-mnist-subset")
     assert (cfg.hat.c, cfg.hat.s_max, cfg.hat.thr) == (0.75, 400.0, 50.0)
     for bad in ["hat.s_max=0.5", "hat.c=-1", "hat.thr=0", "hat.emb_clamp=0"]:

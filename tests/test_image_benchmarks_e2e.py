@@ -9,9 +9,10 @@ import pytest
 import torch
 from formats import write_idx, write_mat
 
+from hlop.build import load_checkpoint
 from hlop.config import ConfigError, apply_overrides
 from hlop.continual import evaluate
-from hlop.experiment import load_checkpoint, train
+from hlop.experiment import train
 from hlop.presets import build_benchmark, preset
 
 RNG = np.random.default_rng(5)

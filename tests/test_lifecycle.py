@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from hlop import SpikingCNN, SpikingMLP
+from hlop.build import build_model, load_checkpoint
 from hlop.cli import main
 from hlop.config import apply_overrides
 from hlop.continual import (
@@ -19,10 +20,10 @@ from hlop.continual import (
     run_continual,
     train_epoch,
 )
-from hlop.experiment import CheckpointError, build_benchmark, build_model, load_checkpoint
-from hlop.methods import HLOP, Baseline, Replay
+from hlop.errors import CheckpointError
+from hlop.methods import ADDONS, METHODS
 from hlop.networks import NetworkOptions
-from hlop.presets import preset
+from hlop.presets import build_benchmark, preset
 
 TINY = [
     "tasks=2",
@@ -204,7 +205,8 @@ def test_hlop_plugin_lifecycle_and_event_order():
     run = tiny_run("epochs=2", "hlop.start_epochs=1")
     events = []
     record_begin_task(run.model, events)
-    run_continual(run, [Recorder(events, "pre:"), HLOP(), Recorder(events)])
+    hlop_plugin = METHODS["hlop"].build(run.cfg.hlop)
+    run_continual(run, [Recorder(events, "pre:"), hlop_plugin, Recorder(events)])
     names = [e[0] for e in events if not e[0].startswith("pre:")]
     epoch = ["before_epoch", "after_batch", "after_batch", "after_epoch"]
     task = ["begin_task", "before_task", *epoch, *epoch]
@@ -250,7 +252,7 @@ def test_after_run_failed_when_a_plugin_raises():
     run = tiny_run()
     events = []
     with pytest.raises(RuntimeError, match="boom"):
-        run_continual(run, [HLOP(), Boom(), Recorder(events)])
+        run_continual(run, [METHODS["hlop"].build(run.cfg.hlop), Boom(), Recorder(events)])
     statuses = [e[4]["status"] for e in events if e[0] == "after_run"]
     assert statuses == ["failed"]
     assert [e[0] for e in events][-2:] == ["after_batch", "after_run"]  # no after_epoch of task 1
@@ -329,7 +331,7 @@ def test_wrong_number_of_circuit_learning_rates(tmp_path, capsys):
 def test_load_checkpoint_refuses_other_files(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint\n")
-    with pytest.raises(CheckpointError, match="is not an hlop checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot be read as an hlop checkpoint"):
         load_checkpoint(text)
     listed = tmp_path / "list.pt"
     torch.save([1, 2, 3], listed)
@@ -376,7 +378,7 @@ class RowProbe(Plugin):
         self.rows.append((list(run.acc_matrix[-1]), evaluate_seen(run)))
 
 
-@pytest.mark.parametrize("method", [HLOP, Baseline])
+@pytest.mark.parametrize("method", ["hlop", "baseline"])
 def test_replay_row_is_the_evaluation_after_replay(method):
     run = tiny_run(
         "replay.enabled=true",
@@ -385,8 +387,9 @@ def test_replay_row_is_the_evaluation_after_replay(method):
         "replay.lr=0.5",
         "replay.epochs=2",
     )
-    before, after, replay = RowProbe(), RowProbe(), Replay()
-    run_continual(run, [method(), before, replay, after])
+    before, after, replay = RowProbe(), RowProbe(), ADDONS["replay"].build(run.cfg.replay)
+    plugin = METHODS[method].build(getattr(run.cfg, method, None))
+    run_continual(run, [plugin, before, replay, after])
     assert [len(m) for m in replay.memory] == [30, 30]  # 3 per class of each task
     # task 0: no replay, the row stands; task 1: replay changed the network and the row
     assert before.rows[0][0] == after.rows[0][0] == after.rows[0][1]

@@ -6,10 +6,11 @@ from collections import Counter
 import pytest
 import torch
 
+from hlop.build import build_model
 from hlop.config import apply_overrides
 from hlop.continual import RunState, run_continual
 from hlop.data import JointSplit, joint_task
-from hlop.experiment import build_model, train
+from hlop.experiment import train
 from hlop.methods import METHODS, Multitask
 from hlop.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from hlop.presets import build_benchmark, preset
@@ -27,7 +28,7 @@ def config(benchmark, *extra):
 
 
 def test_registered():
-    assert METHODS["multitask"] is Multitask
+    assert METHODS["multitask"].plugin is Multitask
 
 
 def test_joint_split_keeps_each_samples_transform_and_task():

@@ -6,12 +6,12 @@ import torch
 from helpers import as_during_task, options, step_gradients
 
 from hlop import SpikingMLP
+from hlop.build import build_model
 from hlop.config import apply_overrides
 from hlop.continual import RunState, train_epoch
-from hlop.experiment import build_benchmark, build_model
 from hlop.networks import CircuitOptions
 from hlop.neurons import DSRNeuron
-from hlop.presets import preset
+from hlop.presets import build_benchmark, preset
 from hlop.surrogate import SurrogateLIF
 
 TINY = [

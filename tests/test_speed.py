@@ -191,7 +191,7 @@ def test_gpu_check_script_runs_on_cpu(capsys):
     ],
 )
 def test_precision_keys_reach_layers_and_circuits(extra, layers, circuits):
-    from hlop.experiment import build_model
+    from hlop.build import build_model
     from hlop.presets import build_benchmark
 
     cfg = apply_overrides(preset("pmnist-subset"), [*TINY, *extra])

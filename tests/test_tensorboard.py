@@ -6,12 +6,12 @@ import sys
 import pytest
 import torch
 
+from hlop.build import build_model
 from hlop.cli import main
 from hlop.config import apply_overrides
 from hlop.continual import RunState, run_continual
 from hlop.diagnostics import CircuitDiagnostics
-from hlop.experiment import build_model
-from hlop.methods import HLOP
+from hlop.methods import METHODS
 from hlop.presets import build_benchmark, preset
 from hlop.tensorboard_log import TensorBoardLog
 
@@ -41,7 +41,10 @@ def test_scalars_of_a_run():
     torch.manual_seed(cfg.seed)
     run = RunState(cfg, build_model(cfg, benchmark), benchmark, torch.device("cpu"))
     writer = FakeWriter()
-    run_continual(run, [HLOP(), CircuitDiagnostics(32), TensorBoardLog("unused", writer)])
+    run_continual(
+        run,
+        [METHODS["hlop"].build(cfg.hlop), CircuitDiagnostics(32), TensorBoardLog("unused", writer)],
+    )
     s = writer.scalars
     assert [step for step, _ in s["epoch/train_loss"]] == [1, 2, 3, 4]  # global epochs
     assert [step for step, _ in s["accuracy/task0"]] == [0, 1]

@@ -8,11 +8,12 @@ import torch
 from helpers import SMALL_PMNIST as SMALL
 
 import hlop.experiment
+from hlop.build import build_model
 from hlop.config import apply_overrides
 from hlop.continual import Plugin, RunState, evaluate_seen
-from hlop.experiment import build_benchmark, build_model, train
+from hlop.experiment import train
 from hlop.methods import Replay, method_plugins
-from hlop.presets import preset
+from hlop.presets import build_benchmark, preset
 
 pytestmark = pytest.mark.slow
 

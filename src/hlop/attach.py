@@ -44,8 +44,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .choices import per_circuit
 from .circuit import LateralCircuit
-from .networks import broadcast_lrs
 from .projection import project_weight_grad, unfold_patches
 
 HEBBIAN_MODES = ("per-call", "averaged")
@@ -134,7 +134,7 @@ class HLOP:
         if not chosen:
             raise ValueError("hlop.HLOP: no nn.Linear or nn.Conv2d layer to attach to")
         self.names = [name for name, _ in chosen]
-        rates = broadcast_lrs([lrs] if isinstance(lrs, int | float) else lrs, self.names, "lrs")
+        rates = per_circuit([lrs] if isinstance(lrs, int | float) else lrs, self.names, "lrs")
         self.sizes = None if sizes is None else self._schedule(sizes)
         self.task = 0
         self.in_task = False

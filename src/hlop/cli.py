@@ -17,11 +17,12 @@ import sys
 import time
 import typing
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import distributed, memory
+from .choices import FEEDBACK_RULES, HEBBIAN_SOURCES, PRECISIONS, PROJ_TYPES, TRAINING_RULES
 from .config import Config, apply_overrides, key_type, read_config_file, validate
 from .continual import TrainingDiverged
 from .data import DATASETS, fetch_dataset
@@ -29,9 +30,7 @@ from .errors import CheckpointError, ConfigError, HlopError
 from .methods import METHODS
 from .paper import PAPER_METHODS
 from .presets import BENCHMARKS, preset
-from .projection import FEEDBACK_RULES, HEBBIAN_SOURCES, PRECISIONS, PROJ_TYPES
 from .resume import Interrupted
-from .training import TRAINING_RULES
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Flag:
     flag: str
     key: str
     help: str
-    choices: Sequence[str] | None = None
+    choices: Collection[str] | None = None  # read when the parser is built
     switch: bool = False
 
     @property
@@ -51,9 +50,9 @@ class Flag:
 
 TRAIN_FLAGS: tuple[Flag, ...] = (
     Flag("--data-dir", "data_dir", "data root holding one folder per dataset (mnist/, ...)"),
-    Flag("--method", "method", "continual-learning method", tuple(METHODS)),
+    Flag("--method", "method", "continual-learning method", METHODS),  # as registered now
     Flag("--training", "training", "training method (bptt and ottt presets use T=6)",
-         tuple(TRAINING_RULES)),
+         TRAINING_RULES),
     Flag("--epochs", "epochs", "epochs per task"),
     Flag("--tasks", "tasks", "number of tasks"),
     Flag("--batch-size", "batch_size",
@@ -114,7 +113,10 @@ def _add_config_arguments(t: argparse.ArgumentParser, flags: Sequence[Flag]) -> 
             t.add_argument(f.flag, action="store_true", help=f"{f.help} (sets {f.key}=true)")
         else:
             t.add_argument(
-                f.flag, type=_argument_type(f.key), choices=f.choices, help=f"{f.help} ({f.key})"
+                f.flag,
+                type=_argument_type(f.key),
+                choices=None if f.choices is None else list(f.choices),
+                help=f"{f.help} ({f.key})",
             )
     t.add_argument(
         "--set",

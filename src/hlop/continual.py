@@ -96,6 +96,11 @@ class Plugin:
     #: circuits are measured after each task (:mod:`hlop.diagnostics`)
     uses_circuits = False
 
+    def check(self, run: RunState) -> None:
+        """Raise :class:`hlop.errors.ConfigError` if this plugin cannot run with ``run``'s
+        network, training rule or settings; called once the network is built, before
+        anything trains or is written."""
+
     def before_run(self, run: RunState) -> None:
         """Before the first step (also when a run resumes); a method may set ``run.stream``."""
 

@@ -113,6 +113,28 @@ def timeout() -> datetime.timedelta:
 
 
 # ---------------------------------------------------------------------- the group
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """The device of ``name`` (auto, cpu, cuda, cuda:N); a worker of several on a machine
+    (``local_rank``) takes GPU ``cuda:local_rank`` for auto and cuda."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but CUDA is not available; use --device cpu")
+    if local_rank is not None and name.startswith("cuda"):
+        if name != "cuda":
+            raise ConfigError(
+                f"--device {name}: each worker of torchrun takes its own GPU (cuda:LOCAL_RANK); "
+                "use --device cuda or auto, and CUDA_VISIBLE_DEVICES to choose the GPUs"
+            )
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"worker {local_rank} of this machine has no GPU: {torch.cuda.device_count()} "
+                "visible; start at most that many workers per machine (--nproc_per_node)"
+            )
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
 @contextlib.contextmanager
 def joined(device: torch.device) -> Iterator[None]:
     """Within the block this worker trains together with the others that torchrun started

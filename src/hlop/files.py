@@ -1,6 +1,6 @@
 """Files a run writes and reads: atomic replacement, JSON objects.
 
-This module imports nothing of hlop.
+This module imports nothing of hlop but its errors.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+
+from .errors import CheckpointError
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
@@ -30,6 +32,22 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
 def save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save(obj)`` to ``path`` through :func:`write_atomic`."""
     write_atomic(path, lambda f: torch.save(obj, f))
+
+
+def load_saved(path: str | Path, device: Any, what: str, hint: str) -> Any:
+    """What ``torch.save`` wrote to ``path``, read with ``weights_only=True`` onto
+    ``device``; a missing or unreadable file raises :class:`CheckpointError` naming ``what``
+    it should have been, with ``hint`` on what to pass instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such {what} file; {hint}")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # pickle, zip or torch errors: damaged, or not ours
+        raise CheckpointError(
+            f"{path} cannot be read as an hlop {what} ({type(e).__name__}): the file is "
+            f"damaged or was not written by hlop train; {hint}"
+        ) from None
 
 
 def write_json(path: str | Path, data: Any) -> None:

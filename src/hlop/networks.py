@@ -10,27 +10,28 @@ readout.  A network only writes its layers and its ``features`` method.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
 
-from .circuit import LateralCircuit
-from .neurons import SpikingNeuron
-from .projection import (
+from .choices import (
     FEEDBACK_RULES,
     HEBBIAN_SOURCES,
     HEBBIAN_STRIDES,
     PRECISIONS,
     PROJ_TYPES,
-    ProjectedConv2d,
-    ProjectedLayer,
-    ProjectedLinear,
+    STEMS,
+    per_circuit,
 )
+from .circuit import LateralCircuit
+from .errors import ConfigError
+from .neurons import SpikingNeuron
+from .projection import ProjectedConv2d, ProjectedLayer, ProjectedLinear
 from .training import TrainingRule, training_rule
 
-STEMS = ("3x3", "5x5")  # ResNet-18 stems: 3x3 stride 1 (32x32 inputs), 5x5 stride 2
 # network time layout -> layout of the projected layers that see spikes
 _LAYER_LAYOUTS = {"steps": "steps", "fast": "fast", "online": "trace"}
 
@@ -111,19 +112,35 @@ class NetworkOptions:
         return self.circuit.hebbian_on or self.rule.hebbian_on
 
 
-def broadcast_lrs(lrs: Sequence[float], names: Sequence[str], key: str = "hlop.lrs") -> list[float]:
-    """One value for every circuit, or one per circuit (in ``names`` order); ``key`` names
-    the setting in the error (learning rates, or another per-circuit value such as
-    ``gpm.thresholds``)."""
-    lrs = list(lrs)
-    if len(lrs) == 1:
-        return lrs * len(names)
-    if len(lrs) != len(names):
-        raise ValueError(
-            f"{key} needs 1 value or {len(names)} (one per circuit: {', '.join(names)}), "
-            f"got {len(lrs)}: {lrs}"
-        )
-    return lrs
+@dataclass(frozen=True)
+class Gate:
+    """A neuron layer whose spikes a task-specific gate can scale (HAT): its name in the
+    network, the layer, its units (or channels)."""
+
+    name: str
+    neuron: SpikingNeuron
+    units: int
+
+
+@dataclass(frozen=True)
+class GatedWeight:
+    """A weight layer between gates: the gates whose spikes it reads (none: the network's
+    input) and the gates that read its output (through batch norm, pooling, the residual
+    stream); its output unit ``j`` is used by a task if any of those gates uses ``j``."""
+
+    name: str
+    layer: nn.Module
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GateLayout:
+    """Where a network's gates are, and which gates each weight layer connects
+    (:meth:`SpikingNetwork.gated_layers`)."""
+
+    gates: list[Gate]
+    weights: list[GatedWeight]
 
 
 class SpikingNetwork(nn.Module):
@@ -237,7 +254,8 @@ class SpikingNetwork(nn.Module):
         self._name_layers()
         layers = self.projected_layers()
         lrs = self.options.circuit.lrs or self.default_lrs
-        for (_, m), lr in zip(layers, broadcast_lrs(lrs, [n for n, _ in layers]), strict=True):
+        rates = per_circuit(lrs, [n for n, _ in layers], "hlop.lrs")
+        for (_, m), lr in zip(layers, rates, strict=True):
             m.circuit.lr = lr
         self.set_layout("steps")
 
@@ -404,6 +422,25 @@ class SpikingNetwork(nn.Module):
     def features(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def gated_layers(self) -> GateLayout:
+        """The neuron layers a task's gates scale and the weight layers between them (the
+        classifier heads left out: one per task).  A network that HAT should run on says
+        where they are."""
+        raise ConfigError(f"{type(self).__name__} does not say where its gated layers are")
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: Any,
+        input_shape: Sequence[int],
+        num_classes: int,
+        shared_head: bool,
+        options: NetworkOptions,
+    ) -> SpikingNetwork:  # pragma: no cover - abstract
+        """The network of a run (``cfg``: a :class:`hlop.config.Config`; its own keys) for
+        inputs of ``input_shape`` and ``num_classes`` classes per task."""
+        raise NotImplementedError
+
 
 class SpikingMLP(SpikingNetwork):
     """The permuted-MNIST network: ``784 - 800 - 800 - 10``, no biases, one shared head.
@@ -430,9 +467,24 @@ class SpikingMLP(SpikingNetwork):
         self.heads.append(self._linear(hidden, num_classes, circuit=True))  # PyTorch's init
         self._finish(self.fc1, self.sn2)
 
+    @classmethod
+    def from_config(cls, cfg, input_shape, num_classes, shared_head, options) -> SpikingMLP:
+        """``hidden`` units; one shared head only."""
+        if not shared_head:
+            raise ConfigError("the mlp model has one shared head; set shared_head=true")
+        return cls(math.prod(input_shape), cfg.hidden, num_classes, options)
+
     def features(self, x: Tensor) -> Tensor:
         h = self.encode(x.flatten(1))
         return self.sn2(self.fc2(self.sn1(h)))
+
+    def gated_layers(self) -> GateLayout:
+        gates = [
+            Gate("sn1", self.sn1, self.fc1.out_features),
+            Gate("sn2", self.sn2, self.fc2.out_features),
+        ]
+        weights = [GatedWeight("fc1", self.fc1, (), (0,)), GatedWeight("fc2", self.fc2, (0,), (1,))]
+        return GateLayout(gates, weights)
 
 
 def _init_batchnorm(module: nn.Module) -> None:
@@ -482,6 +534,14 @@ class SpikingCNN(SpikingNetwork):
         if not shared_head:
             self.add_head(num_classes)
 
+    @classmethod
+    def from_config(cls, cfg, input_shape, num_classes, shared_head, options) -> SpikingCNN:
+        """Square images ``(C, H, H)``."""
+        _require_images("cnn", input_shape)
+        return cls(
+            input_shape[0], input_shape[1], num_classes, shared_head=shared_head, options=options
+        )
+
     def features(self, x: Tensor) -> Tensor:
         h = self.encode(x)
         for i in range(len(self.convs)):
@@ -489,6 +549,17 @@ class SpikingCNN(SpikingNetwork):
                 h = self.convs[i](h)
             h = self.pool(self.sns[i](self.bns[i](h)))
         return h.flatten(1)
+
+    def gated_layers(self) -> GateLayout:
+        gates = [
+            Gate(f"sns.{i}", sn, conv.out_channels)
+            for i, (sn, conv) in enumerate(zip(self.sns, self.convs, strict=True))
+        ]
+        weights = [
+            GatedWeight(f"convs.{i}", conv, (i - 1,) if i else (), (i,))
+            for i, conv in enumerate(self.convs)
+        ]
+        return GateLayout(gates, weights)
 
 
 class PreActBlock(nn.Module):
@@ -556,12 +627,62 @@ class SpikingResNet18(SpikingNetwork):
         if not shared_head:
             self.add_head(num_classes)
 
+    @classmethod
+    def from_config(cls, cfg, input_shape, num_classes, shared_head, options) -> SpikingResNet18:
+        """Images ``(C, H, W)``; base ``width`` and ``stem``."""
+        _require_images("resnet18", input_shape)
+        return cls(
+            num_classes,
+            width=cfg.width,
+            stem=cfg.stem,
+            in_channels=input_shape[0],
+            shared_head=shared_head,
+            options=options,
+        )
+
     def features(self, x: Tensor) -> Tensor:
         h = self.blocks(self.encode(x))
         return self.sn(self.bn(h)).mean(dim=(2, 3))
 
+    def gated_layers(self) -> GateLayout:
+        """Pre-activation blocks: conv1 reads sn1 and feeds sn2; conv2 (and the shortcut)
+        write the residual stream, which every later block's sn1 reads until a shortcut
+        starts a new stream, and the final sn reads the last one."""
+        gates: list[Gate] = []
+        weights: list[GatedWeight] = []
 
-#: The networks by configuration name (``model``), and the one list of their names.
+        def gate(name: str, neuron: SpikingNeuron, units: int) -> int:
+            gates.append(Gate(name, neuron, units))
+            return len(gates) - 1
+
+        def close(writers, readers) -> None:
+            weights.extend(GatedWeight(n, m, i, tuple(readers)) for n, m, i in writers)
+
+        writers: list[tuple[str, nn.Module, tuple[int, ...]]] = [("stem", self.stem, ())]
+        readers: list[int] = []
+        for b, block in enumerate(self.blocks):
+            g1 = gate(f"blocks.{b}.sn1", block.sn1, block.bn1.num_features)
+            g2 = gate(f"blocks.{b}.sn2", block.sn2, block.bn2.num_features)
+            readers.append(g1)
+            weights.append(GatedWeight(f"blocks.{b}.conv1", block.conv1, (g1,), (g2,)))
+            if block.shortcut is not None:  # the block's output is a new stream
+                close(writers, readers)
+                writers, readers = [(f"blocks.{b}.shortcut", block.shortcut, (g1,))], []
+            writers.append((f"blocks.{b}.conv2", block.conv2, (g2,)))
+        readers.append(gate("sn", self.sn, self.bn.num_features))
+        close(writers, readers)
+        return GateLayout(gates, weights)
+
+
+def _require_images(model: str, shape: Sequence[int]) -> None:
+    if len(shape) != 3:
+        raise ConfigError(
+            f"model {model} needs images (C, H, W); the benchmark's inputs are {tuple(shape)}"
+        )
+
+
+#: The networks by configuration name (``model``), and the one list of their names; each
+#: builds itself from a run's configuration (:meth:`SpikingNetwork.from_config`).
 NETWORKS: dict[str, type[SpikingNetwork]] = {
     "mlp": SpikingMLP,
     "cnn": SpikingCNN,

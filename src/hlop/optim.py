@@ -2,13 +2,13 @@
 
 ``torch.optim``'s optimisers import ``torch._dynamo`` (and with it sympy) the first time a
 parameter group is added or a step is taken, to keep their methods out of compiled graphs:
-71 MiB of resident memory (measured with torch 2.13), a sixth of a full permuted-MNIST
-run, for a compiler hlop never calls.  These two classes are ``torch.optim.Optimizer``
-subclasses (learning-rate schedulers, step hooks and state dicts work as with torch's):
-they call the base class's bookkeeping without its lazy import and do the update of
-torch's single-tensor (for-loop) implementations, operation for operation, so a run gives
-the same parameters bit for bit as with ``torch.optim.SGD`` / ``torch.optim.Adam`` on the
-CPU (``tests/test_optim.py``), and their state dicts load into each other.
+resident memory spent on a compiler hlop never calls. These two classes are
+``torch.optim.Optimizer`` subclasses (learning-rate schedulers, step hooks and state dicts
+work as with torch's): they call the base class's bookkeeping without its lazy import and do
+the update of torch's single-tensor (for-loop) implementations, operation for operation, so
+a run gives the same parameters bit for bit as with ``torch.optim.SGD`` /
+``torch.optim.Adam`` on the CPU (``tests/test_optim.py``), and their state dicts load into
+each other.
 """
 
 from __future__ import annotations

@@ -262,7 +262,7 @@ def unfold_patches(
 ) -> Tensor:
     """A convolution's input patches as rows (B * L x C_in k_h k_w), ordered as the
     flattened columns of its weight: the rows of ``F.unfold`` (transposed), taken from
-    strided views (several times faster on CPU).
+    strided views of the padded input instead of computed by ``F.unfold``.
 
     ``padding`` is zero padding in :func:`F.pad` order ``(left, right, top, bottom)``."""
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
@@ -375,10 +375,6 @@ class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
         self._init_projection(
             circuit, feedback, proj_type, timesteps, hebbian_on, rate_weights, precision
         )
-
-    @property
-    def patch_features(self) -> int:
-        return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
 
     def _check(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:

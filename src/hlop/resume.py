@@ -40,7 +40,7 @@ from . import __version__
 from .config import RESULT_NEUTRAL_KEYS, Config, differences, read_config_file
 from .continual import Plugin, Resume, RunState, rng_state
 from .errors import CheckpointError, ConfigError
-from .files import save_atomic
+from .files import load_saved, save_atomic
 
 STATE_FILE = "state.pt"
 FORMAT = "hlop-state"
@@ -91,15 +91,8 @@ def collect_state(run: RunState, plugins: Sequence[Plugin], task: int, epoch: in
 def read_state(path: str | Path, device: str | torch.device = "cpu") -> dict:
     """A saved resume state; :class:`CheckpointError` for anything else."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such resume state file")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # pickle, zip or torch errors: damaged, or not ours
-        raise CheckpointError(
-            f"{path} cannot be read as an hlop resume state ({type(e).__name__}): the file is "
-            "damaged or was not written by hlop train"
-        ) from None
+    hint = "pass the directory of a run of hlop train (hlop train --resume DIR)"
+    state = load_saved(path, device, "resume state", hint)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an hlop resume state (no format {FORMAT!r})")
     return state

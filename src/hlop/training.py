@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .choices import TRAINING_RULES
 from .neurons import DSRNeuron, SpikingNeuron
 from .surrogate import SurrogateLIF
 
@@ -143,14 +144,14 @@ class OTTT(BPTT):
         return f"OTTT(online_update={self.online_update})"
 
 
-#: Every training method, by name (the one list the CLI, the config and the code use).
-TRAINING_RULES: dict[str, type[TrainingRule]] = {"dsr": DSR, "bptt": BPTT, "ottt": OTTT}
+#: The rule of every training method, by its name in :data:`hlop.choices.TRAINING_RULES`.
+RULES: dict[str, type[TrainingRule]] = {"dsr": DSR, "bptt": BPTT, "ottt": OTTT}
 
 
 def training_rule(name: str, *, online_update: bool = False) -> TrainingRule:
     """The rule object of training method ``name``."""
-    if name not in TRAINING_RULES:
-        raise ValueError(f"training must be one of {tuple(TRAINING_RULES)}, got {name!r}")
+    if name not in RULES:
+        raise ValueError(f"training must be one of {TRAINING_RULES}, got {name!r}")
     if online_update and name != "ottt":
         raise ValueError("online_update applies to OTTT training only (--training ottt)")
-    return OTTT(online_update) if name == "ottt" else TRAINING_RULES[name]()
+    return OTTT(online_update) if name == "ottt" else RULES[name]()

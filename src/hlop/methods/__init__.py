@@ -1,52 +1,90 @@
 """Continual-learning methods: each one plugin file, registered here by name.
 
 A method is a :class:`hlop.continual.Plugin` that reacts to the loop's events; ``--method
-NAME`` picks one, and ``--replay`` adds memory replay to any of them.  To add a method,
-write its plugin in a new file of this package and add one entry to :data:`METHODS`.
+NAME`` picks one, and ``--replay`` adds memory replay to any of them.  A method with
+settings declares them as a small :class:`hlop.settings.Settings` dataclass next to its
+plugin, whose constructor takes them as keyword arguments; the run's configuration then has
+a section of that name (``--set NAME.KEY=VALUE``).  To add a method, write its file in this
+package and add one entry to :data:`METHODS`.
 """
 
 from __future__ import annotations
 
-from ..config import Config, ConfigError
-from ..continual import Plugin
-from .baseline import Baseline
-from .ewc import EWC
-from .gpm import GPM
-from .hat import HAT
-from .hlop import HLOP
-from .multitask import Multitask
-from .replay import Replay
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
 
-#: Every method by name (the one list the CLI and the checks use); values build the plugin.
-METHODS: dict[str, type[Plugin]] = {
-    "hlop": HLOP,
-    "baseline": Baseline,
-    "ewc": EWC,
-    "gpm": GPM,
-    "hat": HAT,
-    "multitask": Multitask,
+from ..continual import Plugin
+from ..errors import ConfigError
+from ..settings import Settings
+from .baseline import Baseline
+from .ewc import EWC, EWCSettings
+from .gpm import GPM, GPMSettings
+from .hat import HAT, HATSettings
+from .hlop import HLOPPlugin, HLOPSettings
+from .multitask import Multitask
+from .replay import Replay, ReplaySettings
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered plugin and the dataclass of its settings (None: it has none)."""
+
+    plugin: type[Plugin]
+    settings: type[Settings] | None = None
+
+    def build(self, section: Settings | None = None) -> Plugin:
+        """The plugin, with the values of its configuration section (an add-on's
+        ``enabled`` switch is the run's, not the plugin's)."""
+        if self.settings is None:
+            return self.plugin()
+        section = self.settings() if section is None else section
+        values = {
+            f.name: getattr(section, f.name)
+            for f in dataclasses.fields(section)
+            if f.name != "enabled"
+        }
+        return self.plugin(**values)
+
+
+#: Every method by name (the one list the CLI and the checks use).
+METHODS: dict[str, Method] = {
+    "hlop": Method(HLOPPlugin, HLOPSettings),
+    "baseline": Method(Baseline),
+    "ewc": Method(EWC, EWCSettings),
+    "gpm": Method(GPM, GPMSettings),
+    "hat": Method(HAT, HATSettings),
+    "multitask": Method(Multitask),
 }
 
+#: Plugins that combine with any method, each switched on by its section's ``enabled``.
+ADDONS: dict[str, Method] = {"replay": Method(Replay, ReplaySettings)}
 
-def method_plugins(cfg: Config) -> list[Plugin]:
-    """The plugins of a run: its method (``cfg.method``), then replay if enabled."""
+
+def method_plugins(cfg: Any) -> list[Plugin]:
+    """The plugins of a run (``cfg``: a :class:`hlop.config.Config`): its method
+    (``cfg.method``), then each add-on whose section is enabled."""
     if cfg.method not in METHODS:
         raise ConfigError(
             f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)} (--method)"
         )
-    plugins = [METHODS[cfg.method]()]
-    if cfg.replay.enabled:
-        plugins.append(Replay())
+    plugins = [METHODS[cfg.method].build(getattr(cfg, cfg.method, None))]
+    for name, addon in ADDONS.items():
+        section = getattr(cfg, name)
+        if section.enabled:
+            plugins.append(addon.build(section))
     return plugins
 
 
 __all__ = [
+    "ADDONS",
     "EWC",
     "GPM",
     "HAT",
-    "HLOP",
     "METHODS",
     "Baseline",
+    "HLOPPlugin",
+    "Method",
     "Multitask",
     "Replay",
     "method_plugins",

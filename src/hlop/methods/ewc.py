@@ -20,12 +20,29 @@ unchanged.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .. import distributed
 from ..continual import Plugin, RunState, loss_check
+from ..settings import Settings, require
+
+
+@dataclass
+class EWCSettings(Settings):
+    """The ``ewc`` section."""
+
+    # strength of the penalty (lam / 2) sum F (theta - theta*)^2.  The ANN reference
+    # (joansj/hat) uses 5000 with another Fisher scale (see the README); SGD on the penalty
+    # diverges once lr lam max F >= 2 (the run warns)
+    lam: float = 10.0
+    samples: int = 500  # training samples of each task whose per-sample gradients give F
+
+    def check(self) -> None:
+        require(self.lam >= 0, f"ewc.lam must be >= 0, got {self.lam}")
+        require(self.samples >= 1, f"ewc.samples must be >= 1, got {self.samples}")
 
 
 def empirical_fisher(run: RunState, samples: int) -> dict[str, Tensor]:
@@ -58,14 +75,14 @@ def empirical_fisher(run: RunState, samples: int) -> dict[str, Tensor]:
     return {n: f / len(index) for n, f in fisher.items()}
 
 
-def warn_if_unstable(cfg, fisher_max: float) -> None:
+def warn_if_unstable(cfg, lam: float, fisher_max: float) -> None:
     """Warn when SGD on the penalty alone would diverge: along a parameter with Fisher F the
     step multiplies ``theta - theta_bar`` by ``1 - lr lam F`` (with momentum beta, stable
-    while ``lr lam F < 2 (1 + beta)``)."""
-    if cfg.optimizer != "sgd" or cfg.ewc.lam == 0:
+    while ``lr lam F < 2 (1 + beta)``); ``cfg``: the run's optimiser settings."""
+    if cfg.optimizer != "sgd" or lam == 0:
         return
     lr = cfg.lr if cfg.lr_later is None else cfg.lr_later
-    product, bound = lr * cfg.ewc.lam * fisher_max, 2 * (1 + cfg.momentum)
+    product, bound = lr * lam * fisher_max, 2 * (1 + cfg.momentum)
     if product >= bound:
         warnings.warn(
             f"ewc: lr * ewc.lam * max F = {product:.3g} >= {bound:.3g}: SGD on the penalty "
@@ -77,8 +94,12 @@ def warn_if_unstable(cfg, fisher_max: float) -> None:
 
 class EWC(Plugin):
     """Elastic weight consolidation: a quadratic penalty that holds each parameter near its
-    values after earlier tasks, in proportion to its Fisher information (``ewc.lam``,
-    ``ewc.samples``).  Circuits are never used.
+    values after earlier tasks, in proportion to its Fisher information.  Circuits are never
+    used.
+
+    Args:
+        lam: the penalty's strength.
+        samples: training samples of each task whose per-sample gradients give its Fisher.
 
     Attributes:
         fisher: parameter name -> ``F``, the sum of the finished tasks' Fishers.
@@ -87,9 +108,17 @@ class EWC(Plugin):
 
     name = "ewc"
 
-    def __init__(self) -> None:
+    def __init__(self, lam: float = 10.0, samples: int = 500) -> None:
+        self.settings = EWCSettings(lam, samples)
         self.fisher: dict[str, Tensor] = {}
         self.anchor: dict[str, Tensor] = {}
+
+    def check(self, run: RunState) -> None:
+        require(
+            not run.model.rule.updates_within_batch,
+            "ewc adds its penalty's gradient before each optimiser step, which OTTT's online "
+            "update (an optimiser step at every time step) bypasses: drop --online-update",
+        )
 
     def state_dict(self) -> dict:
         return {"fisher": dict(self.fisher), "anchor": dict(self.anchor)}
@@ -99,7 +128,7 @@ class EWC(Plugin):
         self.anchor = {n: a.to(run.device) for n, a in state.get("anchor", {}).items()}
 
     def after_backward(self, run: RunState) -> None:
-        lam = run.cfg.ewc.lam
+        lam = self.settings.lam
         for n, p in run.model.named_parameters():
             # only what trains now; heads of other tasks get no gradient and stay as they are
             if n in self.fisher and p.requires_grad and p.grad is not None:
@@ -108,8 +137,9 @@ class EWC(Plugin):
     def after_training(self, run: RunState) -> None:
         # here, not after the evaluation: the parameters the task's training reached, and the
         # estimate counts in the task's time (with --replay, before its retraining)
-        self.consolidate(run.model, empirical_fisher(run, run.cfg.ewc.samples))
-        warn_if_unstable(run.cfg, max(float(f.max()) for f in self.fisher.values()))
+        self.consolidate(run.model, empirical_fisher(run, self.settings.samples))
+        fisher_max = max(float(f.max()) for f in self.fisher.values())
+        warn_if_unstable(run.cfg, self.settings.lam, fisher_max)
 
     @torch.no_grad()
     def consolidate(self, model: torch.nn.Module, fisher: dict[str, Tensor]) -> None:

@@ -21,13 +21,37 @@ the layer's weight updates of later tasks exactly as HLOP's merged circuits do:
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import Tensor
 
 from .. import distributed
-from ..config import ConfigError
+from ..choices import per_circuit
 from ..continual import Plugin, RunState
-from ..networks import broadcast_lrs
+from ..errors import ConfigError
+from ..settings import Settings, require
+
+
+@dataclass
+class GPMSettings(Settings):
+    """The ``gpm`` section."""
+
+    # energy threshold eps of each circuit (one value for all, or one per circuit in network
+    # order, as hlop.lrs); task t uses min(eps + threshold_step * t, 1)
+    thresholds: list[float] = field(default_factory=lambda: [0.97])
+    threshold_step: float = 0.0  # CIFAR-100 reference: 0.97 + 0.003 t
+    samples: int = 125  # training samples of each task in the representation matrices
+
+    def check(self) -> None:
+        require(
+            len(self.thresholds) >= 1 and all(0 < t <= 1 for t in self.thresholds),
+            f"gpm.thresholds must be in (0, 1], got {self.thresholds}",
+        )
+        require(
+            self.threshold_step >= 0, f"gpm.threshold_step must be >= 0, got {self.threshold_step}"
+        )
+        require(self.samples >= 1, f"gpm.samples must be >= 1, got {self.samples}")
 
 
 def new_bases(cov: Tensor, memory: Tensor, eps: float) -> Tensor:
@@ -95,11 +119,21 @@ def representation_covariances(run: RunState, samples: int) -> list[Tensor]:
 
 class GPM(Plugin):
     """Gradient projection memory: from task 1 on, weight updates are projected orthogonally
-    to the bases of earlier tasks' representations, held as the circuits' old rows
-    (``gpm.thresholds``, ``gpm.threshold_step``, ``gpm.samples``)."""
+    to the bases of earlier tasks' representations, held as the circuits' old rows.
+
+    Args: see :class:`GPMSettings`."""
 
     name = "gpm"
     uses_circuits = True
+
+    def __init__(
+        self, thresholds: list[float] | None = None, threshold_step: float = 0.0, samples: int = 125
+    ) -> None:
+        thresholds = [0.97] if thresholds is None else list(thresholds)
+        self.settings = GPMSettings(thresholds, threshold_step, samples)
+
+    def check(self, run: RunState) -> None:
+        self.thresholds(run)
 
     def before_task(self, run: RunState) -> None:
         for c in run.model.circuits():
@@ -115,10 +149,10 @@ class GPM(Plugin):
 
     def thresholds(self, run: RunState) -> list[float]:
         """eps of every circuit for the current task: ``min(eps + threshold_step * t, 1)``."""
-        g = run.cfg.gpm
+        g = self.settings
         names = [n for n, _ in run.model.projected_layers()]
         try:
-            eps = broadcast_lrs(g.thresholds, names, key="gpm.thresholds")
+            eps = per_circuit(g.thresholds, names, key="gpm.thresholds")
         except ValueError as e:
             raise ConfigError(str(e)) from None
         return [min(e + g.threshold_step * run.task, 1.0) for e in eps]
@@ -127,7 +161,7 @@ class GPM(Plugin):
     def add_bases(self, run: RunState) -> list[int]:
         """Append the current task's bases to every circuit as frozen old rows; returns the
         number added to each."""
-        covs = representation_covariances(run, run.cfg.gpm.samples)
+        covs = representation_covariances(run, self.settings.samples)
         added = []
         for c, cov, eps in zip(run.model.circuits(), covs, self.thresholds(run), strict=True):
             if c.rows != c.old_rows:

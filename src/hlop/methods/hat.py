@@ -39,14 +39,37 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from ..config import ConfigError
 from ..continual import Plugin, RunState
-from ..networks import SpikingCNN, SpikingMLP, SpikingNetwork, SpikingResNet18
-from ..neurons import SpikingNeuron
+from ..settings import Settings, require
+
+if TYPE_CHECKING:
+    from ..networks import Gate, GateLayout, SpikingNetwork
+
+
+@dataclass
+class HATSettings(Settings):
+    """The ``hat`` section; defaults of the reference code."""
+
+    c: float = 0.75  # strength of the attention regulariser (lamb in the reference)
+    s_max: float = 400.0  # largest scale of the gates sigmoid(s e): the one used at test
+    thr: float = 50.0  # clamp of s e inside cosh in the embedding-gradient compensation
+    emb_clamp: float | None = 6.0  # embeddings clamped to +-emb_clamp after each step; None: not
+
+    def check(self) -> None:
+        require(self.c >= 0, f"hat.c must be >= 0, got {self.c}")
+        require(
+            self.s_max >= 1,
+            f"hat.s_max must be >= 1 (annealing runs from 1/s_max), got {self.s_max}",
+        )
+        require(self.thr > 0, f"hat.thr must be > 0, got {self.thr}")
+        clamp = self.emb_clamp
+        require(clamp is None or clamp > 0, f"hat.emb_clamp must be > 0 or none, got {clamp}")
+
 
 # ---------------------------------------------------------------------- the math
 
@@ -85,96 +108,6 @@ def blocking_factor(out_mask: Tensor, in_mask: Tensor | None, weight_dim: int) -
     if in_mask is None:
         return 1 - out
     return 1 - torch.minimum(out, in_mask.reshape(1, -1, *extra))
-
-
-# ---------------------------------------------------------------------- where the gates are
-
-
-@dataclass(frozen=True)
-class Gate:
-    """A gated neuron layer: its name in the network, the layer, its units (or channels)."""
-
-    name: str
-    neuron: SpikingNeuron
-    units: int
-
-
-@dataclass(frozen=True)
-class GatedWeight:
-    """A weight layer between gates: the gates whose spikes it reads (none: the network's
-    input) and the gates that read its output (through batch norm, pooling, the residual
-    stream); its output unit ``j`` is used by a task if any of those gates uses ``j``."""
-
-    name: str
-    layer: nn.Module
-    inputs: tuple[int, ...]
-    outputs: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Topology:
-    """Where a network's gates are, and which gates each weight layer connects."""
-
-    gates: list[Gate]
-    weights: list[GatedWeight]
-
-
-def gate_topology(model: SpikingNetwork) -> Topology:
-    """The gated neuron layers of ``model`` and the weight layers between them (the
-    classifier heads are left out: one per task)."""
-    if isinstance(model, SpikingMLP):
-        gates = [
-            Gate("sn1", model.sn1, model.fc1.out_features),
-            Gate("sn2", model.sn2, model.fc2.out_features),
-        ]
-        weights = [
-            GatedWeight("fc1", model.fc1, (), (0,)),
-            GatedWeight("fc2", model.fc2, (0,), (1,)),
-        ]
-        return Topology(gates, weights)
-    if isinstance(model, SpikingCNN):
-        gates = [
-            Gate(f"sns.{i}", sn, conv.out_channels)
-            for i, (sn, conv) in enumerate(zip(model.sns, model.convs, strict=True))
-        ]
-        weights = [
-            GatedWeight(f"convs.{i}", conv, (i - 1,) if i else (), (i,))
-            for i, conv in enumerate(model.convs)
-        ]
-        return Topology(gates, weights)
-    if isinstance(model, SpikingResNet18):
-        return _resnet_topology(model)
-    raise ConfigError(f"HAT does not know where the gates of {type(model).__name__} are")
-
-
-def _resnet_topology(model: SpikingResNet18) -> Topology:
-    """Pre-activation blocks: conv1 reads sn1 and feeds sn2; conv2 (and the shortcut) write
-    the residual stream, which every later block's sn1 reads until a shortcut starts a new
-    stream, and the final sn reads the last one."""
-    gates: list[Gate] = []
-    weights: list[GatedWeight] = []
-
-    def gate(name: str, neuron: SpikingNeuron, units: int) -> int:
-        gates.append(Gate(name, neuron, units))
-        return len(gates) - 1
-
-    def close(writers, readers) -> None:
-        weights.extend(GatedWeight(n, m, i, tuple(readers)) for n, m, i in writers)
-
-    writers: list[tuple[str, nn.Module, tuple[int, ...]]] = [("stem", model.stem, ())]
-    readers: list[int] = []
-    for b, block in enumerate(model.blocks):
-        g1 = gate(f"blocks.{b}.sn1", block.sn1, block.bn1.num_features)
-        g2 = gate(f"blocks.{b}.sn2", block.sn2, block.bn2.num_features)
-        readers.append(g1)
-        weights.append(GatedWeight(f"blocks.{b}.conv1", block.conv1, (g1,), (g2,)))
-        if block.shortcut is not None:  # the block's output is a new stream
-            close(writers, readers)
-            writers, readers = [(f"blocks.{b}.shortcut", block.shortcut, (g1,))], []
-        writers.append((f"blocks.{b}.conv2", block.conv2, (g2,)))
-    readers.append(gate("sn", model.sn, model.bn.num_features))
-    close(writers, readers)
-    return Topology(gates, weights)
 
 
 # ---------------------------------------------------------------------- the gates
@@ -246,10 +179,13 @@ class HATGates(nn.Module):
 
 
 class HAT(Plugin):
-    """Hard attention to the task: see the module's docstring (``hat.*`` settings).
+    """Hard attention to the task: see the module's docstring.
+
+    Args: see :class:`HATSettings` (``c``, ``s_max``, ``thr``, ``emb_clamp``).
 
     Attributes:
         gates: the network's :class:`HATGates` (from task 0 on).
+        topology: where the network's gates are (:meth:`SpikingNetwork.gated_layers`).
         cumulative: ``a_<=t-1`` of every gate once a task is learnt (None before).
         factors: the gradient factor of every weight of :attr:`topology` for the next task.
         regulariser: the value of the attention regulariser on the last batch.
@@ -257,29 +193,36 @@ class HAT(Plugin):
 
     name = "hat"
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        c: float = 0.75,
+        s_max: float = 400.0,
+        thr: float = 50.0,
+        emb_clamp: float | None = 6.0,
+    ) -> None:
+        self.settings = HATSettings(c, s_max, thr, emb_clamp)
         self.gates: HATGates | None = None
-        self.topology: Topology | None = None
+        self.topology: GateLayout | None = None
         self.cumulative: list[Tensor] | None = None
         self.factors: list[Tensor | None] = []
         self.batches = 1
         self.regulariser = 0.0
 
-    @staticmethod
-    def check(run: RunState) -> None:
+    def check(self, run: RunState) -> None:
         """Refuse what HAT cannot run with (before task 0 trains)."""
         cfg, model = run.cfg, run.model
-        if model.shared_head:
-            why = " (shared_head=true)" if cfg.shared_head else ""
-            raise ConfigError(
-                f"HAT needs a head per task (task-incremental); {cfg.benchmark} has one "
-                f"shared head{why}"
-            )
-        if model.rule.updates_within_batch:
-            raise ConfigError(
-                "HAT masks the gradients between the backward and the optimiser step; OTTT's "
-                "online update (--online-update) steps within the batch: leave it off"
-            )
+        why = " (shared_head=true)" if cfg.shared_head else ""
+        require(
+            not model.shared_head,
+            f"HAT needs a head per task (task-incremental); {cfg.benchmark} has one shared "
+            f"head{why}",
+        )
+        require(
+            not model.rule.updates_within_batch,
+            "HAT masks the gradients between the backward and the optimiser step; OTTT's "
+            "online update (--online-update) steps within the batch: leave it off",
+        )
+        model.gated_layers()  # a network that cannot say where its gates are is refused
 
     def state_dict(self) -> dict:
         """The embeddings are the model's (``model.hat_gates``); here how many tasks have
@@ -307,8 +250,8 @@ class HAT(Plugin):
         """Gates on the network (the first time), with embeddings for ``tasks`` tasks."""
         if self.gates is None:
             self.check(run)
-            self.topology = gate_topology(run.model)
-            self.gates = HATGates(run.model, self.topology.gates, run.cfg.hat.s_max)
+            self.topology = run.model.gated_layers()
+            self.gates = HATGates(run.model, self.topology.gates, self.settings.s_max)
             run.model.hat_gates = self.gates
         while len(self.gates.embeddings) < tasks:
             g = torch.Generator().manual_seed(run.cfg.seed * 7919 + len(self.gates.embeddings))
@@ -323,10 +266,10 @@ class HAT(Plugin):
         # the first batch needs B before the loop reports it (after_batch keeps it in step)
         split = run.benchmark.tasks[run.task].train
         self.batches = math.ceil(len(split) / run.cfg.batch_size)
-        self.gates.s = annealed_scale(1, self.batches, run.cfg.hat.s_max)
+        self.gates.s = annealed_scale(1, self.batches, self.settings.s_max)
 
     def after_backward(self, run: RunState) -> None:
-        h, gates = run.cfg.hat, self.gates
+        h, gates = self.settings, self.gates
         embeddings = list(gates.embeddings[run.task])
         if h.c > 0:
             reg = attention_regulariser(gates.masks(run.task, gates.s), self.cumulative, h.c)
@@ -340,13 +283,13 @@ class HAT(Plugin):
                 e.grad.mul_(compensation(e.detach(), gates.s, h.s_max, h.thr))
 
     def after_batch(self, run: RunState, batch: int, batches: int, loss: float, acc: float):
-        clamp = run.cfg.hat.emb_clamp
+        clamp = self.settings.emb_clamp
         if clamp is not None:
             with torch.no_grad():
                 for e in self.gates.embeddings[run.task]:
                     e.clamp_(-clamp, clamp)
         self.batches = batches
-        self.gates.s = annealed_scale(min(batch + 1, batches), batches, run.cfg.hat.s_max)
+        self.gates.s = annealed_scale(min(batch + 1, batches), batches, self.settings.s_max)
 
     def after_training(self, run: RunState) -> None:
         """The task's gates join the cumulative ones; the next tasks' gradient factors."""

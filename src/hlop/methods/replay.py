@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .. import distributed
 from ..continual import Plugin, RunState, evaluate_seen, loss_check, make_optimizer, make_scheduler
+from ..settings import Settings, require
+
+
+@dataclass
+class ReplaySettings(Settings):
+    """The ``replay`` section (``--replay``: enabled)."""
+
+    enabled: bool = False
+    memory_size: int = 50  # samples kept per class of each task (chosen at random, seeded)
+    epochs: int = 1
+    batch_size: int = 50  # per task, in each replay step
+    lr: float = 0.01
+    t_max: int = 20  # cosine schedule of replay, when the run's scheduler is cosine
+
+    def check(self) -> None:
+        for name in ("memory_size", "epochs", "batch_size", "t_max"):
+            value = getattr(self, name)
+            require(value >= 1, f"replay.{name} must be >= 1, got {value}")
+        require(self.lr > 0, f"replay.lr must be > 0, got {self.lr}")
 
 
 class Replay(Plugin):
@@ -13,11 +34,22 @@ class Replay(Plugin):
     ``memory_size`` samples per class of every seen task, without projection, then
     re-evaluate the task's row.  One optimiser step accumulates a batch from every seen
     task's memory.  The memory is drawn at random per class with the run's seed (the
-    reference code keeps the first samples of each class)."""
+    reference code keeps the first samples of each class).
+
+    Args: see :class:`ReplaySettings` (``memory_size``, ``epochs``, ``batch_size``, ``lr``,
+    ``t_max``)."""
 
     name = "replay"
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        memory_size: int = 50,
+        epochs: int = 1,
+        batch_size: int = 50,
+        lr: float = 0.01,
+        t_max: int = 20,
+    ) -> None:
+        self.settings = ReplaySettings(True, memory_size, epochs, batch_size, lr, t_max)
         self.memory: list[torch.Tensor] = []  # indices into each task's training split
 
     def state_dict(self) -> dict:
@@ -30,7 +62,7 @@ class Replay(Plugin):
         """Indices of ``memory_size`` random samples of each class of ``task``."""
         split = run.benchmark.tasks[task].train
         g = torch.Generator().manual_seed(run.cfg.seed * 1009 + task)
-        size = run.cfg.replay.memory_size
+        size = self.settings.memory_size
         chosen = [
             idx[torch.randperm(len(idx), generator=g)[:size]]
             for _, idx in sorted(split.class_indices().items())
@@ -44,7 +76,7 @@ class Replay(Plugin):
     def after_evaluation(self, run: RunState) -> None:
         if run.task == 0:
             return
-        cfg, r, model = run.cfg, run.cfg.replay, run.model
+        cfg, r, model = run.cfg, self.settings, run.model
         optimizer = make_optimizer(cfg, model.trainable_parameters(), lr=r.lr)
         if cfg.scheduler == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, r.t_max)
