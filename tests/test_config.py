@@ -1,13 +1,18 @@
 """Configuration: value coercion, preset round trips, every CLI flag reaching its key."""
 
 import json
+from dataclasses import dataclass, replace
 
 import pytest
 
 from hlop.choices import TRAINING_RULES
 from hlop.cli import TRAIN_FLAGS, _parser, resolve_config
-from hlop.config import Config, ConfigError, apply_overrides, key_type, validate
+from hlop.config import Config, ConfigError, apply_overrides, key_type, keys, validate
+from hlop.continual import Plugin
+from hlop.methods import ADDONS, METHODS, Method, method_plugins
 from hlop.presets import BENCHMARKS, preset
+from hlop.settings import Settings
+from hlop.training import RULES
 
 
 def get(cfg, key):
@@ -174,3 +179,44 @@ def test_training_flag_takes_the_methods_preset():
         _parser().parse_args(["train", "--timesteps", "4", "--set", "timesteps=5"])
     )
     assert cfg.timesteps == 5  # --set comes after the flags
+
+
+# ---------------------------------------------------------------- sections from the registry
+@pytest.mark.parametrize("name", [n for n, m in {**METHODS, **ADDONS}.items() if m.settings])
+def test_every_registered_section_is_in_the_tree_and_builds_its_plugin(name):
+    entry = {**METHODS, **ADDONS}[name]
+    cfg = Config()
+    section = getattr(cfg, name)
+    assert type(section) is entry.settings
+    assert name in cfg.to_dict() and any(k.startswith(f"{name}.") for k in keys(cfg))
+    plugin = entry.build(section)
+    assert isinstance(plugin, entry.plugin)
+    assert plugin.settings == replace(section, enabled=True) if name in ADDONS else section
+
+
+def test_a_new_registered_method_gets_its_section(monkeypatch):
+    @dataclass
+    class KSettings(Settings):
+        k: int = 3
+
+        def check(self) -> None:
+            if self.k < 0:
+                raise ConfigError(f"knob.k must be >= 0, got {self.k}")
+
+    class Knob(Plugin):
+        name = "knob"
+
+        def __init__(self, k: int = 3) -> None:
+            self.settings = KSettings(k)
+
+    monkeypatch.setitem(METHODS, "knob", Method(Knob, KSettings))
+    cfg = apply_overrides(Config(), ["method=knob", "knob.k=7"])
+    assert cfg.knob.k == 7 and cfg.to_dict()["knob"] == {"k": 7}
+    assert method_plugins(cfg)[0].settings.k == 7
+    with pytest.raises(ConfigError, match="knob.k must be >= 0"):
+        validate(apply_overrides(Config(), ["knob.k=-1"]))
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_training_rules_are_the_listed_choices():
+    assert tuple(RULES) == TRAINING_RULES

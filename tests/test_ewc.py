@@ -98,6 +98,17 @@ def test_fisher_of_the_sample_budget_and_frozen_parameters():
     assert not torch.allclose(fisher["fc1.weight"], empirical_fisher(run, 12)["fc1.weight"])
 
 
+def penalty(ewc: EWC, model: torch.nn.Module, lam: float) -> torch.Tensor:
+    """``(lam / 2) sum F (theta - theta_bar)^2``, differentiable: the penalty of the sum over
+    tasks up to a constant (the same gradient)."""
+    terms = [
+        (ewc.fisher[n] * (p - ewc.anchor[n]) ** 2).sum()
+        for n, p in model.named_parameters()
+        if n in ewc.fisher
+    ]
+    return 0.5 * lam * torch.stack(terms).sum()
+
+
 def test_after_backward_adds_lam_f_times_the_distance_to_the_anchor():
     run = tiny_run()
     model, ewc = run.model, EWC(lam=7.0)
@@ -122,7 +133,7 @@ def test_after_backward_adds_lam_f_times_the_distance_to_the_anchor():
             assert p.grad is None
     # the same as the gradient of the penalty (lam / 2) sum F (theta - theta*)^2
     model.zero_grad()
-    ewc.penalty(model, 7.0).backward()
+    penalty(ewc, model, 7.0).backward()
     for n in fisher:
         p = dict(model.named_parameters())[n]
         torch.testing.assert_close(p.grad, 7.0 * fisher[n] * (p.detach() - anchor[n]))
@@ -187,13 +198,18 @@ def test_ewc_run_on_pmnist_subset(tmp_path, monkeypatch):
     torch.set_num_threads(1)
 
     class Recording(EWC):
+        made = []  # the plugins the run built from its ewc section
+
+        def __init__(self, **settings):
+            super().__init__(**settings)
+            Recording.made.append(self)
+
         def after_training(self, run):
             super().after_training(run)
             self.snapshots = getattr(self, "snapshots", [])
             self.snapshots.append({n: f.clone() for n, f in self.fisher.items()})
 
-    plugin = Recording()
-    monkeypatch.setitem(methods.METHODS, "ewc", lambda: plugin)
+    monkeypatch.setitem(methods.METHODS, "ewc", methods.Method(Recording, methods.EWCSettings))
     cfg = apply_overrides(
         preset("pmnist-subset"),
         ["method=ewc", "tasks=2", "timesteps=2", "hidden=32", "train_limit=200",
@@ -202,6 +218,8 @@ def test_ewc_run_on_pmnist_subset(tmp_path, monkeypatch):
     res = train(cfg, tmp_path / "run", stream=io.StringIO())
     assert res["status"] == "complete" and len(res["acc_matrix"][1]) == 2
     assert res["circuit_sizes"] == [0, 0, 0]  # circuits unused
+    (plugin,) = Recording.made
+    assert plugin.settings == methods.EWCSettings(lam=5.0, samples=50)  # the section's values
     first, second = plugin.snapshots
     assert {"fc1.weight", "fc2.weight", "heads.0.weight"} <= set(first)
     assert set(second) == set(first)  # thresholds: task 0's Fisher only

@@ -42,8 +42,9 @@ def weight_change(run: Path, name: str) -> float:
 def test_readme_method_with_a_setting_runs_from_the_command_line(tmp_path, monkeypatch, capsys):
     registered_readme_method(monkeypatch)
     torch.set_num_threads(1)
-    tiny = ["--tasks", "2", "--timesteps", "2", "--batch-size", "10", "--set", "hidden=32", "--set", "train_limit=100",
-            "--set", "test_limit=20", "--set", "hlop.sizes=[[8,8,8],[8,8,8]]"]  # fmt: skip
+    tiny = ["--tasks", "2", "--timesteps", "2", "--batch-size", "10", "--set", "hidden=32",
+            "--set", "train_limit=100", "--set", "test_limit=20",
+            "--set", "hlop.sizes=[[8,8,8],[8,8,8]]"]  # fmt: skip
     assert main(["train", "--method", "l2", *tiny, "--show-config"]) == 0
     assert json.loads(capsys.readouterr().out)["l2"] == {"lam": 0.01}
     assert main(["train", "--method", "l2", *tiny, "--set", "l2.lam=-1"]) == 2

@@ -299,6 +299,7 @@ def test_shared_head_benchmark_is_refused(tmp_path, capsys):
     assert main([*argv, "--out-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "HAT needs a head per task (task-incremental); pmnist-subset has one shared head" in err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
 def test_ottt_online_update_is_refused(tmp_path, capsys):
@@ -307,6 +308,7 @@ def test_ottt_online_update_is_refused(tmp_path, capsys):
     argv += ["--online-update", "--tasks", "1", "--out-dir", str(tmp_path / "r")]
     assert main(argv) == 2
     assert "online update (--online-update)" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 # ---------------------------------------------------------------- a tiny continual run

@@ -180,6 +180,41 @@ def test_hlop_has_no_import_cycles():
     assert not cycles, "import cycles between hlop's modules:\n" + "\n".join(map(_fmt, cycles))
 
 
+#: The layers of the package (README, "How the code is organised"): a module imports only
+#: modules of its own layer or of layers before it.  A new module is placed here.
+LAYERS = {
+    "leaf": "errors choices settings files stats memory metrics optim paper",
+    "core": "neurons surrogate circuit projection training networks attach testing "
+    "data data.tasks data.idx data.readers data.datasets data.embedded data.fetch",
+    "loop": "distributed continual diagnostics tensorboard_log methods methods.baseline "
+    "methods.ewc methods.gpm methods.hat methods.hlop methods.multitask methods.replay",
+    "run": "config presets resume build outputs experiment",
+    "tools": "compare study_tables report cli",
+}
+
+
+def layer_of() -> dict[str, int]:
+    return {f"hlop.{m}": i for i, names in enumerate(LAYERS.values()) for m in names.split()}
+
+
+def test_modules_import_only_their_layer_and_those_before():
+    graph, layer = import_graph(PACKAGE_DIR), layer_of()
+    assert not set(graph) - set(layer), f"modules in no layer: {sorted(set(graph) - set(layer))}"
+    upward = [
+        f"{m} ({list(LAYERS)[layer[m]]}) imports {d} ({list(LAYERS)[layer[d]]})"
+        for m, deps in graph.items()
+        for d in deps
+        if layer[d] > layer[m]
+    ]
+    assert not upward, "imports against the layers:\n" + "\n".join(sorted(upward))
+
+
+def test_layer_check_sees_an_upward_import():
+    graph, layer = import_graph(PACKAGE_DIR), layer_of()
+    assert any(layer[d] < layer[m] for m, deps in graph.items() for d in deps)  # edges exist
+    assert layer["hlop.circuit"] < layer["hlop.distributed"] < layer["hlop.config"]
+
+
 def _loaded_after(code: str) -> tuple[list[str], list[str]]:
     """What ``code`` printed, and the hlop modules loaded once it ran, in a fresh interpreter
     (on this checkout's src)."""

@@ -54,14 +54,15 @@ def test_replay_memory_is_per_class_seeded_and_sized():
     cfg = apply_overrides(preset("pmnist-subset"), ["tasks=2", "replay.memory_size=7"])
     bench = build_benchmark(cfg)
     state = RunState(cfg, build_model(cfg, bench), bench, torch.device("cpu"))
-    a, b = Replay().select(state, 0), Replay().select(state, 0)
+    replay = Replay(memory_size=7)
+    a, b = replay.select(state, 0), Replay(memory_size=7).select(state, 0)
     assert torch.equal(a, b)  # seeded
     labels = bench.tasks[0].train.labels[a]
     assert len(a) == 70 and torch.bincount(labels, minlength=10).tolist() == [7] * 10
     assert len(set(a.tolist())) == 70
-    assert not torch.equal(a, Replay().select(state, 1))  # each task its own draw
+    assert not torch.equal(a, replay.select(state, 1))  # each task its own draw
     cfg.seed += 1
-    assert not torch.equal(a, Replay().select(state, 0))
+    assert not torch.equal(a, replay.select(state, 0))
     first_per_class = torch.cat(
         [i[:7] for _, i in sorted(bench.tasks[0].train.class_indices().items())]
     )

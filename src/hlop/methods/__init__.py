@@ -79,13 +79,18 @@ def method_plugins(cfg: Any) -> list[Plugin]:
 __all__ = [
     "ADDONS",
     "EWC",
+    "EWCSettings",
     "GPM",
+    "GPMSettings",
     "HAT",
+    "HATSettings",
     "METHODS",
     "Baseline",
     "HLOPPlugin",
+    "HLOPSettings",
     "Method",
     "Multitask",
     "Replay",
+    "ReplaySettings",
     "method_plugins",
 ]

@@ -154,13 +154,3 @@ class EWC(Plugin):
             weighted = self.fisher[n] * self.anchor[n] + f * theta
             self.anchor[n] = torch.where(total > 0, weighted / total.clamp_min(1e-30), theta)
             self.fisher[n] = total
-
-    def penalty(self, model: torch.nn.Module, lam: float) -> Tensor:
-        """``(lam / 2) sum F (theta - theta_bar)^2``: the penalty of the sum over tasks up to
-        a constant (the same gradient); differentiable."""
-        terms = [
-            (self.fisher[n] * (p - self.anchor[n]) ** 2).sum()
-            for n, p in model.named_parameters()
-            if n in self.fisher
-        ]
-        return 0.5 * lam * torch.stack(terms).sum() if terms else torch.zeros(())
