@@ -4,6 +4,7 @@ import gzip
 import io
 import json
 import re
+import warnings
 
 import pytest
 import torch
@@ -257,3 +258,19 @@ def test_capped_circuit_warns_in_one_line(tmp_path, capsys):
         assert "only 1 fit in dimension 9" in line or "only 0 fit" in line
     assert ".py" not in err and "UserWarning" not in err and "warnings.warn" not in err
     assert all(line.startswith("hlop: warning: ") for line in err.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("capability", "warned"), [("AVX2", True), ("DEFAULT", True), ("AVX512", False)]
+)
+def test_bf16_warns_where_the_cpu_emulates_it(monkeypatch, capability, warned):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    cpu = torch.device("cpu")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        hlop.experiment.warn_if_bf16_is_emulated("bf16", cpu)
+        hlop.experiment.warn_if_bf16_is_emulated("fp32", cpu)  # fp32: never
+        hlop.experiment.warn_if_bf16_is_emulated("bf16", torch.device("meta"))  # not a CPU
+    assert [str(w.message).split(":")[0] for w in seen] == (
+        [f"--precision bf16 on a CPU without AVX-512 ({capability})"] if warned else []
+    )

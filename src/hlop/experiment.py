@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import signal
+import warnings
 from pathlib import Path
 from typing import TextIO
 
@@ -50,8 +51,24 @@ def train(
     if cfg.tensorboard:
         summary_writer_class()  # tensorboard is installed, before anything starts
     device = distributed.resolve_device(cfg.device, distributed.local_rank())
+    warn_if_bf16_is_emulated(cfg.precision, device)
     with distributed.joined(device):  # under torchrun: with the other workers
         return _train(cfg, device, [*methods, *diagnostics], out_dir, overwrite, stream, resume)
+
+
+def warn_if_bf16_is_emulated(precision: str, device: torch.device) -> None:
+    """bf16 products are fast on CPUs with AVX-512 (native bf16 instructions, or fast
+    conversions) and on GPUs; on a CPU with AVX2 at most oneDNN emulates them, far slower
+    than fp32 (README, "Speed and precision"): warn before a run spends hours on it."""
+    if precision != "bf16" or device.type != "cpu":
+        return
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not capability.startswith("AVX512"):
+        warnings.warn(
+            f"--precision bf16 on a CPU without AVX-512 ({capability}): bf16 matrix products "
+            "are emulated here and run far slower than fp32; use --precision fp32",
+            stacklevel=2,
+        )
 
 
 def _train(
