@@ -71,6 +71,35 @@ def warn_if_bf16_is_emulated(precision: str, device: torch.device) -> None:
         )
 
 
+def _set_up(
+    cfg: Config,
+    device: torch.device,
+    methods: list[Plugin],
+    outputs: RunOutputs,
+    overwrite: bool,
+    resume: bool,
+) -> tuple[RunState, dict | None]:
+    """The run's data and network, checked against every method before anything is written;
+    then (worker 0) its directory and config.json.  Returns the run and, when resuming, the
+    saved state (worker 0 reads it and sends it to the others)."""
+    state = None
+    benchmark = build_benchmark(cfg)
+    if resume and distributed.is_lead():
+        state = saved_state(outputs.dir, cfg, "cpu" if distributed.launched() else device)
+    torch.manual_seed(cfg.seed)
+    model = distributed.synchronise_batchnorm(build_model(cfg, benchmark)).to(device)
+    validate(cfg)
+    if cfg.tasks > len(benchmark.tasks):
+        raise ConfigError(f"tasks must be <= {len(benchmark.tasks)} for {cfg.benchmark}")
+    run = RunState(cfg, model, benchmark, device)
+    for p in methods:  # what a method cannot run with
+        p.check(run)
+    if distributed.is_lead() and state is None:  # a new run, or one that saved nothing yet
+        outputs.prepare(overwrite or resume)
+        outputs.write_config(cfg)
+    return run, state
+
+
 def _train(
     cfg: Config,
     device: torch.device,
@@ -84,24 +113,11 @@ def _train(
     lead = distributed.is_lead()
     progress = Progress(stream if lead else io.StringIO())  # one worker shows progress
     outputs = RunOutputs(out_dir)
-    state = None
     with distributed.together("setting up the run"):
-        benchmark = build_benchmark(cfg)
-        if resume and lead:  # worker 0 reads the saved state and sends it to the others
-            state = saved_state(out_dir, cfg, "cpu" if distributed.launched() else device)
-        torch.manual_seed(cfg.seed)
-        model = distributed.synchronise_batchnorm(build_model(cfg, benchmark)).to(device)
-        validate(cfg)
-        if cfg.tasks > len(benchmark.tasks):
-            raise ConfigError(f"tasks must be <= {len(benchmark.tasks)} for {cfg.benchmark}")
-        run = RunState(cfg, model, benchmark, device)
-        for p in methods:  # what a method cannot run with, before anything is written
-            p.check(run)
-        if lead and state is None:  # a new run, or one that saved nothing yet
-            outputs.prepare(overwrite or resume)
-            outputs.write_config(cfg)
+        run, state = _set_up(cfg, device, methods, outputs, overwrite, resume)
     state = distributed.broadcast_object(state)
     run.generator.manual_seed(cfg.seed)
+    benchmark = run.benchmark
     writers: list[Plugin] = []
     if lead:
         logs = [TensorBoardLog(outputs.dir / "tb", fresh=not resume)] if cfg.tensorboard else []
