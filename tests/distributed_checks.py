@@ -1,6 +1,7 @@
 """Checks of :mod:`hlop.distributed` in real worker processes (two, started by torchrun from
 test_distributed.py).  Every check compares the workers' reduction with the computation on
-the global batch in float64, with unequal parts, stand-ins and missing gradients."""
+the global batch in float64, with unequal parts, stand-ins and missing gradients; EWC's
+Fisher and GPM's covariances with the values one process computes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from hlop import LateralCircuit, distributed
+from hlop import LateralCircuit, NetworkOptions, SpikingMLP, distributed
+from hlop.config import Config
+from hlop.continual import RunState
+from hlop.data.tasks import Benchmark, Split, Task
+from hlop.methods.ewc import empirical_fisher
+from hlop.methods.gpm import representation_covariances
 
 TOL = 1e-12  # float64: only the order of the sums differs
 
@@ -85,6 +91,42 @@ def check_gradients() -> None:
     assert c.grad is None
 
 
+def tiny_run() -> RunState:
+    """A spiking MLP 5-8-8-3 (T=2, weights large enough to spike) and one task of 9 samples,
+    alike in every worker; test batches of 2, so that each worker's part is several chunks."""
+    torch.manual_seed(3)
+    model = SpikingMLP(5, 8, 3, NetworkOptions(timesteps=2))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(4)
+    x, y = torch.rand(9, 5) * 2, torch.arange(9) % 3
+    split = Split(x, y, lambda b: b)
+    model.begin_task(0, 3)
+    cfg = Config(tasks=1, timesteps=2, test_batch_size=2)
+    return RunState(cfg, model, Benchmark("tiny", [Task("t0", 3, split, split)], True, (5,)), "cpu")
+
+
+def statistics(samples: int) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """EWC's Fisher and GPM's covariances of ``samples`` samples of :func:`tiny_run`'s task
+    (under torchrun: each worker computes its part of the samples, then they are summed)."""
+    return empirical_fisher(tiny_run(), samples), representation_covariances(tiny_run(), samples)
+
+
+def check_statistics(expected: dict[int, tuple]) -> None:
+    """The Fisher and the covariances over two workers equal ``expected``, the values of
+    one process (computed before the process group existed)."""
+    for samples, (fisher, covs) in expected.items():
+        got_fisher, got_covs = statistics(samples)
+        assert set(got_fisher) == set(fisher) and len(got_covs) == len(covs) == 3
+        for name, value in fisher.items():
+            assert "weight" not in name or value.abs().sum() > 0, name  # gradients to sum
+            close(got_fisher[name], value)
+        for got, value in zip(got_covs, covs, strict=True):
+            assert value.abs().sum() > 0
+            close(got, value)
+
+
 def check_setup_failure() -> None:
     """An error on one worker stops every worker: its own error there, WorkerLost elsewhere."""
     try:
@@ -101,6 +143,7 @@ def check_setup_failure() -> None:
 
 def main() -> None:
     torch.set_default_dtype(torch.float64)
+    expected = {samples: statistics(samples) for samples in (7, 1)}  # one process: no group yet
     dist.init_process_group("gloo")
     assert distributed.is_distributed() and distributed.world_size() == 2
     for rows in (7, 1):
@@ -108,6 +151,7 @@ def main() -> None:
     for rows, n, spiking in ((5, 8, False), (13, 6, False), (5, 8, True)):
         check_hebbian(rows, n, spiking)
     check_gradients()
+    check_statistics(expected)
     check_setup_failure()
     state = distributed.broadcast_object({"rank": distributed.rank()})
     assert state == {"rank": 0}

@@ -304,3 +304,118 @@ def test_snntorch_network_per_step_loop():
         expected = hlop.projection.project_weight_grad(grads[False][name], c.project)
         assert torch.allclose(grads[True][name], expected, atol=1e-6), name
         assert not torch.allclose(grads[True][name], grads[False][name], atol=1e-3), name
+
+
+@pytest.mark.parametrize("mode", ["per-call", "averaged"])
+def test_evaluation_leaves_the_circuits_unchanged(mode):
+    """model.eval() decides: an evaluation forward (with or without gradients, even with a
+    backward) neither changes a circuit nor leaves input pending; in averaged mode a forward
+    without gradients in training mode learns nothing either (no backward, no update)."""
+    model = mlp()
+    hl = hlop.HLOP(model, lrs=0.5, hebbian=mode)
+    hl.begin_task([4, 4])
+    before = {n: c.weight.clone() for n, c in hl.circuits.items()}
+    x = torch.rand(8, 20)
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    model(x).sum().backward()
+    for name, c in hl.circuits.items():
+        assert torch.equal(before[name], c.weight), name
+    hidden = model[1](model[0](x)).detach()  # layer 2's input, computed in eval mode
+    model.train()
+    if mode == "averaged":
+        with torch.no_grad():
+            model(torch.rand(8, 20) * 5)
+        for name, c in hl.circuits.items():
+            assert torch.equal(before[name], c.weight), name
+    expected = {n: copy.deepcopy(c) for n, c in hl.circuits.items()}
+    expected["0"].hebbian_update(x)
+    expected["2"].hebbian_update(hidden)
+    model(x).sum().backward()  # only this training call is learnt
+    for name, c in hl.circuits.items():
+        assert not torch.equal(before[name], c.weight), name  # the case exercises learning
+        assert torch.allclose(expected[name].weight, c.weight, atol=1e-6), name
+    hl.end_task()
+    merged = {n: c.weight.clone() for n, c in hl.circuits.items()}
+    model(x).sum().backward()  # between tasks (training mode) nothing learns either
+    assert all(torch.equal(merged[n], c.weight) for n, c in hl.circuits.items())
+
+
+def test_averaged_mode_learns_pending_input_at_end_task():
+    """Averaged mode: training calls not yet followed by a backward are learnt once, from
+    their mean, by end_task (before the merge); nothing carries into the next task."""
+    model = mlp()
+    hl = hlop.HLOP(model, ["0"], lrs=0.1, hebbian="averaged")
+    hl.begin_task([5])
+    expected = copy.deepcopy(hl.circuits["0"])
+    xs = [torch.rand(8, 20) for _ in range(3)]
+    for x in xs:
+        model(x)  # e.g. a last forward whose loss is only logged
+    assert torch.equal(hl.circuits["0"].weight, expected.weight)  # pending, not learnt
+    hl.end_task()
+    expected.hebbian_update(torch.stack(xs).mean(0))
+    expected.merge()
+    assert torch.allclose(hl.circuits["0"].weight, expected.weight, atol=1e-6)
+    hl.begin_task([2])
+    learnt = copy.deepcopy(hl.circuits["0"])
+    x = torch.rand(8, 20)
+    model(x).sum().backward()  # learns from x alone: no input of task 0 left pending
+    learnt.hebbian_update(x)
+    assert torch.allclose(hl.circuits["0"].weight, learnt.weight, atol=1e-6)
+
+
+def test_begin_task_twice_is_refused_without_adding_blocks():
+    """A second begin_task before end_task (also after loading a mid-task state) raises and
+    leaves the circuits, the task count and the task in progress as they were."""
+    model = mlp()
+    hl = hlop.HLOP(model, sizes=[[4, 3], [2, 2]])
+    assert hl.begin_task() == [4, 3]
+    blocks = [list(c.blocks) for c in hl.circuits.values()]
+    for sizes in (None, [2, 2]):
+        with pytest.raises(RuntimeError, match="has not ended"):
+            hl.begin_task(sizes)
+    assert [list(c.blocks) for c in hl.circuits.values()] == blocks
+    assert [c.rows for c in hl.circuits.values()] == [4, 3]
+    assert hl.task == 1 and hl.in_task
+    fresh = hlop.HLOP(copy.deepcopy(model), sizes=[[4, 3], [2, 2]])
+    fresh.load_state_dict(hl.state_dict())
+    with pytest.raises(RuntimeError, match="has not ended"):
+        fresh.begin_task()
+    assert [c.rows for c in fresh.circuits.values()] == [4, 3] and fresh.task == 1
+    hl.end_task()
+    assert hl.begin_task() == [2, 2] and hl.task == 2
+
+
+@pytest.mark.parametrize(
+    ("kernel", "dilation", "pad"),
+    [(3, 1, (1, 1, 1, 1)), (4, 1, (1, 2, 1, 2)), (2, 3, (1, 2, 1, 2))],
+    ids=["k3", "k4-asymmetric", "k2-dilated"],
+)
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+def test_conv_padding_same_learns_and_projects_as_explicit_padding(kernel, dilation, pad):
+    """padding="same" (also asymmetric: an odd total pads one more after) gives the circuit
+    the conv's own patches, so the same circuits and projected gradients as the equivalent
+    explicit zero padding (nn.ZeroPad2d before an unpadded conv)."""
+    torch.manual_seed(0)
+    same = nn.Conv2d(3, 4, kernel, padding="same", dilation=dilation)
+    explicit = nn.Conv2d(3, 4, kernel, dilation=dilation)
+    explicit.load_state_dict(same.state_dict())
+    models = [(same, nn.Sequential(same)), (explicit, nn.Sequential(nn.ZeroPad2d(pad), explicit))]
+    x, x2 = torch.randn(2, 3, 7, 7), torch.randn(4, 3, 7, 7)
+    assert torch.equal(models[0][1](x), models[1][1](x))  # ``pad`` is what "same" means
+    circuits, grads = [], []
+    for conv, model in models:
+        hl = hlop.HLOP(model, lrs=0.1)
+        torch.manual_seed(1)  # the same new blocks in both
+        hl.begin_task([6])
+        model(x)  # learns (per call) from the patches
+        hl.end_task()
+        hl.begin_task([3])
+        model(x2).square().sum().backward()  # learns, and the gradient is projected
+        (circuit,) = hl.circuits.values()
+        assert circuit.projecting and circuit.old_rows == 6
+        circuits.append(circuit.weight)
+        grads.append(conv.weight.grad)
+    assert torch.allclose(circuits[0], circuits[1], atol=1e-6)
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
