@@ -45,7 +45,7 @@ def test_same_updates_as_builtin_hlop_on_spiking_mlp_per_step(proj_type):
     names = [n for n, _ in builtin.projected_layers()]
     for _, m in attached.projected_layers():
         m.circuit = None
-    hl = hlop.HLOP(attached, names, lrs=[0.001, 0.01, 0.01])
+    hl = hlop.HLOP(attached, names, lrs=[0.001, 0.01, 0.01], protect_bias=False)
     for block in [[40, 60, 30], [20, 20, 20]]:
         hl.begin_task(block)
         hl.end_task()
@@ -78,7 +78,9 @@ def low_rank_inputs(n, dim, rank, seed):
 
 def test_responses_to_old_subspace_unchanged_after_end_task():
     model = mlp()
-    hl = hlop.HLOP(model, sizes=[[8, 10], [4, 4]], lrs=[0.05, 0.05], iterations=20)
+    hl = hlop.HLOP(
+        model, sizes=[[8, 10], [4, 4]], lrs=[0.05, 0.05], iterations=20, protect_bias=False
+    )
     tasks = [low_rank_inputs(256, 20, 5, seed) for seed in (1, 2)]
     targets = [
         torch.randint(0, 4, (256,), generator=torch.Generator().manual_seed(s)) for s in (3, 4)
@@ -126,14 +128,15 @@ def test_conv_circuit_learns_from_the_layers_own_patches(stride, padding, dilati
     x = torch.randn(2, 3, 11, 11)
     model(x)
     patches = F.unfold(x, 3, dilation, padding, stride).transpose(1, 2).reshape(-1, 27)
-    expected.hebbian_update(patches)
+    ones = torch.ones(len(patches), 1)  # the bias's constant input, as a 28th column
+    expected.hebbian_update(torch.cat([patches, ones], dim=1))
     assert torch.allclose(hl.circuits["0"].weight, expected.weight, atol=1e-6)
 
 
 def test_conv_gradient_projected_in_weight_mode():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.Flatten())
-    hl = hlop.HLOP(model, lrs=0.1, iterations=20)
+    hl = hlop.HLOP(model, lrs=0.1, iterations=20, protect_bias=False)
     hl.begin_task([6])
     hl.end_task()  # orthonormal rows, as initialised: an exact projector
     hl.begin_task([2])
@@ -151,7 +154,7 @@ def test_per_call_and_averaged_modes_on_a_per_step_loop():
     xs = [torch.rand(batch, 20) for _ in range(steps)]
     for mode in ("per-call", "averaged"):
         model = mlp()
-        hl = hlop.HLOP(model, ["0"], lrs=0.1, hebbian=mode)
+        hl = hlop.HLOP(model, ["0"], lrs=0.1, hebbian=mode, protect_bias=False)
         hl.begin_task([5])
         expected = copy.deepcopy(hl.circuits["0"])
         out = sum(model(x) for x in xs)
@@ -236,7 +239,9 @@ def test_choice_of_layers_and_refusals():
 
 
 def test_spiking_lateral_neurons_and_options_reach_the_circuits():
-    hl = hlop.HLOP(mlp(), lrs=[0.1, 0.2], iterations=3, spiking=True, spike_steps=40)
+    hl = hlop.HLOP(
+        mlp(), lrs=[0.1, 0.2], iterations=3, spiking=True, spike_steps=40, protect_bias=False
+    )
     c = list(hl.circuits.values())
     assert [x.lr for x in c] == [0.1, 0.2] and c[0].iterations == 3
     assert c[1].spiking and c[1].spike_steps == 40 and c[1].in_features == 16
@@ -275,7 +280,7 @@ def test_snntorch_network_per_step_loop():
 
     torch.manual_seed(0)
     net = Net()
-    hl = hlop.HLOP(net, sizes=[4, 4], lrs=0.05)
+    hl = hlop.HLOP(net, sizes=[4, 4], lrs=0.05, protect_bias=False)
     assert hl.names == ["fc1", "fc2"]
     y = torch.arange(64) % 4
     for task in range(2):
@@ -312,7 +317,7 @@ def test_evaluation_leaves_the_circuits_unchanged(mode):
     backward) neither changes a circuit nor leaves input pending; in averaged mode a forward
     without gradients in training mode learns nothing either (no backward, no update)."""
     model = mlp()
-    hl = hlop.HLOP(model, lrs=0.5, hebbian=mode)
+    hl = hlop.HLOP(model, lrs=0.5, hebbian=mode, protect_bias=False)
     hl.begin_task([4, 4])
     before = {n: c.weight.clone() for n, c in hl.circuits.items()}
     x = torch.rand(8, 20)
@@ -346,7 +351,7 @@ def test_averaged_mode_learns_pending_input_at_end_task():
     """Averaged mode: training calls not yet followed by a backward are learnt once, from
     their mean, by end_task (before the merge); nothing carries into the next task."""
     model = mlp()
-    hl = hlop.HLOP(model, ["0"], lrs=0.1, hebbian="averaged")
+    hl = hlop.HLOP(model, ["0"], lrs=0.1, hebbian="averaged", protect_bias=False)
     hl.begin_task([5])
     expected = copy.deepcopy(hl.circuits["0"])
     xs = [torch.rand(8, 20) for _ in range(3)]

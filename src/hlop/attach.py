@@ -14,13 +14,26 @@
 
 Each chosen ``nn.Linear`` / ``nn.Conv2d`` gets a :class:`~hlop.circuit.LateralCircuit` of
 dimension N (Linear: ``in_features``; Conv2d: ``C_in k_h k_w``, its unfolded patches with
-its own kernel, stride, padding and dilation).  Two hooks per layer:
+its own kernel, stride, padding and dilation), plus one for a bias that trains: a bias is a
+weight on a constant input of 1, so the circuit sees each input row with a 1 appended and
+the update ``[dW, db]`` is projected as one matrix (old tasks' responses do not move through
+the bias either).
+
+Time layouts: a layer may be called once per time step (``[B, ...]``), once per batch with
+every step (multi-step, ``[T, B, ...]``: SpikingJelly's ``step_mode="m"`` layers, Norse),
+through a container that flattens time into the batch (``[T * B, ...]``), or on one sample
+(unbatched).  A Linear takes any leading dimensions (``[..., in_features]``); a Conv2d
+``(C, H, W)``, ``(B, C, H, W)`` or ``(T, B, C, H, W)``; any other shape is an error naming
+the layer.  Every row (every step of every sample) is one row of the circuit's activity.
+
+Two hooks per layer:
 
 - a forward pre-hook: while the model trains, the circuit learns from the layer's input
   (Oja's subspace rule, :meth:`LateralCircuit.hebbian_update`), before the layer computes;
 - a hook on the weight's gradient: from task 1 on, the gradient is projected in weight mode,
   ``grad_W <- grad_W (I - H_old^T H_old)`` (:func:`hlop.projection.project_weight_grad`,
-  the function the built-in projected layers use), before any optimiser sees it.
+  the function the built-in projected layers use), before any optimiser sees it (with a
+  bias: ``[grad_W, grad_b]`` once both are accumulated).
 
 Hebbian modes (``hebbian``):
 
@@ -28,13 +41,19 @@ Hebbian modes (``hebbian``):
   spiking loop that calls the layer once per time step learns from per-step activity.
 - ``"averaged"``: the inputs of the training calls between two backward passes are averaged
   (uniform weights) and the circuit learns once, when backward reaches the layer's weight:
-  once per optimiser step from the firing rate of the inputs.
+  once per optimiser step from the firing rate of the inputs.  A multi-step call
+  (``[T, B, ...]``: a Conv2d's 5-d input, or a Linear with SpikingJelly's
+  ``step_mode == "m"``) counts as its T steps: its rate over time.
 
 The weight-mode projection equals the input mode (``G^T (X - X H^T H)``) for non-spiking
 circuits; with spiking lateral neurons (quantised responses) it is the cheap approximation.
-The update stays orthogonal to the old subspace for optimisers whose step is a linear
-combination of projected gradients (SGD, with momentum, made per task); Adam's elementwise
-scaling and weight decay are not projected.
+
+Projected gradients keep old tasks' responses only when the optimiser's step is a linear
+combination of them: plain SGD.  Adam's elementwise scaling, weight decay, Nesterov or a
+momentum buffer carried over from an earlier task move the weights in the old subspace.
+:meth:`HLOP.protect` makes any optimiser exact: after each ``optimizer.step()`` the change of
+every protected weight (and bias) is projected, ``W <- W_before + dW (I - H_old^T H_old)``,
+for a copy of those parameters and one projection per step.
 """
 
 from __future__ import annotations
@@ -44,6 +63,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from . import optim
 from .choices import per_circuit
 from .circuit import LateralCircuit
 from .projection import project_weight_grad, unfold_patches
@@ -53,23 +73,84 @@ SUPPORTED = (nn.Linear, nn.Conv2d)
 
 
 class _Attached:
-    """One layer with its circuit, its hooks and (averaged mode) the pending input sum."""
+    """One layer with its circuit, its hooks and (averaged mode) the pending input sum.
 
-    def __init__(self, name: str, layer: nn.Module, circuit: LateralCircuit) -> None:
-        self.name, self.layer, self.circuit = name, layer, circuit
+    ``bias``: the layer's bias is protected with its weight (the circuit's last input is
+    the constant 1)."""
+
+    def __init__(self, name: str, layer: nn.Module, circuit: LateralCircuit, bias: bool) -> None:
+        self.name, self.layer, self.circuit, self.bias = name, layer, circuit, bias
         self.handles: list = []
         self.pending: Tensor | None = None
         self.calls = 0
+        self.accumulated: set[str] = set()  # of weight and bias, in the current backward
 
-    def rows(self, x: Tensor) -> Tensor:
-        """The activity rows (B' x N) the circuit learns from."""
+    def params(self) -> list[Tensor]:
+        """The parameters the circuit protects: the weight, and the bias if protected."""
+        return [self.layer.weight, self.layer.bias] if self.bias else [self.layer.weight]
+
+    def multi_step(self, x: Tensor) -> bool:
+        """Whether ``x`` is a multi-step input ``[T, B, ...]``."""
+        if isinstance(self.layer, nn.Linear):
+            return x.dim() >= 3 and getattr(self.layer, "step_mode", None) == "m"
+        return x.dim() == 5
+
+    def check(self, x: Tensor) -> None:
+        """Refuse an input whose layout this layer's circuit cannot read, with its shape."""
         layer = self.layer
         if isinstance(layer, nn.Linear):
-            return x.reshape(-1, layer.in_features)
-        if x.dim() == 3:  # an unbatched (C, H, W) input
-            x = x.unsqueeze(0)
-        pad = layer._reversed_padding_repeated_twice  # F.pad order, also for padding="same"
-        return unfold_patches(x, layer.kernel_size, layer.stride, tuple(pad), layer.dilation)
+            ok, accepted = x.dim() >= 1 and x.shape[-1] == layer.in_features, "(..., N)"
+            n = f"N = {layer.in_features}"
+        else:
+            ok = x.dim() in (3, 4, 5) and x.shape[-3] == layer.in_channels
+            accepted, n = "(C, H, W), (B, C, H, W) or (T, B, C, H, W)", f"C = {layer.in_channels}"
+        if not ok:
+            raise ValueError(
+                f"hlop.HLOP: layer '{self.name}' ({type(layer).__name__}) got an input of shape "
+                f"{tuple(x.shape)}; it reads {accepted} with {n}"
+            )
+
+    def rows(self, x: Tensor) -> Tensor:
+        """The activity rows (B' x N, or N + 1 with the bias's constant) the circuit learns
+        from: every leading dimension (time, batch) becomes rows."""
+        self.check(x)
+        layer = self.layer
+        if isinstance(layer, nn.Linear):
+            rows = x.reshape(-1, layer.in_features)
+        else:
+            x = x.reshape(-1, *x.shape[-3:])  # (C, H, W) and (T, B, C, H, W) as (B', C, H, W)
+            pad = layer._reversed_padding_repeated_twice  # F.pad order, also padding="same"
+            rows = unfold_patches(x, layer.kernel_size, layer.stride, tuple(pad), layer.dilation)
+        if self.bias:
+            rows = torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1)
+        return rows
+
+    def flat_update(self, tensors: list[Tensor]) -> Tensor:
+        """``[W, b]`` (or gradients, or changes, of them) as one C_out x N(+1) matrix."""
+        w = tensors[0].reshape(tensors[0].shape[0], -1)
+        return torch.cat([w, tensors[1].reshape(-1, 1)], dim=1) if self.bias else w
+
+    def project_in_place(self, tensors: list[Tensor]) -> None:
+        """Project ``tensors`` (shaped as :meth:`params`) jointly with the old subspace."""
+        flat = self.circuit.project(self.flat_update(tensors))
+        n = tensors[0][0].numel()
+        tensors[0].copy_(flat[:, :n].reshape(tensors[0].shape))
+        if self.bias:
+            tensors[1].copy_(flat[:, n])
+
+
+def _plain_sgd(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every step of ``optimizer`` is ``-lr * grad`` (torch's or hlop's SGD with no
+    momentum, weight decay, Nesterov or maximisation)."""
+    if not isinstance(optimizer, torch.optim.SGD | optim.SGD):
+        return False
+    return all(
+        g.get("momentum", 0) == 0
+        and g.get("weight_decay", 0) == 0
+        and not g.get("nesterov", False)
+        and not g.get("maximize", False)
+        for g in optimizer.param_groups
+    )
 
 
 def _check_layer(name: str, layer: nn.Module) -> None:
@@ -106,6 +187,8 @@ class HLOP:
         lrs: Hebbian learning rate, one value for every layer or one per layer.
         iterations, spiking, spike_scale, spike_steps: see :class:`LateralCircuit`.
         hebbian: ``"per-call"`` or ``"averaged"`` (see the module docstring).
+        protect_bias: protect the biases that train with their weights (the circuit sees
+            the input with a constant 1 appended); False leaves biases free.
 
     Attributes:
         names: the layers' names, in circuit order.
@@ -126,6 +209,7 @@ class HLOP:
         spike_scale: float = 20.0,
         spike_steps: int = 1000,
         hebbian: str = "per-call",
+        protect_bias: bool = True,
     ) -> None:
         if hebbian not in HEBBIAN_MODES:
             raise ValueError(f"hebbian must be one of {HEBBIAN_MODES}, got {hebbian!r}")
@@ -141,8 +225,9 @@ class HLOP:
         self._layers: dict[str, _Attached] = {}
         for (name, layer), lr in zip(chosen, rates, strict=True):
             n = layer.in_features if isinstance(layer, nn.Linear) else (layer.weight[0].numel())
+            bias = protect_bias and layer.bias is not None and layer.bias.requires_grad
             circuit = LateralCircuit(
-                n,
+                n + bias,
                 lr,
                 iterations=iterations,
                 spiking=spiking,
@@ -150,7 +235,8 @@ class HLOP:
                 spike_steps=spike_steps,
                 name=name,
             ).to(layer.weight.device)
-            self._layers[name] = _Attached(name, layer, circuit)
+            self._layers[name] = _Attached(name, layer, circuit, bias)
+        self._optimizers: list = []  # hook handles of protect()
         self._attach()
 
     # ------------------------------------------------------------------ structure
@@ -194,10 +280,14 @@ class HLOP:
     # ------------------------------------------------------------------ hooks
     def _attach(self) -> None:
         for a in self._layers.values():
-            a.handles = [
-                a.layer.register_forward_pre_hook(self._forward_hook(a)),
-                a.layer.weight.register_hook(self._grad_hook(a)),
-            ]
+            a.handles = [a.layer.register_forward_pre_hook(self._forward_hook(a))]
+            if a.bias:  # [grad_W, grad_b] projected together once both are accumulated
+                a.handles += [
+                    p.register_post_accumulate_grad_hook(self._accumulated_hook(a, key))
+                    for p, key in zip(a.params(), ("weight", "bias"), strict=True)
+                ]
+            else:
+                a.handles.append(a.layer.weight.register_hook(self._grad_hook(a)))
 
     def _forward_hook(self, a: _Attached):
         def hook(module: nn.Module, args: tuple) -> None:
@@ -214,8 +304,27 @@ class HLOP:
                         f"hlop.HLOP (averaged): layer '{a.name}' got inputs of shape "
                         f"{tuple(x.shape)} and {tuple(a.pending.shape)} before one backward"
                     )
-                a.pending = x.clone() if a.pending is None else a.pending.add_(x)
-                a.calls += 1
+                if a.multi_step(x):  # T steps in one call: their mean, T calls' weight
+                    a.check(x)
+                    steps, x = x.shape[0], x.mean(0)
+                else:
+                    steps = 1
+                a.pending = x * steps if a.pending is None else a.pending.add_(x, alpha=steps)
+                a.calls += steps
+
+        return hook
+
+    def _accumulated_hook(self, a: _Attached, key: str):
+        def hook(param: Tensor) -> None:
+            a.accumulated.add(key)
+            if len(a.accumulated) < 2:
+                return
+            a.accumulated.clear()
+            self._flush(a)
+            c = a.circuit
+            if c.projecting and c.old_rows:
+                with torch.no_grad():
+                    a.project_in_place([p.grad for p in a.params()])
 
         return hook
 
@@ -239,11 +348,57 @@ class HLOP:
                 a.circuit.hebbian_update(a.rows(x / calls))
 
     def detach(self) -> None:
-        """Remove every hook: the model behaves as if HLOP had never been attached."""
+        """Remove every hook (the optimisers' of :meth:`protect` too): the model behaves as if
+        HLOP had never been attached."""
         for a in self._layers.values():
             for h in a.handles:
                 h.remove()
             a.handles, a.pending, a.calls = [], None, 0
+            a.accumulated.clear()
+        for h in self._optimizers:
+            h.remove()
+        self._optimizers = []
+
+    # ------------------------------------------------------------------ optimisers
+    def protect(self, optimizer: torch.optim.Optimizer, updates: str = "auto") -> bool:
+        """Keep old tasks' responses under any optimiser: after each ``optimizer.step()``,
+        the change of every protected weight (and bias) is projected with the old subspace
+        (while a task from the second on trains).
+
+        ``updates``: ``"auto"`` (on unless ``optimizer`` is plain SGD: no momentum, weight
+        decay or Nesterov, whose step is already the projected gradient), ``"on"`` or
+        ``"off"``.  Returns whether the updates are projected.  Costs a copy of the
+        protected parameters and one projection per step."""
+        if updates not in ("auto", "on", "off"):
+            raise ValueError(f"updates must be 'auto', 'on' or 'off', got {updates!r}")
+        if updates == "auto":
+            updates = "off" if _plain_sgd(optimizer) else "on"
+        if updates == "off":
+            return False
+        before: dict[str, list[Tensor]] = {}
+
+        def snapshot(opt, args, kwargs) -> None:
+            before.clear()
+            for name, a in self._layers.items():
+                if a.circuit.projecting and a.circuit.old_rows:
+                    before[name] = [p.detach().clone() for p in a.params()]
+
+        @torch.no_grad()
+        def project(opt, args, kwargs) -> None:
+            for name, old in before.items():
+                a = self._layers[name]
+                params = a.params()
+                change = [p - o for p, o in zip(params, old, strict=True)]
+                a.project_in_place(change)
+                for p, o, d in zip(params, old, change, strict=True):
+                    p.copy_(o + d)
+            before.clear()
+
+        self._optimizers += [
+            optimizer.register_step_pre_hook(snapshot),
+            optimizer.register_step_post_hook(project),
+        ]
+        return True
 
     # ------------------------------------------------------------------ tasks
     def begin_task(self, sizes: Sequence[int] | None = None) -> list[int]:
