@@ -176,6 +176,27 @@ def test_paper_values():
     assert paper_result("pmnist-subset", "hlop") == (None, None)
 
 
+def test_paper_replay_row_and_approximate_marks():
+    """The spec's memory-replay row is the baseline with --replay (no row for another method
+    with replay); only HLOP's ACC is read from the paper: every other value is marked."""
+    approx = PaperValue(92.5, True), PaperValue(-4.7, True)
+    assert paper_result("pmnist", "replay") == approx
+    assert paper_result("pmnist", "baseline", replay=True) == approx
+    assert paper_result("five-datasets", "baseline", replay=True) == (
+        PaperValue(79.7, True),
+        PaperValue(-14.6, True),
+    )
+    assert paper_result("cifar100", "hlop", replay=True) == (None, None)
+    assert paper_result("pmnist", "baseline") == (PaperValue(70.6, True), PaperValue(-28.9, True))
+    for bench in ("pmnist", "cifar100", "miniimagenet", "five-datasets"):
+        for method in ("baseline", "replay", "ewc", "hat", "gpm", "hlop", "multitask"):
+            acc, bwt = paper_result(bench, method)
+            if acc is not None:
+                assert acc.approximate == (method != "hlop"), (bench, method)
+                assert str(acc).startswith("~") == acc.approximate
+            assert bwt is None or bwt.approximate, (bench, method)
+
+
 def test_paper_column_beside_ours(tmp_path, capsys, fake):
     code, out, _ = compare(
         capsys, tmp_path, methods="hlop,multitask", seeds="1,2,3", bench=["pmnist"]
@@ -187,6 +208,31 @@ def test_paper_column_beside_ours(tmp_path, capsys, fake):
     rows = {r["method"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
     assert rows["hlop"]["paper_acc"] == "95.15" and rows["hlop"]["paper_acc_approximate"] == "False"
     assert rows["hlop"]["paper_bwt_approximate"] == "True" and rows["multitask"]["bwt_mean"] == ""
+    assert rows["multitask"]["paper_acc"] == "96.2"
+    assert rows["multitask"]["paper_acc_approximate"] == "True"
+    assert rows["multitask"]["paper_bwt"] == ""  # n.a.
+    assert rows["multitask"]["paper_bwt_approximate"] == "False"
+
+
+@pytest.mark.parametrize("replay", [False, True])
+def test_replay_study_shows_the_paper_replay_row(tmp_path, capsys, fake, replay):
+    extra = ["--replay"] if replay else []
+    code, out, _ = compare(capsys, tmp_path, *extra, methods="baseline,hlop", bench=["pmnist"])
+    assert code == 0
+    md = (tmp_path / "summary.md").read_text()
+    rows = {r["method"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
+    base = [line for line in md.splitlines() if line.startswith("| baseline |")][0]
+    hlop = [line for line in md.splitlines() if line.startswith("| hlop |")][0]
+    if replay:
+        assert base.endswith("| ~92.5 | ~-4.7 |  |") and "| n.a. | n.a. |" in hlop
+        assert rows["baseline"]["paper_acc"] == "92.5" and rows["hlop"]["paper_acc"] == ""
+        assert "Runs of baseline, hlop replay memory (--replay)" in md
+    else:
+        assert base.endswith("| ~70.6 | ~-28.9 |  |") and "| 95.15 | ~-1.3 |" in hlop
+        assert rows["baseline"]["paper_acc"] == "70.6" and "replay memory" not in md
+    assert rows["baseline"]["paper_acc_approximate"] == "True"
+    assert rows["baseline"]["paper_bwt_approximate"] == "True"
+    assert base in out  # the printed table is the file's
 
 
 # ---------------------------------------------------------------------- real runs

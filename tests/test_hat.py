@@ -209,6 +209,64 @@ def test_linear_gradients_are_blocked_between_used_units(monkeypatch):
     assert w2[~expect_zero].abs().sum() > 0
 
 
+def test_cumulative_gates_are_the_max_over_all_tasks_and_task_0_still_blocks_in_task_2():
+    """Three tasks learnt by hand-set embeddings: ``a_<=t`` is the elementwise max of every
+    task's gates (with two tasks, keeping only the newest task's gates would pass)."""
+    torch.set_num_threads(1)
+    model = tiny_cnn()  # gates: sns.0 (2 channels), sns.1 (3 channels)
+    run, plugin = hat_run(model, c=0.0, s_max=400.0)
+    # sns.0 (s e = +-400: gates exactly 0 or 1): channel 0 used by task 0 alone before task
+    # 2, which opens both; sns.1: graded gates, each task the largest on one channel
+    hand = [
+        ([1.0, -1.0], [2.0, -1.0, 0.5]),
+        ([-1.0, -1.0], [0.0, 1.5, -2.0]),
+        ([1.0, 1.0], [-0.5, 0.5, 1.0]),
+    ]
+    x, y = torch.randn(6, 1, 8, 8) * 3, torch.tensor([0, 1, 2, 0, 1, 2])
+    gates, cumulative = [], []
+    for task, (e0, e1) in enumerate(hand):
+        if task:
+            run.task = task
+            model.begin_task(task, 3)
+            plugin.before_task(run)
+        with torch.no_grad():
+            plugin.gates.embeddings[task][0].copy_(torch.tensor(e0))
+            plugin.gates.embeddings[task][1].copy_(torch.tensor(e1) / 400)
+        gates.append([torch.sigmoid(400 * e.detach()) for e in plugin.gates.embeddings[task]])
+        if task == 2:
+            free = grads_after_backward(model, Plugin(), run, x, y)  # unmasked
+            blocked = grads_after_backward(model, plugin, run, x, y)
+        plugin.after_training(run)
+        cumulative.append([c.clone() for c in plugin.cumulative])
+    assert gates[0][0].tolist() == [1.0, 0.0] and gates[1][0].tolist() == [0.0, 0.0]
+    for t, got in enumerate(cumulative):
+        for i in range(2):
+            want = torch.stack([gates[k][i] for k in range(t + 1)]).amax(0)
+            assert torch.equal(got[i], want), (t, i)
+    maxima = torch.stack([g[1] for g in gates]).argmax(0)
+    assert maxima.tolist() == [0, 1, 2]  # every task's gates count in a_<=2
+    assert cumulative[2][1][0] == pytest.approx(1 / (1 + math.exp(-2.0)), rel=1e-6)
+    # task 2: conv0's channel 0 feeds a unit that only task 0 used: its gradient is blocked
+    g0, f0 = blocked["convs.0.weight"], free["convs.0.weight"]
+    assert f0[0].abs().sum() > 0 and f0[1].abs().sum() > 0
+    assert torch.equal(g0[0], torch.zeros_like(g0[0]))
+    assert torch.equal(g0[1], f0[1])  # channel 1: unused by tasks 0 and 1
+
+
+@pytest.mark.parametrize("clamp", [6.0, 2.5, None])
+def test_embeddings_are_clamped_after_each_batch_unless_emb_clamp_is_none(clamp):
+    run, plugin = hat_run(tiny_cnn(), emb_clamp=clamp)
+    values = [torch.tensor([10.0, -0.5]), torch.tensor([-7.0, 2.0, 3.0])]
+    with torch.no_grad():
+        for e, v in zip(plugin.gates.embeddings[0], values, strict=True):
+            e.copy_(v)
+    plugin.after_batch(run, 1, 4, 0.0, 0.0)
+    for e, v in zip(plugin.gates.embeddings[0], values, strict=True):
+        want = v if clamp is None else v.clamp(-clamp, clamp)
+        assert torch.equal(e.detach(), want)
+    assert plugin.gates.s == annealed_scale(2, 4, plugin.settings.s_max)  # the next batch's
+
+
 def test_resnet_residual_stream_is_read_by_every_block_until_a_shortcut():
     model = SpikingResNet18(3, width=2, options=NetworkOptions(timesteps=2))
     top = model.gated_layers()

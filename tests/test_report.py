@@ -2,23 +2,33 @@
 
 import csv
 import json
+import math
 import sys
 
 import pytest
 import torch
 
+from hlop import report
 from hlop.cli import main
+from hlop.metrics import forgetting
 from hlop.study_tables import CSV_FIELDS, RunResult, write_summary
 
 pytest.importorskip("matplotlib")  # in the test extra: skipped only outside CI
+np = pytest.importorskip("numpy")
 
 PNG = b"\x89PNG\r\n\x1a\n"
+#: pixel sizes (width, height) of the figures of a 3-task run (100 dpi)
+MATRIX_PX, CURVES_PX, FORGETTING_PX, CIRCUITS_PX = (525, 295), (600, 360), (480, 320), (640, 500)
 
 
-def assert_png(path, min_bytes=3000, max_bytes=400_000):
-    data = path.read_bytes()
-    assert data[:8] == PNG, path
-    assert min_bytes < len(data) < max_bytes, (path, len(data))
+def assert_png(path, size):
+    """A PNG that decodes to an RGBA image of ``size`` (width, height) pixels."""
+    from matplotlib.image import imread
+
+    assert path.read_bytes()[:8] == PNG, path
+    image = imread(path)
+    assert image.shape == (size[1], size[0], 4), (path, image.shape)
+    assert image[..., :3].std() > 0.05  # not blank
 
 
 def results(matrix, method="hlop", status="complete", bwt=-1.0, diagnostics=None, tasks=3):
@@ -69,11 +79,15 @@ def test_report_of_a_run_with_diagnostics(tmp_path, capsys):
     run = tmp_path / "run"
     write_run(run, results(MATRIX, diagnostics=diagnostics(3)))
     assert main(["report", str(run)]) == 0
-    for name in ("accuracy_matrix.png", "accuracy_curves.png", "circuits.png"):
-        assert_png(run / name)
+    assert_png(run / "accuracy_matrix.png", MATRIX_PX)
+    assert_png(run / "accuracy_curves.png", CURVES_PX)
+    assert_png(run / "forgetting.png", FORGETTING_PX)
+    assert_png(run / "circuits.png", CIRCUITS_PX)
     text = (run / "report.md").read_text()
     assert "# pmnist-subset, hlop (complete)" in text and "ACC 86.67%, BWT -1.00%" in text
     assert "![accuracy matrix](accuracy_matrix.png)" in text and "(circuits.png)" in text
+    assert "![forgetting per task](forgetting.png)" in text
+    assert "Forgetting per task (%): 10.00, 3.00" in text  # from the matrix
     assert "| T2 | 80.00 | 88.00 | 92.00 |" in text
     assert "| 2 | fc2 | 20 | 20 | 1.00e-03 | 0.8000 | 0.9000 |" in text
     assert str(run / "report.md") in capsys.readouterr().out
@@ -90,11 +104,13 @@ def test_report_of_multitask_and_of_failed_runs(tmp_path):
     started.mkdir()
     (started / "config.json").write_text(json.dumps({"benchmark": "pmnist", "method": "ewc"}))
     assert main(["report", str(joint), str(failed), str(nothing), str(started)]) == 0
-    assert_png(joint / "accuracy_matrix.png")
-    assert_png(joint / "accuracy_curves.png")
+    assert_png(joint / "accuracy_matrix.png", (525, 205))
+    assert_png(joint / "accuracy_curves.png", CURVES_PX)
     assert not (joint / "circuits.png").exists()  # multitask has no circuits
+    assert not (joint / "forgetting.png").exists()  # nor forgetting
     assert "BWT n.a. (joint training)" in (joint / "report.md").read_text()
-    assert_png(failed / "accuracy_matrix.png")
+    assert_png(failed / "accuracy_matrix.png", (525, 205))
+    assert not (failed / "forgetting.png").exists()  # one task learnt
     assert "The run is failed" in (failed / "report.md").read_text()
     assert "No task finished" in (nothing / "report.md").read_text()
     assert not (nothing / "accuracy_matrix.png").exists()
@@ -128,14 +144,14 @@ def test_report_of_a_study(tmp_path, summary):
         assert next(csv.DictReader((out / "summary.csv").open()))["method"] == "hlop"
         assert set(next(csv.DictReader((out / "summary.csv").open()))) == set(CSV_FIELDS)
     assert main(["report", str(out)]) == 0
-    assert_png(out / "methods.png")
+    assert_png(out / "methods.png", (690, 340))  # four methods
     text = (out / "report.md").read_text()
-    assert "| hlop | 2/0 | 87.67 ± 1.41 | -1.00 ± 0.00 |" in text
+    assert "| hlop | 2/0 | 87.67 ± 1.41 | -1.00 ± 0.00 | n.a. | n.a. |" in text
     assert "| multitask | 2/0 | 91.33 ± 0.47 | n.a. |" in text
     assert "| ewc | 0/1 | n.a. | n.a. |" in text  # summary.csv or the run's missing results
     assert "[hlop-s1](hlop-s1/report.md): complete" in text
     assert "[ewc-s1](ewc-s1/report.md): not started" in text
-    assert_png(out / "hlop-s2" / "accuracy_matrix.png")  # each run gets its report
+    assert_png(out / "hlop-s2" / "accuracy_matrix.png", MATRIX_PX)  # each run's report
     assert (out / "ewc-s1" / "report.md").exists()
 
 
@@ -147,8 +163,10 @@ def test_report_of_a_finished_tiny_run(tmp_path, capsys):
     assert main(["train", *args, "--out-dir", str(run)]) == 0
     capsys.readouterr()
     assert main(["report", str(run)]) == 0
-    for name in ("accuracy_matrix.png", "accuracy_curves.png", "circuits.png"):
-        assert_png(run / name)
+    assert_png(run / "accuracy_matrix.png", (470, 250))
+    assert_png(run / "accuracy_curves.png", CURVES_PX)
+    assert_png(run / "forgetting.png", (440, 320))
+    assert_png(run / "circuits.png", (960, 500))
     text = (run / "report.md").read_text()
     assert "| 1 | heads.0 |" in text and "## Circuits" in text
 
@@ -167,3 +185,85 @@ def test_bad_paths_and_missing_matplotlib(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "matplotlib" in err and "pip install 'hlop[plot]'" in err and "Traceback" not in err
     assert not (run / "report.md").exists()  # nothing written
+
+
+# ---------------------------------------------------------------------- what is drawn
+def test_accuracy_range_spans_the_data_with_a_margin():
+    assert report.accuracy_range([94.2, 96.9, None, 95.0]) == (93.0, 98.0)  # a PMNIST run
+    assert report.accuracy_range([80.0, 92.0]) == (78.0, 94.0)  # margin: a tenth of 12
+    assert report.accuracy_range([50.0]) == (49.0, 51.0)  # at least half a point
+    assert report.accuracy_range([99.6, 100.0]) == (99.0, 100.0)  # within 0-100
+    assert report.accuracy_range([0.2, 3.0]) == (0.0, 4.0)
+    assert report.accuracy_range([35.7, 97.0]) == (0.0, 100.0)  # over half of 0-100
+    assert report.accuracy_range([None, math.nan]) == (0.0, 100.0)
+
+
+PMNIST_LIKE = [
+    [96.9, None, None, None],
+    [96.5, 96.8, None, None],
+    [96.0, 96.2, 96.7, None],
+    [94.2, 95.8, 96.1, 96.6],
+]
+
+
+@pytest.mark.parametrize("matrix", [MATRIX, PMNIST_LIKE])
+def test_matrix_figure_draws_the_matrix_on_its_own_colour_scale(tmp_path, matrix):
+    fig = report.plot_matrix(results(matrix, tasks=len(matrix)), tmp_path / "m.png")
+    ax = fig.axes[0]
+    (image,) = ax.images
+    drawn = np.ma.filled(image.get_array().astype(float), np.nan)
+    want = np.array([[np.nan if v is None else v for v in r] for r in matrix])
+    assert np.array_equal(drawn, want, equal_nan=True)  # row i: after step i, column j: task j
+    values = [v for r in matrix for v in r]
+    assert image.get_clim() == report.accuracy_range(values)
+    lo, hi = image.get_clim()
+    assert lo <= min(v for v in values if v) and hi - lo <= 20  # not 0-100: colours differ
+    labels = {(t.get_position(), t.get_text()) for t in ax.texts}
+    cells = {((j, i), f"{v:.1f}") for i, r in enumerate(matrix) for j, v in enumerate(r) if v}
+    assert labels == cells
+    assert [t.get_text() for t in ax.get_yticklabels()] == [f"T{i}" for i in range(len(matrix))]
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # row 0 at the top
+
+
+def test_curves_figure_draws_each_task_from_the_step_that_learnt_it(tmp_path):
+    fig = report.plot_curves(results(PMNIST_LIKE, tasks=4), tmp_path / "c.png")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.lines] == ["T0", "T1", "T2", "T3"]
+    for j, line in enumerate(ax.lines):
+        assert list(line.get_xdata()) == list(range(j, 4))
+        assert list(line.get_ydata()) == [PMNIST_LIKE[i][j] for i in range(j, 4)]
+    assert ax.get_ylim() == (93.0, 98.0)
+    wide = [[97.0, None], [35.7, 97.5]]  # a baseline that forgets: 0-100
+    assert report.plot_curves(results(wide, tasks=2), tmp_path / "w.png").axes[0].get_ylim() == (
+        0.0,
+        100.0,
+    )
+
+
+@pytest.mark.parametrize("matrix", [MATRIX, PMNIST_LIKE])
+def test_forgetting_figure_bars_are_the_metric(tmp_path, matrix):
+    res = results(matrix, tasks=len(matrix))
+    fig = report.plot_forgetting(res, tmp_path / "f.png")
+    ax = fig.axes[0]
+    want = forgetting(matrix, len(matrix))
+    assert [b.get_height() for b in ax.patches] == pytest.approx(want, abs=1e-12)
+    assert [b.get_x() + b.get_width() / 2 for b in ax.patches] == list(range(len(want)))
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"T{j}" for j in range(len(want))]
+    assert report.run_forgetting(res) == want
+    assert report.run_forgetting(results([[90.0, 91.0, 92.0]], bwt=None)) == []  # joint
+
+
+def test_study_report_shows_the_paper_values_marked(tmp_path):
+    for replay in (False, True):
+        out = tmp_path / f"replay-{replay}"
+        for method in ("baseline", "hlop"):
+            cfg = {"benchmark": "pmnist", "replay": {"enabled": replay}}
+            write_run(out / f"{method}-s1", results(MATRIX, method=method), cfg)
+        assert main(["report", str(out)]) == 0
+        lines = (out / "report.md").read_text().splitlines()
+        base = next(line for line in lines if line.startswith("| baseline |"))
+        hlop = next(line for line in lines if line.startswith("| hlop |"))
+        if replay:  # the paper's memory replay: the baseline with --replay
+            assert base.endswith("| ~92.5 | ~-4.7 |") and hlop.endswith("| n.a. | n.a. |")
+        else:
+            assert base.endswith("| ~70.6 | ~-28.9 |") and hlop.endswith("| 95.15 | ~-1.3 |")

@@ -4,13 +4,19 @@ A run directory (``hlop train``: results.json) gets::
 
     accuracy_matrix.png    the accuracy matrix, annotated (a row per training step)
     accuracy_curves.png    each task's accuracy after every later step
+    forgetting.png         each task's forgetting (from two learnt tasks on; not joint training)
     circuits.png           circuit diagnostics per layer over tasks (HLOP, GPM)
     report.md              status, ACC, BWT, the matrix and diagnostics as tables, the figures
 
+The matrix's colours and the curves' axis span the accuracies (:func:`accuracy_range`), so
+that a run whose accuracies all lie within a few points is not one flat band.
+
 A study directory (``hlop compare``: METHOD-sSEED/ runs, summary.csv) gets ``methods.png``
 (ACC and BWT per method: mean and sample standard deviation over the completed seeds, from
-summary.csv or else from the runs' results.json) and ``report.md``; each of its runs gets its
-own report.  Figures need matplotlib (``pip install 'hlop[plot]'``), drawn with Agg.
+summary.csv or else from the runs' results.json) and ``report.md`` (the same with the paper's
+values, ``~`` marking approximate ones); each of its runs gets its own report.  Figures need
+matplotlib (``pip install 'hlop[plot]'``), drawn with Agg; each ``plot_*`` function returns
+its figure.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .errors import ReportError
 from .files import read_json_dict
+from .metrics import forgetting
+from .paper import PaperValue, paper_result
 from .stats import Stats
 
 DPI = 100
@@ -42,10 +50,11 @@ def figure(width: float, height: float):
     return fig
 
 
-def save(fig, path: Path) -> Path:
+def save(fig, path: Path):
+    """Write ``fig`` to ``path`` (PNG); returns ``fig``."""
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, format="png")
-    return path
+    return fig
 
 
 def is_run(path: Path) -> bool:
@@ -72,20 +81,45 @@ def _step_labels(res: dict, rows: int) -> list[str]:
     return [f"T{i}" for i in range(rows)]
 
 
-def plot_matrix(res: dict, path: Path) -> Path:
+def accuracy_range(values: Iterable[float | None]) -> tuple[float, float]:
+    """The colour and axis range of accuracies (percent): the values' own, widened by a tenth
+    of their spread (at least half a point) each side and rounded out to whole points,
+    within 0-100; 0-100 when they spread over half of it or more (or there are none)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite or max(finite) - min(finite) >= 50:
+        return 0.0, 100.0
+    lo, hi = min(finite), max(finite)
+    margin = max(0.1 * (hi - lo), 0.5)
+    return max(0.0, float(math.floor(lo - margin))), min(100.0, float(math.ceil(hi + margin)))
+
+
+def run_forgetting(res: dict) -> list[float]:
+    """Each task's forgetting (:func:`hlop.metrics.forgetting`) of the run's matrix: tasks
+    0..n-2; empty for joint training, one task, or a matrix that is not one task a step."""
+    a = _matrix(res)
+    try:
+        return forgetting(a, res.get("tasks_completed", len(a))) if a else []
+    except (ValueError, TypeError):  # rows missing values
+        return []
+
+
+def plot_matrix(res: dict, path: Path):
+    """The accuracy matrix as an image (row i: after step i, column j: task j), annotated,
+    colours over :func:`accuracy_range`."""
     a = _matrix(res)
     rows, cols = len(a), max(len(r) for r in a)
     values = [[math.nan if v is None else v for v in r + [None] * (cols - len(r))] for r in a]
+    lo, hi = accuracy_range(v for r in a for v in r)
     fig = figure(min(3.6 + 0.55 * cols, 10), min(1.6 + 0.45 * rows, 8))
     ax = fig.add_subplot()
-    im = ax.imshow(values, vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    im = ax.imshow(values, vmin=lo, vmax=hi, cmap="viridis", aspect="auto")
     fig.colorbar(im, ax=ax, label="accuracy (%)")
     if cols <= 20:
         size = 8 if cols <= 10 else 6
         for i, r in enumerate(values):
             for j, v in enumerate(r):
                 if not math.isnan(v):
-                    color = "black" if v > 60 else "white"
+                    color = "black" if v > lo + 0.6 * (hi - lo) else "white"  # on viridis
                     ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=size, color=color)
     ax.set_xticks(range(cols), [f"T{j}" for j in range(cols)], fontsize=8)
     ax.set_yticks(range(rows), _step_labels(res, rows), fontsize=8)
@@ -95,7 +129,9 @@ def plot_matrix(res: dict, path: Path) -> Path:
     return save(fig, path)
 
 
-def plot_curves(res: dict, path: Path) -> Path:
+def plot_curves(res: dict, path: Path):
+    """A line per task: its accuracy after each step from the one that learnt it; y axis
+    over :func:`accuracy_range`."""
     a = _matrix(res)
     cols = max(len(r) for r in a)
     fig = figure(6, 3.6)
@@ -106,11 +142,29 @@ def plot_curves(res: dict, path: Path) -> Path:
     ax.set_xticks(range(len(a)), _step_labels(res, len(a)), fontsize=8)
     ax.set_xlabel("after training step")
     ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(*accuracy_range(v for r in a for v in r))
     ax.grid(alpha=0.3)
     ax.set_title("each task's accuracy after every later step")
     if cols <= 10:
-        ax.legend(fontsize=7, ncol=2, loc="lower left")
+        ax.legend(fontsize=7, ncol=2, loc="best")
+    return save(fig, path)
+
+
+def plot_forgetting(res: dict, path: Path):
+    """A bar per task but the last: its forgetting (:func:`run_forgetting`), in points."""
+    values = run_forgetting(res)
+    fig = figure(min(4.0 + 0.4 * len(values), 10), 3.2)
+    ax = fig.add_subplot()
+    bars = ax.bar(range(len(values)), values, color="tab:red", alpha=0.8)
+    if len(values) <= 20:
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(values)), [f"T{j}" for j in range(len(values))], fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.margins(y=0.15)  # room for the labels
+    ax.set_xlabel("task")
+    ax.set_ylabel("forgetting (points)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("forgetting: best earlier accuracy - last accuracy", fontsize=9)
     return save(fig, path)
 
 
@@ -118,7 +172,7 @@ def _layers(diagnostics: list[dict]) -> list[str]:
     return list(dict.fromkeys(name for e in diagnostics for name in e.get("layers", {})))
 
 
-def plot_circuits(res: dict, path: Path) -> Path:
+def plot_circuits(res: dict, path: Path):
     diag = res["circuit_diagnostics"]
     layers = _layers(diag)
     fig = figure(min(3.2 * len(layers), 12), 5)
@@ -208,9 +262,9 @@ def report_run(path: Path) -> Path:
     bwt = res.get("bwt")
     bwt_text = "n.a. (joint training)" if bwt is None else _fmt(bwt, unit="%")
     lines += ["", f"ACC {_fmt(res.get('acc'), unit='%')}, BWT {bwt_text}."]
-    forgetting = res.get("forgetting") or []
-    if forgetting:
-        lines.append("Forgetting per task (%): " + ", ".join(f"{f:.2f}" for f in forgetting))
+    forgotten = run_forgetting(res)
+    if forgotten:
+        lines.append("Forgetting per task (%): " + ", ".join(f"{f:.2f}" for f in forgotten))
     plot_matrix(res, path / "accuracy_matrix.png")
     plot_curves(res, path / "accuracy_curves.png")
     lines += [
@@ -219,6 +273,11 @@ def report_run(path: Path) -> Path:
         "",
         "![accuracy of each task over training](accuracy_curves.png)",
         "",
+    ]
+    if forgotten:
+        plot_forgetting(res, path / "forgetting.png")
+        lines += ["![forgetting per task](forgetting.png)", ""]
+    lines += [
         "## Accuracy matrix (%)",
         "",
         *_markdown_matrix(res),
@@ -284,7 +343,7 @@ def _mean_std(mean: float | None, std: float | None) -> str:
     return _fmt(mean) + ("" if mean is None or std is None else f" ± {std:.2f}")
 
 
-def plot_methods(rows: list[dict], path: Path, title: str) -> Path:
+def plot_methods(rows: list[dict], path: Path, title: str):
     fig = figure(min(2.5 + 1.1 * len(rows), 12), 3.4)
     names = [r["method"] for r in rows]
     for c, (key, label) in enumerate((("acc", "ACC (%)"), ("bwt", "BWT (%)"))):
@@ -304,32 +363,48 @@ def plot_methods(rows: list[dict], path: Path, title: str) -> Path:
     return save(fig, path)
 
 
+def _paper(v: PaperValue | None) -> str:
+    return "n.a." if v is None else str(v)  # "~" marks an approximate value
+
+
 def report_study(path: Path, log: Callable[[str], None] = print) -> Path:
     """methods.png and report.md of a study; a report in each of its runs."""
     runs = study_runs(path)
     rows = method_rows(path, runs)
-    benchmark = "?"
+    benchmark, replaying = "?", set()
     for run in runs:
-        cfg = read_json_dict(run / "config.json")
-        if cfg:
+        cfg = read_json_dict(run / "config.json") or {}
+        if benchmark == "?":
             benchmark = cfg.get("benchmark", "?")
-            break
+        if (cfg.get("replay") or {}).get("enabled"):
+            replaying.add(RUN_DIR.match(run.name)["method"])
+    paper = {r["method"]: paper_result(benchmark, r["method"], r["method"] in replaying)
+             for r in rows}  # fmt: skip
     lines = [f"# {benchmark}: study of {len(rows)} methods", ""]
     if any(r["acc_mean"] is not None for r in rows):
         plot_methods(rows, path / "methods.png", benchmark)
         lines += ["![ACC and BWT per method](methods.png)", ""]
     lines += [
-        "| method | seeds ok/failed | ACC (%) | BWT (%) |",
-        "|---|---|---|---|",
+        "| method | seeds ok/failed | ACC (%) | BWT (%) | paper ACC | paper BWT |",
+        "|---|---|---|---|---|---|",
         *(
             f"| {r['method']} | {r['completed']}/{r['failed']} | "
-            f"{_mean_std(r['acc_mean'], r['acc_std'])} | {_mean_std(r['bwt_mean'], r['bwt_std'])} |"
+            f"{_mean_std(r['acc_mean'], r['acc_std'])} | {_mean_std(r['bwt_mean'], r['bwt_std'])} "
+            f"| {_paper(paper[r['method']][0])} | {_paper(paper[r['method']][1])} |"
             for r in rows
         ),
         "",
         "Mean ± sample standard deviation over the completed seeds (n.a.: undefined, e.g. "
         "BWT of joint training, or the std of one seed)"
-        + (", from summary.csv." if (path / "summary.csv").is_file() else "."),
+        + (", from summary.csv." if (path / "summary.csv").is_file() else ".")
+        + " Paper values: ~ marks an approximate value (not read from the paper's table); "
+        "n.a.: the paper gives none"
+        + (
+            f"; runs of {', '.join(sorted(replaying))} replay memory: the paper's memory "
+            "replay is the baseline's row."
+            if replaying
+            else "."
+        ),
         "",
         "## Runs",
         "",

@@ -5,16 +5,19 @@
     summary.md    the same as a markdown table, then one line per run
 
 Each run of the study is a :class:`RunResult`; :func:`summarise_study` gathers them per
-method (statistics from :mod:`hlop.stats`, the paper's values from :mod:`hlop.paper`).
+method (statistics from :mod:`hlop.stats`, the paper's values from :mod:`hlop.paper`: its
+memory-replay row for the baseline when the runs replay memory).  An approximate paper
+value is marked: ``~`` in the markdown, ``paper_*_approximate`` True in the CSV.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .files import read_json_dict
 from .paper import PaperValue, paper_result
 from .stats import Stats, mean
 
@@ -46,15 +49,18 @@ class MethodSummary:
     failures: list[str] = field(default_factory=list)  # "seed 2023: reason"
 
 
-def summarise_study(benchmark: str, results: Sequence[RunResult]) -> list[MethodSummary]:
-    """One summary per method, in the order the methods first appear."""
+def summarise_study(
+    benchmark: str, results: Sequence[RunResult], replaying: Collection[str] = ()
+) -> list[MethodSummary]:
+    """One summary per method, in the order the methods first appear; ``replaying``: the
+    methods whose runs replay memory (``--replay``)."""
     methods = list(dict.fromkeys(r.method for r in results))
     rows = []
     for m in methods:
         runs = [r for r in results if r.method == m]
         done = [r for r in runs if r.status == "complete"]
         seconds = [r.seconds for r in done if r.seconds is not None]
-        paper_acc, paper_bwt = paper_result(benchmark, m)
+        paper_acc, paper_bwt = paper_result(benchmark, m, replay=m in replaying)
         rows.append(
             MethodSummary(
                 method=m,
@@ -153,11 +159,22 @@ def _csv_row(r: MethodSummary) -> dict:
     }
 
 
+def replaying_methods(out_dir: str | Path, results: Sequence[RunResult]) -> set[str]:
+    """The methods with a run in ``out_dir`` that replays memory (its config.json)."""
+    methods = set()
+    for r in results:
+        cfg = read_json_dict(Path(out_dir) / f"{r.method}-s{r.seed}" / "config.json")  # run_dir
+        if cfg and (cfg.get("replay") or {}).get("enabled"):
+            methods.add(r.method)
+    return methods
+
+
 def write_summary(out_dir: str | Path, benchmark: str, results: Sequence[RunResult]) -> str:
     """Write summary.csv and summary.md in ``out_dir``; returns the markdown table."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = summarise_study(benchmark, results)
+    replaying = replaying_methods(out_dir, results)
+    rows = summarise_study(benchmark, results, replaying)
     with (out_dir / "summary.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         writer.writeheader()
@@ -181,7 +198,15 @@ def write_summary(out_dir: str | Path, benchmark: str, results: Sequence[RunResu
             "",
             "ACC and BWT: mean ± sample standard deviation over the completed seeds; 95% CI: "
             "Student t interval of the mean (n - 1 degrees of freedom, 3 or more seeds). "
-            "Paper values: ~ marks an approximate value; n.a.: the paper gives none.",
+            "Paper values: ~ marks an approximate value (not read from the paper's table); "
+            "n.a.: the paper gives none."
+            + (
+                f" Runs of {', '.join(sorted(replaying))} replay memory (--replay): the "
+                "paper's values of memory replay are the baseline's; it has none for another "
+                "method with replay."
+                if replaying
+                else ""
+            ),
             "",
             "## Runs",
             "",
