@@ -241,3 +241,40 @@ def test_protect_refuses_an_unknown_mode_and_detach_removes_its_hooks():
     assert hl.protect(optimizer)
     hl.detach()
     assert not optimizer._optimizer_step_pre_hooks and not optimizer._optimizer_step_post_hooks
+
+
+# ---------------------------------------------------------------- diagnostics
+def test_diagnostics_measure_what_the_old_subspace_holds():
+    layer, old, new = linear_case()
+    model = nn.Sequential(layer)
+    hl = hlop.HLOP(model)
+    old_subspace(hl, "0", hl._layers["0"].rows(old))  # rank 4: 3 input dims and the bias's 1
+    circuit = copy.deepcopy(hl.circuits["0"].state_dict())
+    model.train()
+    d = hl.diagnostics([old[:20], old[20:]])["0"]
+    assert (d["rows"], d["old_rows"], d["activity_rows"]) == (4, 4, 40)
+    assert d["orthonormality_error"] < 1e-6
+    assert d["captured"] == pytest.approx(1.0, abs=1e-9)  # old inputs: all in the subspace
+    assert d["optimal"] == pytest.approx(1.0, abs=1e-9)
+    other = hl.diagnostics(new)["0"]
+    assert other["captured"] < other["optimal"] < 1.0  # random inputs: the best 4 dims do more
+    few = hl.diagnostics(new[:15])["0"]  # 15 rows < 4 per lateral neuron: no optimal
+    assert few["optimal"] is None and few["activity_rows"] == 15
+    assert model.training  # restored
+    after = hl.circuits["0"].state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in circuit.items())  # nothing learnt
+
+
+def test_diagnostics_of_a_multi_step_spiking_forward():
+    """A forward callable (here: a reset before each batch, as SpikingJelly's reset_net) and
+    [T, B, ...] inputs: T x B rows per batch."""
+    conv = MultiStepConv(2, 3, 3, bias=False)
+    hl = hlop.HLOP(nn.Sequential(conv))
+    hl.begin_task([2])
+    resets = []
+    d = hl.diagnostics(
+        [torch.rand(4, 2, 2, 5, 5)] * 3, forward=lambda m, x: resets.append(1) or m(x)
+    )["0"]
+    assert resets == [1, 1, 1]
+    assert d["activity_rows"] == 3 * 4 * 2 * 9  # batches x T x B x patches
+    assert d["optimal"] is not None and 0 <= d["captured"] <= d["optimal"] + 1e-9

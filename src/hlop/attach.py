@@ -58,7 +58,7 @@ for a copy of those parameters and one projection per step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +67,7 @@ from . import optim
 from .choices import per_circuit
 from .circuit import LateralCircuit
 from .projection import project_weight_grad, unfold_patches
+from .subspace import measure
 
 HEBBIAN_MODES = ("per-call", "averaged")
 SUPPORTED = (nn.Linear, nn.Conv2d)
@@ -430,6 +431,56 @@ class HLOP:
             a.circuit.projecting = False
             a.circuit.merge()
         self.in_task = False
+
+    # ------------------------------------------------------------------ diagnostics
+    @torch.no_grad()
+    def diagnostics(
+        self,
+        inputs: Tensor | Iterable,
+        forward: Callable[[nn.Module, object], object] | None = None,
+    ) -> dict[str, dict]:
+        """How well each circuit holds the activity that ``inputs`` cause, per layer:
+        ``rows``, ``old_rows``, ``orthonormality_error``, ``captured`` (the share of the
+        activity energy in the circuit's subspace), ``optimal`` (the most any subspace of as
+        many dimensions holds; reported from 4 activity rows per lateral neuron on) and
+        ``activity_rows`` (:func:`hlop.subspace.measure`).
+
+        ``inputs``: a batch, or an iterable of batches (a data loader's inputs);
+        ``forward(model, batch)`` runs the model on a batch (default ``model(batch)``; a
+        spiking model that needs its state reset, e.g. SpikingJelly's
+        ``functional.reset_net``, does it here).  The model runs in evaluation mode without
+        gradients: the circuits do not learn and nothing else changes."""
+        batches = [inputs] if isinstance(inputs, Tensor) else inputs
+        run = forward or (lambda model, batch: model(batch))
+        covs: dict[str, Tensor] = {}
+        counts = dict.fromkeys(self._layers, 0)
+
+        def capture(a: _Attached):
+            def hook(module: nn.Module, args: tuple) -> None:
+                rows = a.rows(args[0].detach()).double()
+                cov = rows.t() @ rows
+                covs[a.name] = cov if a.name not in covs else covs[a.name].add_(cov)
+                counts[a.name] += rows.shape[0]
+
+            return hook
+
+        handles = [a.layer.register_forward_pre_hook(capture(a)) for a in self._layers.values()]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for batch in batches:
+                run(self.model, batch)
+        finally:
+            for h in handles:
+                h.remove()
+            self.model.train(was_training)
+        out = {}
+        for name, a in self._layers.items():
+            c = a.circuit
+            if name not in covs:
+                raise ValueError(f"hlop.HLOP.diagnostics: layer '{name}' was not called")
+            out[name] = measure(c.weight, c.old_rows, covs[name], counts[name])
+        return out
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Tensor]:

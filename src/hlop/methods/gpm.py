@@ -81,11 +81,16 @@ def new_bases(cov: Tensor, memory: Tensor, eps: float) -> Tensor:
     return torch.linalg.qr(u).Q
 
 
-@torch.no_grad()
 def representation_covariances(run: RunState, samples: int) -> list[Tensor]:
     """``R R^T`` (N x N, float64) of every projected layer, in network order, on ``samples``
     random training samples of the current task (seeded by the run's seed and the task):
     the rows of ``layer.presynaptic``, captured by forward hooks in an evaluation pass."""
+    return representation_statistics(run, samples)[0]
+
+
+@torch.no_grad()
+def representation_statistics(run: RunState, samples: int) -> tuple[list[Tensor], list[int]]:
+    """:func:`representation_covariances`, and how many activity rows each one sums."""
     model, split = run.model, run.benchmark.tasks[run.task].train
     g = torch.Generator().manual_seed(run.cfg.seed * 1019 + run.task)
     index = torch.randperm(len(split), generator=g)[:samples]
@@ -95,10 +100,13 @@ def representation_covariances(run: RunState, samples: int) -> list[Tensor]:
         for n in (m.circuit.in_features for m in layers)
     ]
 
+    counts = [0] * len(layers)
+
     def capture(i: int):
         def hook(layer, inputs, _output) -> None:
             rows = layer.presynaptic(inputs[0]).double()
             covs[i] += rows.t() @ rows
+            counts[i] += rows.shape[0]
 
         return hook
 
@@ -113,8 +121,11 @@ def representation_covariances(run: RunState, samples: int) -> list[Tensor]:
         for h in hooks:
             h.remove()
         model.train(was_training)
-    distributed.sum_tensors(covs)  # several workers: each took a part of the samples
-    return covs
+    # several workers: each took a part of the samples
+    seen = torch.tensor(counts, dtype=torch.float64, device=run.device)
+    distributed.sum_tensors([*covs, seen])
+    counts = [int(n) for n in seen.tolist()]
+    return covs, counts
 
 
 class GPM(Plugin):
