@@ -182,9 +182,16 @@ class HLOP:
         layers: which layers: None (every ``nn.Linear`` and ``nn.Conv2d``, in
             ``named_modules`` order), a sequence of module names, or a type or tuple of
             types (every such module).  Unsupported layers are refused with a message.
-        sizes: the size schedule used by :meth:`begin_task` without arguments: one list of
+        sizes: the size schedule used by :meth:`begin_task` without arguments: ``"auto"``
+            (the default: found from each task's activity, see ``threshold``), one list of
             block sizes per task (``[[80, 200, 100], [70, 70, 70], ...]``; the last repeats
             for later tasks), or one number per layer (the same block every task).
+        threshold: with ``sizes="auto"``, the share of a task's activity energy that each
+            circuit's old rows and new block together hold: a generous block
+            (``max_rows``) learns while the task trains, then
+            :meth:`LateralCircuit.fit_block` keeps its fewest rotated rows that reach it.
+        max_rows: with ``sizes="auto"``, the most rows a layer's block may keep per task:
+            one value or one per layer; None: a quarter of each circuit's dimension.
         lrs: Hebbian learning rate, one value for every layer or one per layer.
         iterations, spiking, spike_scale, spike_steps: see :class:`LateralCircuit`.
         hebbian: ``"per-call"`` or ``"averaged"`` (see the module docstring).
@@ -203,7 +210,9 @@ class HLOP:
         model: nn.Module,
         layers: Sequence[str] | type | tuple[type, ...] | None = None,
         *,
-        sizes: Sequence[int] | Sequence[Sequence[int]] | None = None,
+        sizes: str | Sequence[int] | Sequence[Sequence[int]] | None = "auto",
+        threshold: float = 0.97,
+        max_rows: int | Sequence[int] | None = None,
         lrs: float | Sequence[float] = 0.01,
         iterations: int = 5,
         spiking: bool = False,
@@ -220,7 +229,16 @@ class HLOP:
             raise ValueError("hlop.HLOP: no nn.Linear or nn.Conv2d layer to attach to")
         self.names = [name for name, _ in chosen]
         rates = per_circuit([lrs] if isinstance(lrs, int | float) else lrs, self.names, "lrs")
-        self.sizes = None if sizes is None else self._schedule(sizes)
+        self.auto = sizes == "auto"
+        self.sizes = None if sizes is None or self.auto else self._schedule(sizes)
+        if isinstance(sizes, str) and not self.auto:
+            raise ValueError(f"sizes must be 'auto', a schedule or None, got {sizes!r}")
+        if not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+        self.threshold = threshold
+        self.fitting = False  # the current task's blocks are fitted at end_task
+        #: the rows each task added to each circuit (after fitting), one list per task
+        self.chosen_sizes: list[list[int]] = []
         self.task = 0
         self.in_task = False
         self._layers: dict[str, _Attached] = {}
@@ -237,6 +255,12 @@ class HLOP:
                 name=name,
             ).to(layer.weight.device)
             self._layers[name] = _Attached(name, layer, circuit, bias)
+        dims = [a.circuit.in_features for a in self._layers.values()]
+        bounds = [max(d // 4, 1) for d in dims] if max_rows is None else max_rows
+        bounds = per_circuit(
+            [bounds] if isinstance(bounds, int) else bounds, self.names, "max_rows"
+        )
+        self.max_rows = [int(b) for b in bounds]
         self._optimizers: list = []  # hook handles of protect()
         self._attach()
 
@@ -408,13 +432,22 @@ class HLOP:
         subspace.  Returns the rows added (a circuit never exceeds its dimension)."""
         if self.in_task:
             raise RuntimeError("begin_task: the previous task has not ended (call end_task)")
-        if sizes is None:
+        self.fitting = sizes is None and self.auto
+        if self.fitting:  # a generous block each, fitted to the task's activity at end_task
+            sizes = [
+                min(bound, a.circuit.in_features - a.circuit.rows)
+                for a, bound in zip(self._layers.values(), self.max_rows, strict=True)
+            ]
+        elif sizes is None:
             if self.sizes is None:
                 raise ValueError("begin_task needs block sizes (or give HLOP a size schedule)")
             sizes = self.sizes[min(self.task, len(self.sizes) - 1)]
         sizes = list(sizes)
         self._check_sizes(sizes)
         layers = self._layers.values()
+        for a in layers:
+            if self.fitting or a.circuit.tracking:
+                a.circuit.track_energy(self.fitting)
         added = [a.circuit.add_subspace(n) for a, n in zip(layers, sizes, strict=True)]
         for a in self._layers.values():
             a.circuit.learning = True
@@ -424,13 +457,20 @@ class HLOP:
         return added
 
     def end_task(self) -> None:
-        """Stop learning and merge every circuit's blocks into its old subspace."""
+        """Stop learning and merge every circuit's blocks into its old subspace (with
+        ``sizes="auto"`` each block first keeps the rows its task's activity needs)."""
+        kept = []
         for a in self._layers.values():
             self._flush(a)
+            old = a.circuit.old_rows
+            if self.fitting:
+                a.circuit.fit_block(self.threshold)
+            kept.append(a.circuit.rows - old)
             a.circuit.learning = False
             a.circuit.projecting = False
             a.circuit.merge()
-        self.in_task = False
+        self.chosen_sizes.append(kept)
+        self.in_task = self.fitting = False
 
     # ------------------------------------------------------------------ diagnostics
     @torch.no_grad()
@@ -486,7 +526,11 @@ class HLOP:
     def state_dict(self) -> dict[str, Tensor]:
         """The circuits' state (weights, momentum, block sizes), the task count and whether a
         task is in progress."""
-        state = {"task": torch.tensor(self.task), "in_task": torch.tensor(self.in_task)}
+        state = {
+            "task": torch.tensor(self.task),
+            "in_task": torch.tensor(self.in_task),
+            "fitting": torch.tensor(self.fitting),
+        }
         for name, a in self._layers.items():
             for key, value in a.circuit.state_dict().items():
                 state[f"{name}.{key}"] = value
@@ -495,18 +539,26 @@ class HLOP:
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         """Restore :meth:`state_dict` (circuits learning and projecting as when saved)."""
         expected = {"task", "in_task"} | {
-            f"{n}.{k}" for n, a in self._layers.items() for k in a.circuit.state_dict()
+            f"{n}.{k}"
+            for n, a in self._layers.items()
+            for k in a.circuit.state_dict()
+            if k not in ("energy", "block_energy")
         }
-        if set(state) != expected:
-            missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        optional = {"fitting"} | {
+            f"{n}.{k}" for n in self._layers for k in ("energy", "block_energy")
+        }
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected - optional)
+        if missing or extra:
             raise ValueError(f"hlop.HLOP state does not match: missing {missing}, extra {extra}")
         self.task, self.in_task = int(state["task"]), bool(state["in_task"])
+        self.fitting = bool(state.get("fitting", False))
         for name, a in self._layers.items():
             prefix = f"{name}."
             a.circuit.load_state_dict(
                 {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
             )
             a.pending, a.calls = None, 0
+            a.circuit.tracking = self.fitting
             a.circuit.learning = self.in_task
             a.circuit.projecting = self.in_task and a.circuit.old_rows > 0
 

@@ -18,6 +18,18 @@ into the *old* block, which defines the projection used for weight updates::
 
 With spiking lateral neurons, ``Y`` is quantised as spike counts of ``T_l`` steps
 with scale ``s``: ``Y_q = s round(T_l clamp(Y, -s, s) / s) / T_l`` (update and projection).
+
+Block sizes found from the data (:meth:`LateralCircuit.track_energy`,
+:meth:`LateralCircuit.fit_block`): while a generous new block learns, the circuit keeps
+running averages (factor :data:`ENERGY_DECAY` per batch) of its own activity's energy::
+
+    E      = |X|^2 / B                     all of the activity
+    E_old  = (|X|^2 - |R|^2) / B           what the old rows hold (R = project(X))
+    S      = Y_new^T Y_new / B             the new lateral neurons' responses to R
+
+After the task the block is rotated within its span onto the eigenvectors of ``S`` (the
+directions of most residual energy first) and cut to the fewest rows k with
+``E_old + lambda_1 + ... + lambda_k >= threshold E``.
 """
 
 from __future__ import annotations
@@ -30,6 +42,9 @@ from torch import Tensor, nn
 
 from .choices import PRECISIONS
 from .errors import CircuitError
+
+#: per-batch factor of the running energy averages (:meth:`LateralCircuit.track_energy`)
+ENERGY_DECAY = 0.95
 
 
 class LateralCircuit(nn.Module):
@@ -86,6 +101,7 @@ class LateralCircuit(nn.Module):
         self.learning = False
         self.projecting = False
         self.reducer: Callable[[Tensor], Tensor] | None = None
+        self.tracking = False  # running energy averages (track_energy)
         self.register_buffer("weight", torch.zeros(0, in_features))
         self.register_buffer("velocity", torch.zeros(0, in_features))
         # block sizes and the number of frozen (merged, old) rows are state, saved with H
@@ -130,6 +146,9 @@ class LateralCircuit(nn.Module):
             n = room
         if n == 0:
             return 0
+        if self.tracking:  # statistics of the new block start afresh
+            self.block_energy = self.block_energy.new_zeros(n, n)
+            self.energy.zero_()
         new = torch.empty(n, self.in_features, dtype=self.weight.dtype)
         nn.init.orthogonal_(new)
         self.weight = torch.cat([self.weight, new.to(self.weight.device)])
@@ -193,12 +212,66 @@ class LateralCircuit(nn.Module):
             for _ in range(iterations):
                 p = new @ cov
                 self._step(p - (p @ h.t()) @ h, k)
+            if self.tracking:
+                old, a = h[:k], new - (new @ h[:k].t()) @ h[:k]
+                total = torch.trace(cov)
+                self._track(total, (old @ cov).mul_(old).sum(), a @ cov @ a.t())
             return None
         resid = self.project(x)
         for _ in range(iterations):
             y = self.respond(x, new)
             self._step(y.t() @ (resid - y @ new) / b, k)
+        if self.tracking:
+            y, total = resid @ new.t(), x.square().sum() / b
+            self._track(total, total - resid.square().sum() / b, y.t() @ y / b)
         return resid if k else None
+
+    # ------------------------------------------------------------------ sizes from the data
+    def track_energy(self, on: bool = True) -> None:
+        """Keep (or stop keeping) the running energy averages of the module's docstring while
+        the circuit learns; they are buffers (saved and restored with the circuit) from the
+        first call on."""
+        if on and "energy" not in self._buffers:
+            m = self.rows - self.old_rows
+            self.register_buffer("energy", self.weight.new_zeros(2))
+            self.register_buffer("block_energy", self.weight.new_zeros(m, m))
+        self.tracking = on
+
+    @torch.no_grad()
+    def _track(self, total: Tensor, old: Tensor, s: Tensor) -> None:
+        stats = torch.cat([total.reshape(1), old.reshape(1), s.reshape(-1)])
+        if self.reducer is not None:  # several workers: the statistics of the global batch
+            stats = self.reducer(stats)
+        d = ENERGY_DECAY
+        self.energy.mul_(d).add_(stats[:2], alpha=1 - d)
+        self.block_energy.mul_(d).add_(stats[2:].view_as(self.block_energy), alpha=1 - d)
+
+    @torch.no_grad()
+    def fit_block(self, threshold: float) -> int:
+        """Rotate the newest (learning) block within its span onto its directions of most
+        residual energy and keep the fewest rows that bring what the old rows and the kept
+        ones hold to ``threshold`` of the activity's energy (module docstring); returns the
+        rows kept.  A circuit that tracked nothing keeps its block as it is."""
+        k, m = self.old_rows, self.rows - self.old_rows
+        if m == 0 or not self.tracking or float(self.energy[0]) <= 0:
+            return m
+        if not 0 < threshold <= 1:
+            raise CircuitError(f"{self._where()}: threshold must be in (0, 1], got {threshold}")
+        s = self.block_energy.double()
+        values, vectors = torch.linalg.eigh((s + s.t()) / 2)
+        values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
+        total, old = (float(e) for e in self.energy)
+        short = threshold * total - old  # energy the new rows must add
+        keep = 0 if short <= 0 else min(int((values.cumsum(0) < short).sum()) + 1, m)
+        rotation = vectors[:, :keep].t().to(self.weight.dtype)
+        self.weight = torch.cat([self.weight[:k], rotation @ self.weight[k:]])
+        self.velocity = torch.cat([self.velocity[:k], rotation @ self.velocity[k:]])
+        sizes = self.block_sizes[:-1] if keep == 0 else self.block_sizes.clone()
+        if keep:
+            sizes[-1] = keep
+        self.block_sizes = sizes
+        self.block_energy = self.block_energy.new_zeros(keep, keep)
+        return keep
 
     def _step(self, dh: Tensor, k: int) -> None:
         """Clip the new rows' update, then momentum and learning rate (old rows frozen); a
@@ -224,9 +297,12 @@ class LateralCircuit(nn.Module):
     # ------------------------------------------------------------------ state
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # block sizes are part of the state: take the saved shapes, no size schedule replay
-        for name in ("weight", "velocity", "block_sizes"):
+        if prefix + "energy" in state_dict and "energy" not in self._buffers:
+            self.track_energy()  # the saved circuit kept energy averages
+            self.tracking = False  # the owner switches tracking on again
+        for name in ("weight", "velocity", "block_sizes", "block_energy"):
             key = prefix + name
-            if key in state_dict:
+            if key in state_dict and name in self._buffers:
                 cur = getattr(self, name)
                 setattr(self, name, cur.new_empty(state_dict[key].shape))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

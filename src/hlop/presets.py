@@ -86,6 +86,27 @@ MINIIMAGENET_SIZES = (
 )  # fmt: skip
 
 
+# GPM's samples per circuit (the representation matrix of circuit l: its rows on the first
+# n_l samples of the task).  CIFAR-100 reference, main_cifar100.py, get_representation_matrix:
+# 125 samples, batch_list=[2*12, 100, 100, 125, 125] for AlexNet's conv1-3, fc1, fc2; our
+# CNN's circuits are its three convolutions (the heads, one per task, have none): 24, 100, 100.
+# The split MNIST / FashionMNIST presets (no GPM reference) take the same.
+GPM_CNN_SAMPLES = (24, 100, 100)
+# 5-Datasets reference, main_five_dataset.py, get_representation_matrix_ResNet18: 100
+# samples, batch_list=[10]*8 + [50]*3 + [100]*6 for the stem and each block's conv1, conv2
+# (ResNet-18 order); each strided block's 1x1 shortcut takes the count of its block's conv1
+# (the reference's shortcut matrices are built with batch_list[i] of that conv).  Our
+# circuits come in the same order (stem, then each block's conv1, conv2, shortcut).  The
+# domain-incremental shared head (a circuit the reference does not have) takes all 100.
+GPM_RESNET_SAMPLES = tuple(
+    _resnet_blocks(
+        10,
+        [[10, 10], [10, 10], [10, 10, 10], [10, 50], [50, 50, 50], [100, 100], [100, 100, 100],
+         [100, 100]],
+    )
+)  # fmt: skip
+
+
 def _conv_preset(cfg: Config) -> None:
     """Shared settings of the convolutional experiments (SGD with momentum, cosine)."""
     cfg.optimizer, cfg.momentum, cfg.scheduler = "sgd", 0.9, "cosine"
@@ -96,12 +117,13 @@ def _conv_preset(cfg: Config) -> None:
     cfg.hlop.hebbian_stride = "one"
     r = cfg.replay
     r.memory_size, r.epochs, r.batch_size, r.lr, r.t_max = 50, 20, 50, 0.001, 20
-    cfg.gpm.samples = 125  # GPM reference: unfolded patches of 125 samples
 
 
 def _pmnist_preset(cfg: Config) -> None:
     cfg.hlop.sizes = pmnist_sizes(10)
-    cfg.gpm.thresholds, cfg.gpm.samples = [0.95, 0.99, 0.99], 300  # GPM reference (fc1, fc2, head)
+    # GPM reference, main_pmnist.py: thresholds [0.95, 0.99, 0.99] (fc1, fc2, head); 300
+    # samples for every layer (b=r[0:300], batch_list=[300,300,300])
+    cfg.gpm.thresholds, cfg.gpm.samples = [0.95, 0.99, 0.99], [300]
 
 
 def _pmnist_subset_preset(cfg: Config) -> None:
@@ -123,6 +145,8 @@ def _cnn_preset(tasks: int) -> Callable[[Config], None]:
         cfg.tasks = tasks
         cfg.hlop.sizes = [[6, 100, 200]] + [[2, 20, 40]] * (tasks - 1)
         cfg.gpm.thresholds, cfg.gpm.threshold_step = [0.97], 0.003  # GPM CIFAR-100: 0.97 + 0.003 t
+        cfg.gpm.samples = list(GPM_CNN_SAMPLES)
+
 
     return apply
 
@@ -130,7 +154,8 @@ def _cnn_preset(tasks: int) -> Callable[[Config], None]:
 def _resnet_preset(cfg: Config) -> None:
     _conv_preset(cfg)
     cfg.model, cfg.lr, cfg.lr_later, cfg.t_max, cfg.epochs = "resnet18", 0.1, 0.01, 100, 100
-    cfg.gpm.thresholds = [0.965]  # GPM 5-Datasets reference (miniImageNet: not in our spec)
+    cfg.gpm.thresholds = [0.965]  # GPM 5-Datasets reference, main_five_dataset.py
+    cfg.gpm.samples = list(GPM_RESNET_SAMPLES)
 
 
 def _miniimagenet_preset(cfg: Config) -> None:
@@ -139,6 +164,13 @@ def _miniimagenet_preset(cfg: Config) -> None:
     first, early, late = MINIIMAGENET_SIZES
     cfg.hlop.sizes = [first] + [early] * 5 + [late] * 14
     cfg.replay.memory_size, cfg.replay.batch_size = 5, 5
+    # GPM on miniImageNet: the official repository has no script for it.  0.985 + 0.0003 t
+    # for every layer (and GPM_RESNET_SAMPLES, as 5-Datasets) is what public
+    # reimplementations run: github.com/b027ffv/Original-BECAME-singlehead, main_cifar100.py
+    # (its GPM branch for "miniimagenet") and gpm.py (get_representation_matrix_ResNet18);
+    # github.com/LYang-666/TRGP, main_mini_dataset.py, takes the same samples and 0.985
+    # (TRGP's own method, no step).  The GPM paper's appendix could not be read to check it.
+    cfg.gpm.thresholds, cfg.gpm.threshold_step = [0.985], 0.0003
 
 
 def _five_datasets_preset(domain: bool) -> Callable[[Config], None]:
@@ -146,6 +178,8 @@ def _five_datasets_preset(domain: bool) -> Callable[[Config], None]:
         _resnet_preset(cfg)
         cfg.tasks = 5
         cfg.hlop.sizes = [FIVE_DATASETS_SIZES + ([10] if domain else [])] * 5
+        if domain:
+            cfg.gpm.samples = [*GPM_RESNET_SAMPLES, 100]
 
     return apply
 

@@ -1,0 +1,113 @@
+"""Circuit sizes found from the data: a generous block learns while the circuit tracks its
+own activity's energy, then keeps the fewest rotated rows that reach the threshold."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import hlop
+from hlop.circuit import LateralCircuit
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def spectrum_batches(variances, n=12, batches=300, batch=32, seed=0, basis=None):
+    """Batches of rows in a subspace of ``len(variances)`` dimensions of R^n, with those
+    variances along its (orthonormal) axes; returns the batches and the axes."""
+    g = torch.Generator().manual_seed(seed)
+    if basis is None:
+        basis = torch.linalg.qr(torch.randn(n, len(variances), generator=g)).Q.t()
+    scale = torch.tensor(variances).sqrt()
+    out = [
+        (torch.randn(batch, len(variances), generator=g) * scale) @ basis for _ in range(batches)
+    ]
+    return out, basis
+
+
+def learnt_circuit(batches, block, track=True, circuit=None):
+    torch.manual_seed(0)
+    c = circuit or LateralCircuit(12, lr=0.02, iterations=2)
+    c.track_energy(track)
+    c.add_subspace(block)
+    for x in batches:
+        c.hebbian_update(x)
+    return c
+
+
+@pytest.mark.parametrize(("threshold", "kept"), [(0.6, 1), (0.9, 2), (0.99, 3)])
+def test_fit_block_keeps_the_fewest_principal_directions(threshold, kept):
+    # energies 10, 3, 1 of 14: the top direction holds 0.71, two 0.93, three 1.0
+    batches, basis = spectrum_batches([10.0, 3.0, 1.0])
+    c = learnt_circuit(batches, block=6)
+    assert c.fit_block(threshold) == kept
+    assert c.rows == kept and c.blocks == [kept] and c.velocity.shape == c.weight.shape
+    # the kept rows span the top principal directions of the activity
+    top = basis[:kept]
+    assert torch.linalg.matrix_norm(top - top @ c.weight.t() @ c.weight) < 0.05
+
+
+def test_old_rows_count_towards_the_threshold():
+    batches, basis = spectrum_batches([10.0, 3.0, 1.0])
+    c = learnt_circuit(batches, block=6)
+    c.fit_block(0.99)
+    c.merge()
+    # a later task in the same subspace needs nothing new; one with a new direction, one row
+    c.add_subspace(5)
+    for x in spectrum_batches([10.0, 3.0, 1.0], seed=1, basis=basis)[0]:
+        c.hebbian_update(x)
+    assert c.fit_block(0.99) == 0 and c.rows == 3 and c.blocks == [3]
+    c.merge()
+    c.add_subspace(5)
+    new_axis = torch.linalg.qr(torch.cat([basis, torch.randn(1, 12)]).t()).Q.t()[3:4]
+    both = torch.cat([basis, new_axis])
+    for x in spectrum_batches([10.0, 3.0, 1.0, 8.0], seed=2, basis=both)[0]:
+        c.hebbian_update(x)
+    assert c.fit_block(0.99) == 1 and c.rows == 4
+
+
+def test_tracking_changes_nothing_the_circuit_learns():
+    batches, _ = spectrum_batches([5.0, 2.0], batches=20)
+    tracked = learnt_circuit(batches, block=4, track=True)
+    plain = learnt_circuit(batches, block=4, track=False)
+    assert torch.equal(tracked.weight, plain.weight)
+    assert plain.fit_block(0.9) == 4  # nothing tracked: the block stays as it is
+
+
+def test_energy_averages_are_saved_and_restored():
+    batches, _ = spectrum_batches([5.0, 2.0], batches=20)
+    c = learnt_circuit(batches, block=4)
+    fresh = LateralCircuit(12, lr=0.02, iterations=2)
+    fresh.load_state_dict(c.state_dict())
+    assert torch.equal(fresh.block_energy, c.block_energy)
+    fresh.track_energy()
+    assert fresh.fit_block(0.9) == c.fit_block(0.9)
+
+
+def test_hlop_auto_sizes_by_default():
+    """hlop.HLOP with no sizes: each task's blocks are fitted to its activity; explicit
+    sizes are kept as given."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 6, bias=False))
+    hl = hlop.HLOP(model, lrs=0.02, iterations=2, threshold=0.9)
+    assert hl.max_rows == [3]  # a quarter of the dimension
+    batches, _ = spectrum_batches([10.0, 3.0, 1.0])
+    hl.begin_task()
+    assert hl.circuits["0"].rows == 3  # the generous block
+    for x in batches:
+        model(x)
+    hl.end_task()
+    assert hl.chosen_sizes == [[2]] and hl.circuits["0"].old_rows == 2
+    hl.begin_task([1])  # explicit: not fitted
+    hl.end_task()
+    assert hl.chosen_sizes == [[2], [1]]
+    state = copy.deepcopy(hl.state_dict())
+    fresh = hlop.HLOP(nn.Sequential(nn.Linear(12, 6, bias=False)), threshold=0.9)
+    fresh.load_state_dict(state)
+    assert fresh.circuits["0"].old_rows == 3
+    with pytest.raises(ValueError, match="threshold must be in"):
+        hlop.HLOP(model, threshold=1.5)
