@@ -2,6 +2,7 @@
 own activity's energy, then keeps the fewest rotated rows that reach the threshold."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -111,3 +112,25 @@ def test_hlop_auto_sizes_by_default():
     assert fresh.circuits["0"].old_rows == 3
     with pytest.raises(ValueError, match="threshold must be in"):
         hlop.HLOP(model, threshold=1.5)
+
+
+def test_cli_finds_sizes_and_records_them(tmp_path, capsys):
+    """--set hlop.sizes=auto on the built-in MLP: every task's blocks within their bounds,
+    in results.json and the report."""
+    from hlop.cli import main
+
+    argv = ["train", "--tasks", "2", "--timesteps", "2", "--batch-size", "20"]
+    argv += ["--set", "hidden=32", "--set", "train_limit=200", "--set", "test_limit=50"]
+    argv += ["--set", "hlop.sizes=auto", "--set", "hlop.threshold=0.5"]
+    argv += ["--set", "hlop.max_rows=[20,6,6]", "--out-dir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    blocks = res["circuit_blocks"]
+    assert len(blocks) == 2 and all(len(b) == 3 for b in blocks)
+    assert all(0 <= n <= bound for b in blocks for n, bound in zip(b, [20, 6, 6], strict=True))
+    assert res["circuit_sizes"] == [sum(col) for col in zip(*blocks, strict=True)]
+    assert 0 < blocks[0][0] < 20  # fitted: fewer rows than the generous block
+    capsys.readouterr()
+    assert main(["train", *argv[1:-2], "--set", "hlop.max_rows=[1,2]", "--out-dir",
+                 str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert "hlop.max_rows needs 1 value or 3" in capsys.readouterr().err

@@ -61,7 +61,7 @@ def test_set_strings_are_coerced_to_the_key_type(item, key, expected, tp):
         ("lr=[1]", "lr: expected float, got [1]"),
         ("fast=yes", "fast: cannot read 'yes' as bool"),
         ("fast=2", "fast: expected bool, got 2"),
-        ("hlop.lrs=0.1", "hlop.lrs: expected list, got 0.1"),
+        ("hlop.lrs=abc", "hlop.lrs: cannot read 'abc' as list"),
         ("hlop.sizes=[[1.5]]", "hlop.sizes: expected int, got 1.5"),
         ("device=3", None),  # a string key takes any string: accepted as "3"
     ],
@@ -90,7 +90,7 @@ def test_key_type():
     assert key_type("epochs") is int
     assert key_type("lr") is float
     assert key_type("neuron.train_vth") is bool
-    assert key_type("hlop.sizes") == list[list[int]]
+    assert key_type("hlop.sizes") == list[list[int]] | str
     assert key_type("hlop.lrs") == list[float]
     assert key_type("lr_later") == float | None
     assert key_type("data_dir") == str | None
@@ -220,3 +220,10 @@ def test_a_new_registered_method_gets_its_section(monkeypatch):
 
 def test_training_rules_are_the_listed_choices():
     assert tuple(RULES) == TRAINING_RULES
+
+
+def test_one_value_is_a_one_element_list_and_unions_take_the_first_type_that_reads():
+    cfg = apply_overrides(Config(), ["hlop.lrs=0.1", "gpm.thresholds=0.9"])
+    assert cfg.hlop.lrs == [0.1] and cfg.gpm.thresholds == [0.9]
+    assert Config.from_dict({"gpm": {"thresholds": 0.95}}).gpm.thresholds == [0.95]
+    assert apply_overrides(Config(), ["lr_later=none"]).lr_later is None

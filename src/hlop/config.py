@@ -292,12 +292,24 @@ def _field_type(obj: Any, name: str) -> Any:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` (a JSON value, or a word of ``--set``) as type ``tp``: a union takes the first
+    of its types that reads it; a list of numbers or words also takes one of them (the
+    one-element list: ``gpm.samples=125`` is ``[125]``)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        none = value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        if none and len(args) < len(typing.get_args(tp)):
             return None
-        return _coerce(value, args[0], key)
+        first: ConfigError | None = None
+        for arg in args[:-1]:
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                first = first or e
+        if first is not None and args[-1] is str and _is_json(value):
+            raise first  # a list or number of the wrong kind, not a word
+        return _coerce(value, args[-1], key)
     if isinstance(value, str) and tp is not str:
         try:
             value = json.loads(value.lower() if tp is bool else value)
@@ -320,10 +332,23 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
     elif origin is list:
+        (inner,) = typing.get_args(tp)
         if isinstance(value, list | tuple):
-            (inner,) = typing.get_args(tp)
             return [_coerce(v, inner, key) for v in value]
+        if inner in (bool, int, float, str):
+            return [_coerce(value, inner, key)]
     raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _is_json(value: Any) -> bool:
+    """Whether ``value`` is a JSON value other than a bare word (a list, a number...)."""
+    if not isinstance(value, str):
+        return True
+    try:
+        json.loads(value)
+    except json.JSONDecodeError:
+        return False
+    return True
 
 
 def _type_name(tp: Any) -> str:

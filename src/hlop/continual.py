@@ -73,6 +73,8 @@ class RunState:
     scheduler: Any = None
     #: ``time.perf_counter()`` when the current step started (earlier when it resumed)
     task_started: float = 0.0
+    #: the rows each finished task added to each circuit (HLOP; sizes found or given)
+    circuit_blocks: list[list[int]] = field(default_factory=list)
     #: one entry per finished task when circuits are measured (:mod:`hlop.diagnostics`)
     circuit_diagnostics: list[dict] = field(default_factory=list)
     #: the latest test accuracy of the current task: (model version, task, accuracy)

@@ -144,6 +144,7 @@ def summarise(run: RunState, status: str = "complete") -> dict:
         "forgetting": forgetting(a, learnt) if a else [],
         "seconds_per_task": [round(s, 2) for s in run.seconds],
         "circuit_sizes": run.model.circuit_sizes(),
+        "circuit_blocks": run.circuit_blocks,
         "circuit_diagnostics": run.circuit_diagnostics,
         "workers": distributed.world_size(),
         "version": __version__,

@@ -147,7 +147,6 @@ def _cnn_preset(tasks: int) -> Callable[[Config], None]:
         cfg.gpm.thresholds, cfg.gpm.threshold_step = [0.97], 0.003  # GPM CIFAR-100: 0.97 + 0.003 t
         cfg.gpm.samples = list(GPM_CNN_SAMPLES)
 
-
     return apply
 
 

@@ -265,6 +265,11 @@ def report_run(path: Path) -> Path:
     forgotten = run_forgetting(res)
     if forgotten:
         lines.append("Forgetting per task (%): " + ", ".join(f"{f:.2f}" for f in forgotten))
+    blocks = res.get("circuit_blocks") or []
+    if blocks:
+        rows = "; ".join(f"task {k}: {', '.join(map(str, b))}" for k, b in enumerate(blocks))
+        total = [sum(col) for col in zip(*blocks, strict=True)]
+        lines.append(f"Lateral neurons added per circuit: {rows} (in all: {total}).")
     plot_matrix(res, path / "accuracy_matrix.png")
     plot_curves(res, path / "accuracy_curves.png")
     lines += [

@@ -10,7 +10,7 @@ had never stopped (the same accuracy matrix, bit for bit, on the same machine)::
     heads, model, trainable, consolidated, circuits
                                  the number of heads, the model's state dict (circuits and
                                  their momentum are buffers), which parameters train, the
-                                 circuits' learning / projecting switches
+                                 circuits' learning / projecting / energy-tracking switches
     optimizer, scheduler         the step's (None at the start of a step)
     plugins                      plugin name -> ``Plugin.state_dict()``
     rng                          :func:`hlop.continual.rng_state`
@@ -74,12 +74,13 @@ def collect_state(run: RunState, plugins: Sequence[Plugin], task: int, epoch: in
             "seconds": run.seconds,
             "stream": run.stream,
             "circuit_diagnostics": run.circuit_diagnostics,
+            "circuit_blocks": run.circuit_blocks,
             "elapsed": time.perf_counter() - run.task_started if within else 0.0,
             "heads": len(model.heads),
             "model": model.state_dict(),
             "trainable": [n for n, p in model.named_parameters() if p.requires_grad],
             "consolidated": model.consolidated,
-            "circuits": [[c.learning, c.projecting] for c in model.circuits()],
+            "circuits": [[c.learning, c.projecting, c.tracking] for c in model.circuits()],
             "optimizer": run.optimizer.state_dict() if within else None,
             "scheduler": run.scheduler.state_dict() if within else None,
             "plugins": {p.name: p.state_dict() for p in plugins},
@@ -168,12 +169,14 @@ def restore(run: RunState, plugins: Sequence[Plugin], state: dict) -> Resume:
             p.requires_grad_(n in trainable)
         model.consolidated = state["consolidated"]
         model.eval()  # as after an evaluation, where every save happens
-        for c, (learning, projecting) in zip(model.circuits(), state["circuits"], strict=True):
-            c.learning, c.projecting = learning, projecting
+        for c, flags in zip(model.circuits(), state["circuits"], strict=True):
+            c.learning, c.projecting = flags[0], flags[1]
+            c.tracking = len(flags) > 2 and bool(flags[2])  # energy averages (sizes "auto")
         run.acc_matrix = [list(r) for r in state["acc_matrix"]]
         run.seconds = list(state["seconds"])
         run.stream = [list(s) for s in state["stream"]]
         run.circuit_diagnostics = list(state.get("circuit_diagnostics", []))
+        run.circuit_blocks = [list(b) for b in state.get("circuit_blocks", [])]
         return Resume(
             task=state["task"],
             epoch=state["epoch"],

@@ -156,8 +156,9 @@ def representation_statistics(
     try:
         for start, end in zip(bounds, bounds[1:], strict=False):
             active[:] = [n >= end for n in wanted]
-            # several workers: each takes a part of every segment
-            for chunk in distributed.shard(order[start:end]).split(run.cfg.test_batch_size):
+            # several workers: each takes a part of every segment (maybe none of a short one)
+            part = distributed.shard(order[start:end])
+            for chunk in part.split(run.cfg.test_batch_size) if len(part) else ():
                 x, _ = split.batch(chunk)
                 model(x.to(run.device), run.task)
     finally:

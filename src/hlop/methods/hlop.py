@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..choices import HEBBIAN_SOURCES, HEBBIAN_STRIDES, PRECISIONS, PROJ_TYPES
+from ..choices import HEBBIAN_SOURCES, HEBBIAN_STRIDES, PRECISIONS, PROJ_TYPES, per_circuit
 from ..continual import Plugin, RunState
+from ..errors import ConfigError
 from ..settings import Settings, require, require_choice
 
 
@@ -16,8 +17,12 @@ class HLOPSettings(Settings):
 
     lrs: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.01])
     iterations: int = 5
-    # block sizes added to each circuit before each task (one list per task)
-    sizes: list[list[int]] = field(default_factory=list)
+    # block sizes added to each circuit before each task (one list per task), or "auto": a
+    # block of max_rows learns while the task trains and keeps the fewest rows that bring
+    # what the circuit holds to `threshold` of the task's activity energy
+    sizes: list[list[int]] | str = field(default_factory=list)
+    threshold: float = 0.97
+    max_rows: list[int] = field(default_factory=list)  # auto: per task; []: a quarter of N
     start_epochs: int = 0  # epochs of each task before the circuits start learning
     hebbian_on: str = "wfr"  # what circuits learn from: "wfr" (rate over time) or "spikes"
     # convolutions learn from patches at their own stride ("layer") or at stride 1 ("one",
@@ -51,8 +56,18 @@ class HLOPSettings(Settings):
             "hlop.spike_scale and spike_steps must be > 0",
         )
         require(all(lr > 0 for lr in self.lrs), f"hlop.lrs must all be > 0, got {self.lrs}")
-        for k, sizes in enumerate(self.sizes):
+        require(
+            self.sizes == "auto" or not isinstance(self.sizes, str),
+            f"hlop.sizes must be auto or one list of block sizes per task, got {self.sizes!r}",
+        )
+        require(0 < self.threshold <= 1, f"hlop.threshold must be in (0, 1], got {self.threshold}")
+        require(all(m >= 1 for m in self.max_rows), f"hlop.max_rows must be >= 1: {self.max_rows}")
+        for k, sizes in enumerate([] if self.auto else self.sizes):
             require(all(s >= 0 for s in sizes), f"hlop.sizes[{k}] must be >= 0, got {sizes}")
+
+    @property
+    def auto(self) -> bool:
+        return self.sizes == "auto"
 
 
 class HLOPPlugin(Plugin):
@@ -71,6 +86,14 @@ class HLOPPlugin(Plugin):
         self.settings = HLOPSettings(**settings)
 
     def check(self, run: RunState) -> None:
+        names = [n for n, _ in run.model.projected_layers()]
+        if self.settings.max_rows:
+            try:
+                per_circuit(self.settings.max_rows, names, "hlop.max_rows")
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        if self.settings.auto:
+            return
         sizes, tasks = self.settings.sizes, run.cfg.tasks
         require(
             len(sizes) >= tasks,
@@ -87,8 +110,25 @@ class HLOPPlugin(Plugin):
                     s <= d, f"hlop.sizes[{k}]: block of {s} rows above the layer's dimension {d}"
                 )
 
+    def block_bounds(self, run: RunState) -> list[int]:
+        """With sizes "auto": the rows each circuit's block may keep this task."""
+        circuits, names = run.model.circuits(), [n for n, _ in run.model.projected_layers()]
+        bounds = self.settings.max_rows or [max(c.in_features // 4, 1) for c in circuits]
+        return per_circuit(bounds, names, "hlop.max_rows")
+
     def before_task(self, run: RunState) -> None:
-        run.model.add_subspaces(self.settings.sizes[run.task])
+        auto = self.settings.auto
+        if auto:
+            sizes = [
+                min(bound, c.in_features - c.rows)
+                for c, bound in zip(run.model.circuits(), self.block_bounds(run), strict=True)
+            ]
+        else:
+            sizes = self.settings.sizes[run.task]
+        for c in run.model.circuits():
+            if auto or c.tracking:
+                c.track_energy(auto)
+        run.model.add_subspaces(sizes)
         for c in run.model.circuits():
             c.projecting = run.task > 0
 
@@ -99,8 +139,11 @@ class HLOPPlugin(Plugin):
 
     def after_training(self, run: RunState) -> None:
         for c in run.model.circuits():
+            if self.settings.auto:
+                c.fit_block(self.settings.threshold)
             c.learning = False
             c.projecting = False
 
     def after_evaluation(self, run: RunState) -> None:
+        run.circuit_blocks.append([c.rows - c.old_rows for c in run.model.circuits()])
         run.model.merge_circuits()
