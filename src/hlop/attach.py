@@ -255,11 +255,10 @@ class HLOP:
                 name=name,
             ).to(layer.weight.device)
             self._layers[name] = _Attached(name, layer, circuit, bias)
-        dims = [a.circuit.in_features for a in self._layers.values()]
-        bounds = [max(d // 4, 1) for d in dims] if max_rows is None else max_rows
-        bounds = per_circuit(
-            [bounds] if isinstance(bounds, int) else bounds, self.names, "max_rows"
-        )
+        if max_rows is None:  # each circuit's default: a quarter of its dimension
+            max_rows = [a.circuit.generous_block() for a in self._layers.values()]
+        bounds = [max_rows] if isinstance(max_rows, int) else max_rows
+        bounds = per_circuit(bounds, self.names, "max_rows")
         self.max_rows = [int(b) for b in bounds]
         self._optimizers: list = []  # hook handles of protect()
         self._attach()
@@ -435,7 +434,7 @@ class HLOP:
         self.fitting = sizes is None and self.auto
         if self.fitting:  # a generous block each, fitted to the task's activity at end_task
             sizes = [
-                min(bound, a.circuit.in_features - a.circuit.rows)
+                a.circuit.generous_block(bound)
                 for a, bound in zip(self._layers.values(), self.max_rows, strict=True)
             ]
         elif sizes is None:

@@ -227,6 +227,12 @@ class LateralCircuit(nn.Module):
         return resid if k else None
 
     # ------------------------------------------------------------------ sizes from the data
+    def generous_block(self, bound: int | None = None) -> int:
+        """The rows of a block that :meth:`fit_block` will cut to size: ``bound`` (None: a
+        quarter of ``in_features``), no more than fit in the circuit."""
+        bound = max(self.in_features // 4, 1) if bound is None else bound
+        return min(bound, self.in_features - self.rows)
+
     def track_energy(self, on: bool = True) -> None:
         """Keep (or stop keeping) the running energy averages of the module's docstring while
         the circuit learns; they are buffers (saved and restored with the circuit) from the

@@ -110,17 +110,17 @@ class HLOPPlugin(Plugin):
                     s <= d, f"hlop.sizes[{k}]: block of {s} rows above the layer's dimension {d}"
                 )
 
-    def block_bounds(self, run: RunState) -> list[int]:
-        """With sizes "auto": the rows each circuit's block may keep this task."""
-        circuits, names = run.model.circuits(), [n for n, _ in run.model.projected_layers()]
-        bounds = self.settings.max_rows or [max(c.in_features // 4, 1) for c in circuits]
-        return per_circuit(bounds, names, "hlop.max_rows")
+    def block_bounds(self, run: RunState) -> list[int | None]:
+        """With sizes "auto": the rows each circuit's block may keep this task (None: the
+        circuit's default, :meth:`LateralCircuit.generous_block`)."""
+        names = [n for n, _ in run.model.projected_layers()]
+        return per_circuit(self.settings.max_rows or [None], names, "hlop.max_rows")
 
     def before_task(self, run: RunState) -> None:
         auto = self.settings.auto
         if auto:
             sizes = [
-                min(bound, c.in_features - c.rows)
+                c.generous_block(bound)
                 for c, bound in zip(run.model.circuits(), self.block_bounds(run), strict=True)
             ]
         else:
