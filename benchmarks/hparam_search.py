@@ -8,6 +8,10 @@ validation ACC is reported (BWT shown beside it); the chosen values go into the 
 
     python benchmarks/hparam_search.py pmnist-subset --out-dir runs/search \\
         [--seeds 2022,2023] [--validation 0.1] [--set key=value ...]
+        [--try ewc.lam=30 --try ewc.lam=100 ...]
+
+``--try KEY=VALUE`` (repeatable) replaces the built-in grid: each is one setting of the
+method named by the key's first part (``ewc.lam=30`` -> method ``ewc``).
 """
 
 from __future__ import annotations
@@ -37,15 +41,22 @@ def main() -> None:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--seeds", default="2022,2023")
     p.add_argument("--validation", type=float, default=0.1)
-    p.add_argument("--methods", default=",".join(GRID))
+    p.add_argument("--methods", default=",".join(GRID))  # ignored with --try
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--try", dest="tries", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
+    grid = GRID
+    if args.tries:
+        grid = {}
+        for setting in args.tries:
+            grid.setdefault(setting.split(".", 1)[0], []).append([setting])
+        args.methods = ",".join(grid)
     seeds = [int(s) for s in args.seeds.split(",")]
     lines = ["| method | setting | val ACC (mean ± std) | val BWT (mean ± std) | runs |"]
     lines.append("|---|---|---|---|---|")
     for method in args.methods.split(","):
         best = None
-        for setting in GRID[method]:
+        for setting in grid[method]:
             cfg = apply_overrides(
                 preset(args.benchmark), [f"validation={args.validation}", *args.set, *setting]
             )

@@ -1,5 +1,6 @@
 """Circuit sizes found from the data: a generous block learns while the circuit tracks its
-own activity's energy, then keeps the fewest rotated rows that reach the threshold."""
+own activity's energy, then keeps the fewest orthonormal directions of its span that reach
+the threshold."""
 
 import copy
 import json
@@ -69,6 +70,27 @@ def test_old_rows_count_towards_the_threshold():
     for x in spectrum_batches([10.0, 3.0, 1.0, 8.0], seed=2, basis=both)[0]:
         c.hebbian_update(x)
     assert c.fit_block(0.99) == 1 and c.rows == 4
+
+
+def test_fitted_block_is_orthonormal_and_orthogonal_to_old_rows():
+    """A block that has not converged (rows of any length, with components along the old
+    rows) comes out as orthonormal rows outside the old span: the frozen circuit stays a
+    projection, and the kept direction is the residual's principal one."""
+    batches, basis = spectrum_batches([10.0, 3.0, 1.0])
+    c = learnt_circuit(batches, block=6)
+    c.fit_block(0.9)
+    c.merge()  # two rows: basis[0], basis[1]
+    c.add_subspace(3)
+    # the new block: the residual's axis basis[2], mixed with the old rows and rescaled
+    mix = torch.tensor([[2.0, 0.5, -1.0], [0.3, -1.5, 0.7], [-0.4, 0.9, 2.5]])
+    rows = torch.cat([basis[2:3], c.weight[:1], c.weight[1:2]])
+    c.weight = torch.cat([c.weight[:2], mix @ rows])
+    c.block_energy = c.weight[2:] @ torch.outer(basis[2], basis[2]) @ c.weight[2:].t()
+    c.energy = torch.tensor([14.0, 13.0])  # the old rows hold 13 of 14
+    assert c.fit_block(0.99) == 1
+    h = c.weight
+    assert torch.allclose(h @ h.t(), torch.eye(3), atol=1e-4)
+    assert (h[2] @ basis[2]).abs() > 0.99  # the old rows are learnt, so not exactly basis[:2]
 
 
 def test_tracking_changes_nothing_the_circuit_learns():

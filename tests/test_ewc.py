@@ -246,3 +246,60 @@ def test_ewc_run_on_a_conv_benchmark(tmp_path):
     )  # fmt: skip
     res = train(cfg, tmp_path / "run", stream=io.StringIO())
     assert res["status"] == "complete" and len(res["acc_matrix"]) == 2
+
+
+def test_proximal_penalty_is_the_implicit_step_and_stays_stable():
+    """penalty="proximal": after each SGD step theta = theta_bar + (theta - theta_bar) /
+    (1 + lr lam F), the minimiser of |u - theta_sgd|^2 / (2 lr) + (lam / 2) F (u - bar)^2;
+    at lr lam F = 30 the gradient penalty blows up while the proximal one converges."""
+    run = tiny_run()
+    model = run.model
+    lam, lr = 7.0, 0.5
+    ewc = EWC(lam=lam, penalty="proximal")
+    fisher = {n: torch.rand_like(p) for n, p in model.named_parameters() if p.dim() > 1}
+    ewc.consolidate(model, fisher)
+    anchor = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.begin_task(1, 3)
+    run.optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.grad = torch.randn_like(p)
+    ewc.after_backward(run)  # proximal: the gradient is left alone
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    sgd = {n: p.detach() - lr * grads[n] for n, p in model.named_parameters() if n in grads}
+    run.optimizer.step()
+    ewc.after_batch(run, 1, 1, 0.0, 0.0)
+    for n, p in model.named_parameters():
+        if n in fisher:
+            u = p.detach().clone().requires_grad_()
+            objective = ((u - sgd[n]) ** 2).sum() / (2 * lr)
+            objective = objective + 0.5 * lam * (fisher[n] * (u - anchor[n]) ** 2).sum()
+            objective.backward()  # the minimiser: zero gradient
+            assert u.grad.abs().max() < 1e-5
+        elif n in grads:
+            torch.testing.assert_close(p.detach(), sgd[n])
+
+    # one parameter, F = 1, lr lam = 30: 20 steps without data gradient
+    def drift(penalty: str) -> float:
+        e = EWC(lam=60.0, penalty=penalty)
+        w = torch.nn.Parameter(torch.tensor([1.0]))
+        e.fisher, e.anchor = {"w": torch.ones(1)}, {"w": torch.zeros(1)}
+        holder = torch.nn.Module()
+        holder.w = w
+        state = RunState(run.cfg, holder, run.benchmark, torch.device("cpu"))
+        state.optimizer = torch.optim.SGD([w], lr=0.5)
+        for _ in range(20):
+            w.grad = torch.zeros(1)
+            e.after_backward(state)
+            state.optimizer.step()
+            e.after_batch(state, 1, 1, 0.0, 0.0)
+        return abs(float(w.detach()))
+
+    assert drift("gradient") > 1e20 and drift("proximal") < 1e-20
+
+
+def test_penalty_setting_is_checked():
+    with pytest.raises(ConfigError, match="ewc.penalty"):
+        validate(apply_overrides(Config(method="ewc"), ["ewc.penalty=implicit"]))
+    cfg = apply_overrides(Config(method="ewc"), ["ewc.penalty=proximal"])
+    assert cfg.ewc.penalty == "proximal"

@@ -65,7 +65,7 @@ from torch import Tensor, nn
 
 from . import optim
 from .choices import per_circuit
-from .circuit import LateralCircuit
+from .circuit import DEFAULT_THRESHOLD, LateralCircuit
 from .projection import project_weight_grad, unfold_patches
 from .subspace import measure
 
@@ -189,7 +189,8 @@ class HLOP:
         threshold: with ``sizes="auto"``, the share of a task's activity energy that each
             circuit's old rows and new block together hold: a generous block
             (``max_rows``) learns while the task trains, then
-            :meth:`LateralCircuit.fit_block` keeps its fewest rotated rows that reach it.
+            :meth:`LateralCircuit.fit_block` keeps the fewest orthonormal directions of its
+            span that reach it (default 0.9).
         max_rows: with ``sizes="auto"``, the most rows a layer's block may keep per task:
             one value or one per layer; None: a quarter of each circuit's dimension.
         lrs: Hebbian learning rate, one value for every layer or one per layer.
@@ -211,7 +212,7 @@ class HLOP:
         layers: Sequence[str] | type | tuple[type, ...] | None = None,
         *,
         sizes: str | Sequence[int] | Sequence[Sequence[int]] | None = "auto",
-        threshold: float = 0.97,
+        threshold: float = DEFAULT_THRESHOLD,
         max_rows: int | Sequence[int] | None = None,
         lrs: float | Sequence[float] = 0.01,
         iterations: int = 5,

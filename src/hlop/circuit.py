@@ -27,8 +27,9 @@ running averages (factor :data:`ENERGY_DECAY` per batch) of its own activity's e
     E_old  = (|X|^2 - |R|^2) / B           what the old rows hold (R = project(X))
     S      = Y_new^T Y_new / B             the new lateral neurons' responses to R
 
-After the task the block is rotated within its span onto the eigenvectors of ``S`` (the
-directions of most residual energy first) and cut to the fewest rows k with
+After the task the block is replaced by an orthonormal basis of its span outside the old
+rows, ordered by the residual energy ``S`` holds along each direction (``lambda_1 >=
+lambda_2 >= ...``, :meth:`LateralCircuit.fit_block`), and cut to the fewest rows k with
 ``E_old + lambda_1 + ... + lambda_k >= threshold E``.
 """
 
@@ -45,6 +46,12 @@ from .errors import CircuitError
 
 #: per-batch factor of the running energy averages (:meth:`LateralCircuit.track_energy`)
 ENERGY_DECAY = 0.95
+
+#: default share of a task's activity energy that sizes found from the data hold
+#: (:meth:`LateralCircuit.fit_block`): on the PMNIST subset, 0.9 gave ACC 88.31 / BWT -1.01
+#: with 800 lateral neurons, 0.95 86.47 / -1.73 with 1539 and 0.97 81.23 / -7.04 with 1744
+#: (README, "Sizes from the data")
+DEFAULT_THRESHOLD = 0.9
 
 
 class LateralCircuit(nn.Module):
@@ -254,24 +261,43 @@ class LateralCircuit(nn.Module):
 
     @torch.no_grad()
     def fit_block(self, threshold: float) -> int:
-        """Rotate the newest (learning) block within its span onto its directions of most
-        residual energy and keep the fewest rows that bring what the old rows and the kept
-        ones hold to ``threshold`` of the activity's energy (module docstring); returns the
-        rows kept.  A circuit that tracked nothing keeps its block as it is."""
+        """Replace the newest (learning) block by an orthonormal basis of its span outside the
+        old rows, ordered by residual energy, and keep the fewest of those directions that
+        bring what the old rows and the kept ones hold to ``threshold`` of the activity's
+        energy (module docstring); returns the rows kept.  A circuit that tracked nothing
+        keeps its block as it is.
+
+        The block's rows ``A`` (their components along the old rows removed) need not have
+        converged to orthonormal rows: with ``G = A A^T`` and the tracked ``S``, the
+        generalised eigenproblem ``S v = lambda G v`` (``v^T G v = 1``) gives the rows
+        ``v^T A``, orthonormal and orthogonal to the old ones, each holding the residual
+        energy ``lambda``.  Without it, a block cut from a partly converged one keeps
+        components along old rows, and the frozen circuit stops being a projection."""
         k, m = self.old_rows, self.rows - self.old_rows
         if m == 0 or not self.tracking or float(self.energy[0]) <= 0:
             return m
         if not 0 < threshold <= 1:
             raise CircuitError(f"{self._where()}: threshold must be in (0, 1], got {threshold}")
+        a = self.weight[k:].double()
+        if k:  # outside the old rows' span (an orthonormal basis of it: they are learnt)
+            q = torch.linalg.qr(self.weight[:k].double().t()).Q
+            a = a - (a @ q) @ q.t()
+        d, u = torch.linalg.eigh(a @ a.t())
+        # the directions the block really spans outside the old rows: one whose length is
+        # under 1% of the longest is (numerically) inside the old span, and not kept
+        span = d > d.max().clamp_min(1e-300) * 1e-4
+        whiten = u[:, span] / d[span].sqrt()  # whiten^T G whiten = I
         s = self.block_energy.double()
-        values, vectors = torch.linalg.eigh((s + s.t()) / 2)
+        values, vectors = torch.linalg.eigh(whiten.t() @ ((s + s.t()) / 2) @ whiten)
         values, vectors = values.flip(0).clamp_min(0), vectors.flip(1)
-        total, old = (float(e) for e in self.energy)
-        short = threshold * total - old  # energy the new rows must add
-        keep = 0 if short <= 0 else min(int((values.cumsum(0) < short).sum()) + 1, m)
-        rotation = vectors[:, :keep].t().to(self.weight.dtype)
-        self.weight = torch.cat([self.weight[:k], rotation @ self.weight[k:]])
-        self.velocity = torch.cat([self.velocity[:k], rotation @ self.velocity[k:]])
+        total, old_energy = (float(e) for e in self.energy)
+        short = threshold * total - old_energy  # energy the new rows must add
+        n = values.numel()
+        keep = 0 if short <= 0 else min(int((values.cumsum(0) < short).sum()) + 1, n)
+        basis = (whiten @ vectors[:, :keep]).t()  # keep x m: rows of the new block
+        self.weight = torch.cat([self.weight[:k], (basis @ a).to(self.weight.dtype)])
+        velocity = basis.to(self.velocity.dtype) @ self.velocity[k:]
+        self.velocity = torch.cat([self.velocity[:k], velocity])
         sizes = self.block_sizes[:-1] if keep == 0 else self.block_sizes.clone()
         if keep:
             sizes[-1] = keep

@@ -14,7 +14,15 @@ parameter, exactly::
 
 and ``lam F (theta - theta_bar)`` is added to ``.grad`` before each optimiser step
 (``after_backward``), so that DSR, BPTT and OTTT (without online update) train with it
-unchanged.
+unchanged.  SGD on that gradient diverges along parameters with ``lr lam F >= 2 (1 +
+momentum)``; with ``penalty="proximal"`` the penalty is instead applied after each optimiser
+step as its proximal (implicit) step, stable for every ``lam``::
+
+    theta <- theta_bar + (theta - theta_bar) / (1 + lr lam F)
+
+which for plain SGD is the exact minimiser of ``|u - theta_sgd|^2 / (2 lr) + (lam/2) F (u -
+theta_bar)^2``: the same penalty and fixed points, the step differing from the gradient
+one by ``O((lr lam F)^2)``.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from torch import Tensor
 
 from .. import distributed
 from ..continual import Plugin, RunState, loss_check
-from ..settings import Settings, require
+from ..settings import Settings, require, require_choice
 
 
 @dataclass
@@ -39,9 +47,13 @@ class EWCSettings(Settings):
     # diverges once lr lam max F >= 2 (the run warns)
     lam: float = 10.0
     samples: int = 500  # training samples of each task whose per-sample gradients give F
+    # "gradient": lam F (theta - theta_bar) added to the gradient (stable while lr lam max F <
+    # 2 (1 + momentum)); "proximal": the penalty's implicit step after the optimiser's step
+    penalty: str = "gradient"
 
     def check(self) -> None:
         require(self.lam >= 0, f"ewc.lam must be >= 0, got {self.lam}")
+        require_choice("ewc.penalty", self.penalty, ("gradient", "proximal"))
         require(self.samples >= 1, f"ewc.samples must be >= 1, got {self.samples}")
 
 
@@ -108,8 +120,9 @@ class EWC(Plugin):
 
     name = "ewc"
 
-    def __init__(self, lam: float = 10.0, samples: int = 500) -> None:
-        self.settings = EWCSettings(lam, samples)
+    def __init__(self, lam: float = 10.0, samples: int = 500, penalty: str = "gradient") -> None:
+        self.settings = EWCSettings(lam, samples, penalty)
+        self.settings.check()
         self.fisher: dict[str, Tensor] = {}
         self.anchor: dict[str, Tensor] = {}
 
@@ -128,18 +141,32 @@ class EWC(Plugin):
         self.anchor = {n: a.to(run.device) for n, a in state.get("anchor", {}).items()}
 
     def after_backward(self, run: RunState) -> None:
+        if self.settings.penalty != "gradient":
+            return
         lam = self.settings.lam
         for n, p in run.model.named_parameters():
             # only what trains now; heads of other tasks get no gradient and stay as they are
             if n in self.fisher and p.requires_grad and p.grad is not None:
                 p.grad.add_(self.fisher[n] * (p.detach() - self.anchor[n]), alpha=lam)
 
+    @torch.no_grad()
+    def after_batch(self, run: RunState, batch: int, batches: int, loss: float, acc: float):
+        if self.settings.penalty != "proximal" or not self.fisher:
+            return
+        lrs = {id(p): g["lr"] for g in run.optimizer.param_groups for p in g["params"]}
+        for n, p in run.model.named_parameters():
+            # only what this step moved (heads of other tasks get no gradient)
+            if n in self.fisher and p.requires_grad and p.grad is not None:
+                shrink = 1 + (lrs[id(p)] * self.settings.lam) * self.fisher[n]
+                p.sub_(self.anchor[n]).div_(shrink).add_(self.anchor[n])
+
     def after_training(self, run: RunState) -> None:
         # here, not after the evaluation: the parameters the task's training reached, and the
         # estimate counts in the task's time (with --replay, before its retraining)
         self.consolidate(run.model, empirical_fisher(run, self.settings.samples))
         fisher_max = max(float(f.max()) for f in self.fisher.values())
-        warn_if_unstable(run.cfg, self.settings.lam, fisher_max)
+        if self.settings.penalty == "gradient":
+            warn_if_unstable(run.cfg, self.settings.lam, fisher_max)
 
     @torch.no_grad()
     def consolidate(self, model: torch.nn.Module, fisher: dict[str, Tensor]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..choices import HEBBIAN_SOURCES, HEBBIAN_STRIDES, PRECISIONS, PROJ_TYPES, per_circuit
+from ..circuit import DEFAULT_THRESHOLD
 from ..continual import Plugin, RunState
 from ..errors import ConfigError
 from ..settings import Settings, require, require_choice
@@ -21,7 +22,7 @@ class HLOPSettings(Settings):
     # block of max_rows learns while the task trains and keeps the fewest rows that bring
     # what the circuit holds to `threshold` of the task's activity energy
     sizes: list[list[int]] | str = field(default_factory=list)
-    threshold: float = 0.97
+    threshold: float = DEFAULT_THRESHOLD
     max_rows: list[int] = field(default_factory=list)  # auto: per task; []: a quarter of N
     start_epochs: int = 0  # epochs of each task before the circuits start learning
     hebbian_on: str = "wfr"  # what circuits learn from: "wfr" (rate over time) or "spikes"
