@@ -281,23 +281,29 @@ def table(rows: list[tuple[str, str, dict, dict | str | None]]) -> str:
     return "\n".join(lines)
 
 
+def preset_arguments(benchmark: str, doc: str):
+    """The benchmark's preset, the parsed command line (defaults from the preset) and the
+    circuit settings of the spec sent to each child."""
+    from hlop.presets import preset
+
+    cfg = preset(benchmark)
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    add_arguments(p, cfg.batch_size, cfg.timesteps, cfg.tasks - 1)
+    args = p.parse_args()
+    circuits = {
+        "sizes": cfg.hlop.sizes[: args.task + 1],
+        "lrs": list(cfg.hlop.lrs),
+        "hebbian_stride": cfg.hlop.hebbian_stride,
+    }
+    return cfg, args, circuits
+
+
 def main() -> None:
     if "--one" in sys.argv:
         child(build_cnn)
         return
-    from hlop.presets import preset
-
-    cfg = preset("cifar100")
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(p, cfg.batch_size, cfg.timesteps, cfg.tasks - 1)
-    args = p.parse_args()
-    base = {
-        "sizes": cfg.hlop.sizes[: args.task + 1],
-        "lrs": list(cfg.hlop.lrs),
-        "hebbian_stride": cfg.hlop.hebbian_stride,
-        "image_size": 32,
-        "classes": 10,
-    }
+    _, args, base = preset_arguments("cifar100", __doc__)
+    base.update(image_size=32, classes=10)
     compare(__file__, args, base, "CIFAR-100 CNN step, 3x32x32")
 
 

@@ -23,11 +23,10 @@ Smoke test: ``OMP_NUM_THREADS=1 python benchmarks/resnet_step.py --batch-size 2
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
-from cnn_step import add_arguments, child, compare, during_task, network_options
+from cnn_step import child, compare, during_task, network_options, preset_arguments
 
 CLASSES = 5  # per task: 100 classes in 20 tasks (hlop.data.tasks.split_miniimagenet)
 
@@ -52,21 +51,9 @@ def main() -> None:
         child(build_resnet)
         return
     from hlop.data.tasks import MINIIMAGENET_SIZE
-    from hlop.presets import preset
 
-    cfg = preset("miniimagenet")
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_arguments(p, cfg.batch_size, cfg.timesteps, cfg.tasks - 1)
-    args = p.parse_args()
-    base = {
-        "sizes": cfg.hlop.sizes[: args.task + 1],
-        "lrs": list(cfg.hlop.lrs),
-        "hebbian_stride": cfg.hlop.hebbian_stride,
-        "width": cfg.width,
-        "stem": cfg.stem,
-        "image_size": MINIIMAGENET_SIZE,
-        "classes": CLASSES,
-    }
+    cfg, args, base = preset_arguments("miniimagenet", __doc__)
+    base.update(width=cfg.width, stem=cfg.stem, image_size=MINIIMAGENET_SIZE, classes=CLASSES)
     size = MINIIMAGENET_SIZE
     title = f"miniImageNet ResNet-18 step, 3x{size}x{size}, width {cfg.width}, {cfg.stem} stem"
     compare(__file__, args, base, title)

@@ -9,10 +9,8 @@ and prints the accuracy matrix, ACC and BWT of both::
 from __future__ import annotations
 
 import torch
-from common import compare, continual, parser, pmnist_tasks
+from common import baseline_vs_hlop, parser, pmnist_tasks
 from torch import nn
-
-import hlop
 
 
 def mlp(hidden: int = 800) -> nn.Module:
@@ -30,17 +28,8 @@ def main() -> None:
     def sgd(model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(model.parameters(), lr=args.lr)
 
-    def run(use_hlop: bool):
-        def go():
-            torch.manual_seed(args.seed)
-            model = mlp()
-            # every Linear, sizes from the data (the default)
-            hl = hlop.HLOP(model, lrs=[0.001, 0.01, 0.01]) if use_hlop else None
-            return continual(benchmark, model, hl, args, sgd)
-
-        return go
-
-    compare({"baseline": run(False), "hlop.HLOP": run(True)})
+    # every Linear, sizes from the data (the default)
+    baseline_vs_hlop(benchmark, args, mlp, sgd, lrs=[0.001, 0.01, 0.01])
 
 
 if __name__ == "__main__":

@@ -90,6 +90,36 @@ def continual(
     return matrix
 
 
+def optimizer_choice(args: argparse.Namespace) -> Callable[[nn.Module], torch.optim.Optimizer]:
+    """``--optimizer sgd`` (lr ``--lr``, momentum 0.9) or ``adam`` (lr 1e-3)."""
+    if args.optimizer == "adam":
+        return lambda m: torch.optim.Adam(m.parameters(), lr=1e-3)
+    return lambda m: torch.optim.SGD(m.parameters(), lr=args.lr, momentum=0.9)
+
+
+def baseline_vs_hlop(
+    benchmark,
+    args: argparse.Namespace,
+    make_model: Callable[[], nn.Module],
+    optimizer: Callable[[nn.Module], torch.optim.Optimizer],
+    forward: Forward = plain,
+    **hlop_options,
+) -> None:
+    """Train ``make_model()`` twice from the same seed and batches: fine-tuning, then with
+    ``hlop.HLOP(model, **hlop_options)``; print both matrices and the table."""
+
+    def run(use_hlop: bool) -> Callable[[], list[list[float]]]:
+        def go() -> list[list[float]]:
+            torch.manual_seed(args.seed)
+            model = make_model()
+            hl = hlop.HLOP(model, **hlop_options) if use_hlop else None
+            return continual(benchmark, model, hl, args, optimizer, forward)
+
+        return go
+
+    compare({"baseline": run(False), "hlop.HLOP": run(True)})
+
+
 def compare(runs: dict[str, Callable[[], list[list[float]]]]) -> None:
     """Run each (name -> function returning an accuracy matrix) and print ACC and BWT."""
     results = {}

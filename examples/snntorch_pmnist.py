@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import snntorch as snn
 import torch
-from common import compare, continual, parser, pmnist_tasks
+from common import baseline_vs_hlop, parser, pmnist_tasks
 from snntorch import surrogate
 from torch import nn
-
-import hlop
 
 
 class SpikingMLP(nn.Module):
@@ -50,18 +48,9 @@ def main() -> None:
     def sgd(model: nn.Module) -> torch.optim.Optimizer:
         return torch.optim.SGD(model.parameters(), lr=args.lr)
 
-    def run(use_hlop: bool):
-        def go():
-            torch.manual_seed(args.seed)
-            model = SpikingMLP()
-            # sizes from the data (the default); per-call Hebbian updates: the circuits
-            # learn at every time step, so one iteration per call (6 per batch)
-            hl = hlop.HLOP(model, lrs=[0.001, 0.01, 0.01], iterations=1) if use_hlop else None
-            return continual(benchmark, model, hl, args, sgd)
-
-        return go
-
-    compare({"baseline": run(False), "hlop.HLOP": run(True)})
+    # sizes from the data (the default); per-call Hebbian updates: the circuits learn at
+    # every time step, so one iteration per call (6 per batch)
+    baseline_vs_hlop(benchmark, args, SpikingMLP, sgd, lrs=[0.001, 0.01, 0.01], iterations=1)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,9 @@ Needs SpikingJelly (``pip install -e ".[spikingjelly]"``).
 
 from __future__ import annotations
 
-import torch
-from common import compare, continual, parser, pmnist_tasks
+from common import baseline_vs_hlop, optimizer_choice, parser, pmnist_tasks
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import Tensor, nn
-
-import hlop
 
 
 def spiking_cnn(channels: int = 16) -> nn.Module:
@@ -60,22 +57,9 @@ def main() -> None:
     p.add_argument("--timesteps", type=int, default=4)
     p.set_defaults(lr=0.01)  # with momentum 0.9; 0.1 diverges
     args = p.parse_args()
-    if args.optimizer == "adam":
-        optimizer = lambda m: torch.optim.Adam(m.parameters(), lr=1e-3)  # noqa: E731
-    else:
-        optimizer = lambda m: torch.optim.SGD(m.parameters(), lr=args.lr, momentum=0.9)  # noqa: E731
     benchmark = pmnist_tasks(args.tasks)
-
-    def run(use_hlop: bool):
-        def go():
-            torch.manual_seed(args.seed)
-            model = spiking_cnn()
-            hl = hlop.HLOP(model) if use_hlop else None  # every Conv2d and Linear
-            return continual(benchmark, model, hl, args, optimizer, forward(args.timesteps))
-
-        return go
-
-    compare({"baseline": run(False), "hlop.HLOP": run(True)})
+    # every Conv2d and Linear, every setting at its default (sizes from the data)
+    baseline_vs_hlop(benchmark, args, spiking_cnn, optimizer_choice(args), forward(args.timesteps))
 
 
 if __name__ == "__main__":

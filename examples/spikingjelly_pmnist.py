@@ -12,12 +12,9 @@ Needs SpikingJelly (``pip install -e ".[spikingjelly]"``).
 
 from __future__ import annotations
 
-import torch
-from common import compare, continual, parser, pmnist_tasks
+from common import baseline_vs_hlop, optimizer_choice, parser, pmnist_tasks
 from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from torch import Tensor, nn
-
-import hlop
 
 
 def spiking_mlp(hidden: int = 800) -> nn.Module:
@@ -47,22 +44,9 @@ def main() -> None:
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
     p.add_argument("--timesteps", type=int, default=4)
     args = p.parse_args()
-    if args.optimizer == "adam":
-        optimizer = lambda m: torch.optim.Adam(m.parameters(), lr=1e-3)  # noqa: E731
-    else:
-        optimizer = lambda m: torch.optim.SGD(m.parameters(), lr=args.lr, momentum=0.9)  # noqa: E731
     benchmark = pmnist_tasks(args.tasks)
-
-    def run(use_hlop: bool):
-        def go():
-            torch.manual_seed(args.seed)
-            model = spiking_mlp()
-            hl = hlop.HLOP(model) if use_hlop else None  # every Linear, sizes from the data
-            return continual(benchmark, model, hl, args, optimizer, forward(args.timesteps))
-
-        return go
-
-    compare({"baseline": run(False), "hlop.HLOP": run(True)})
+    # every Linear, every setting at its default (sizes from the data)
+    baseline_vs_hlop(benchmark, args, spiking_mlp, optimizer_choice(args), forward(args.timesteps))
 
 
 if __name__ == "__main__":
