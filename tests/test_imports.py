@@ -183,7 +183,7 @@ def test_hlop_has_no_import_cycles():
 #: The layers of the package (README, "How the code is organised"): a module imports only
 #: modules of its own layer or of layers before it.  A new module is placed here.
 LAYERS = {
-    "leaf": "errors choices settings files stats memory metrics optim paper subspace",
+    "leaf": "errors choices settings files stats memory metrics optim paper subspace split",
     "core": "neurons surrogate circuit projection training networks attach testing "
     "data data.tasks data.idx data.readers data.datasets data.embedded data.fetch",
     "loop": "distributed continual diagnostics tensorboard_log methods methods.baseline "

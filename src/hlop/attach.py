@@ -190,7 +190,7 @@ class HLOP:
             circuit's old rows and new block together hold: a generous block
             (``max_rows``) learns while the task trains, then
             :meth:`LateralCircuit.fit_block` keeps the fewest orthonormal directions of its
-            span that reach it (default 0.9).
+            span that reach it (default 0.9); one value or one per layer.
         max_rows: with ``sizes="auto"``, the most rows a layer's block may keep per task:
             one value or one per layer; None: a quarter of each circuit's dimension.
         lrs: Hebbian learning rate, one value for every layer or one per layer.
@@ -212,7 +212,7 @@ class HLOP:
         layers: Sequence[str] | type | tuple[type, ...] | None = None,
         *,
         sizes: str | Sequence[int] | Sequence[Sequence[int]] | None = "auto",
-        threshold: float = DEFAULT_THRESHOLD,
+        threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
         max_rows: int | Sequence[int] | None = None,
         lrs: float | Sequence[float] = 0.01,
         iterations: int = 5,
@@ -234,7 +234,9 @@ class HLOP:
         self.sizes = None if sizes is None or self.auto else self._schedule(sizes)
         if isinstance(sizes, str) and not self.auto:
             raise ValueError(f"sizes must be 'auto', a schedule or None, got {sizes!r}")
-        if not 0 < threshold <= 1:
+        thresholds = [threshold] if isinstance(threshold, int | float) else threshold
+        self.thresholds = per_circuit(thresholds, self.names, "threshold")
+        if not all(0 < t <= 1 for t in self.thresholds):
             raise ValueError(f"threshold must be in (0, 1], got {threshold}")
         self.threshold = threshold
         self.fitting = False  # the current task's blocks are fitted at end_task
@@ -460,11 +462,11 @@ class HLOP:
         """Stop learning and merge every circuit's blocks into its old subspace (with
         ``sizes="auto"`` each block first keeps the rows its task's activity needs)."""
         kept = []
-        for a in self._layers.values():
+        for a, threshold in zip(self._layers.values(), self.thresholds, strict=True):
             self._flush(a)
             old = a.circuit.old_rows
             if self.fitting:
-                a.circuit.fit_block(self.threshold)
+                a.circuit.fit_block(threshold)
             kept.append(a.circuit.rows - old)
             a.circuit.learning = False
             a.circuit.projecting = False

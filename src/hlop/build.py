@@ -42,6 +42,7 @@ def network_options(cfg: Config) -> NetworkOptions:
         circuit=circuit,
         fast=cfg.fast,
         precision=cfg.precision,
+        compile=cfg.compile,
     )
 
 

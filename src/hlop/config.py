@@ -97,6 +97,8 @@ class Config(Settings):
     online_update: bool = False  # OTTT: optimiser step at every time step
     feedback: str = "backprop"
     fast: bool = True  # DSR fast path
+    # fuse the DSR spike loops with torch.compile (for GPUs; needs a C++ compiler on CPU)
+    compile: bool = False
     # dtype of the network's weight products: fp32, or bf16 (with the circuits' old-block
     # products, hlop.precision=auto); membranes, H, the loss and products with projected
     # rows stay fp32 (README, "Speed and precision")

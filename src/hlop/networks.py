@@ -30,6 +30,7 @@ from .circuit import LateralCircuit
 from .errors import ConfigError
 from .neurons import SpikingNeuron
 from .projection import ProjectedConv2d, ProjectedLayer, ProjectedLinear
+from .split import Split, hooked, through
 from .training import TrainingRule, training_rule
 
 # network time layout -> layout of the projected layers that see spikes
@@ -80,6 +81,8 @@ class NetworkOptions:
         proj_type: ``"input"`` or ``"weight"`` projection.
         circuit: the lateral circuits.
         fast: use the DSR fast path where it applies.
+        compile: fuse the DSR neurons' spike loops with ``torch.compile`` (meant for GPUs;
+            ``torch.compile`` is not loaded otherwise).
         precision: ``"fp32"`` or ``"bf16"``: the dtype of the projected layers' weight
             products (see :class:`~hlop.projection.ProjectedLayer`).
     """
@@ -92,6 +95,7 @@ class NetworkOptions:
     circuit: CircuitOptions = field(default_factory=CircuitOptions)
     fast: bool = True
     precision: str = "fp32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.training, str):
@@ -173,6 +177,9 @@ class SpikingNetwork(nn.Module):
         self._time_weights = self.rule.neuron(self.timesteps, options.neuron).time_weights()
         self._layout = "steps"
         self._single_steps = False
+        #: carry the fast layout in two parts (:mod:`hlop.split`) where no hook expects it
+        #: joined: the same values and gradients, the backward on ``B`` rows
+        self.split_fast = True
 
     def train(self, mode: bool = True) -> SpikingNetwork:
         super().train(mode)
@@ -185,7 +192,15 @@ class SpikingNetwork(nn.Module):
     # ------------------------------------------------------------------ structure
     def _neuron(self) -> SpikingNeuron:
         """A layer of the network's neurons (the training rule's kind)."""
-        return self.rule.neuron(self.timesteps, self.options.neuron)
+        neuron = self.rule.neuron(self.timesteps, self.options.neuron)
+        if self.options.compile:
+            if not hasattr(neuron, "compiled"):
+                raise ConfigError(
+                    f"compile fuses the spike loops of DSR neurons; the {self.rule.name} "
+                    "rule's neurons have none to fuse: leave compile off"
+                )
+            neuron.compiled = True
+        return neuron
 
     def _circuit(self, n: int) -> LateralCircuit:
         c = self.options.circuit
@@ -382,6 +397,8 @@ class SpikingNetwork(nn.Module):
         if self._layout == "online":
             return layer(x)
         if self._layout == "fast":
+            if self.split_fast and not hooked(self):  # in two parts (hlop.split)
+                return Split.repeated(layer(x), t)
             return layer(x).repeat(t + 1, *([1] * (x.dim() - 1)))
         return layer(x.repeat(t, *([1] * (x.dim() - 1))))
 
@@ -396,6 +413,8 @@ class SpikingNetwork(nn.Module):
         if layout != self._layout:
             self.set_layout(layout)
         h = self.features(x)
+        if isinstance(h, Split):  # the readout of the fast layout is the rate slice
+            return self._split_scores(h, task)
         if self.shared_head or not isinstance(task, Tensor):
             head = self.heads[0 if self.shared_head else task]
             return self._readout(head(h), x.shape[0])
@@ -408,6 +427,19 @@ class SpikingNetwork(nn.Module):
         for j in present:
             mine = task == j
             out = self._readout(self.heads[j](h[rows == j]), int(mine.sum()))
+            scores[mine, : out.shape[1]] = out
+        return scores
+
+    def _split_scores(self, h: Split, task: int | Tensor) -> Tensor:
+        if self.shared_head or not isinstance(task, Tensor):
+            return self.heads[0 if self.shared_head else task].forward_split(h, steps=False)
+        task = task.to(h.rate.device)
+        present = task.unique().tolist()
+        width = max(self.heads[j].out_features for j in present)
+        scores = h.rate.new_full((h.rate.shape[0], width), float("-inf"))
+        for j in present:
+            mine = task == j
+            out = self.heads[j].forward_split(h.select(mine), steps=False)
             scores[mine, : out.shape[1]] = out
         return scores
 
@@ -476,7 +508,7 @@ class SpikingMLP(SpikingNetwork):
 
     def features(self, x: Tensor) -> Tensor:
         h = self.encode(x.flatten(1))
-        return self.sn2(self.fc2(self.sn1(h)))
+        return through(self.sn2, through(self.fc2, through(self.sn1, h)))
 
     def gated_layers(self) -> GateLayout:
         gates = [
@@ -546,9 +578,9 @@ class SpikingCNN(SpikingNetwork):
         h = self.encode(x)
         for i in range(len(self.convs)):
             if i:
-                h = self.convs[i](h)
-            h = self.pool(self.sns[i](self.bns[i](h)))
-        return h.flatten(1)
+                h = through(self.convs[i], h)
+            h = through(self.pool, through(self.sns[i], through(self.bns[i], h)))
+        return h.map(_flatten) if isinstance(h, Split) else h.flatten(1)
 
     def gated_layers(self) -> GateLayout:
         gates = [
@@ -581,9 +613,10 @@ class PreActBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.sn1(self.bn1(x))
-        identity = x if self.shortcut is None else self.shortcut(out)
-        return self.conv2(self.sn2(self.bn2(self.conv1(out)))) + identity
+        out = through(self.sn1, through(self.bn1, x))
+        identity = x if self.shortcut is None else through(self.shortcut, out)
+        h = through(self.conv1, out)
+        return through(self.conv2, through(self.sn2, through(self.bn2, h))) + identity
 
 
 class SpikingResNet18(SpikingNetwork):
@@ -641,8 +674,8 @@ class SpikingResNet18(SpikingNetwork):
         )
 
     def features(self, x: Tensor) -> Tensor:
-        h = self.blocks(self.encode(x))
-        return self.sn(self.bn(h)).mean(dim=(2, 3))
+        h = through(self.sn, through(self.bn, self.blocks(self.encode(x))))
+        return h.map(_spatial_mean) if isinstance(h, Split) else _spatial_mean(h)
 
     def gated_layers(self) -> GateLayout:
         """Pre-activation blocks: conv1 reads sn1 and feeds sn2; conv2 (and the shortcut)
@@ -672,6 +705,14 @@ class SpikingResNet18(SpikingNetwork):
         readers.append(gate("sn", self.sn, self.bn.num_features))
         close(writers, readers)
         return GateLayout(gates, weights)
+
+
+def _flatten(x: Tensor) -> Tensor:
+    return x.flatten(1)
+
+
+def _spatial_mean(x: Tensor) -> Tensor:
+    return x.mean(dim=(2, 3))
 
 
 def _require_images(model: str, shape: Sequence[int]) -> None:

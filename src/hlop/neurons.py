@@ -32,9 +32,12 @@ normalised to sum 1, the weighted firing rate; IF: ``1 / T``, the mean rate),
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from .split import Split
 
 
 def time_weights(timesteps: int, tau: float | None, dt: float) -> Tensor:
@@ -56,6 +59,88 @@ def mean_rate(x: Tensor, timesteps: int) -> Tensor:
     return x.reshape(timesteps, -1, *x.shape[1:]).mean(0)
 
 
+def _spikes(seq: Tensor, v: Tensor, cfg: _NeuronConfig, out: Tensor) -> None:
+    """The exact simulation: spikes of the ``T`` input slices ``seq`` into ``out[:T]``
+    (amplitude Vth, / dt for LIF); fused by ``torch.compile`` when the neurons ask for it."""
+    steps = cfg.timesteps
+    if cfg.compiled:
+        beta = math.exp(-cfg.dt / cfg.tau) if cfg.leaky else 1.0
+        scale = 1.0 / cfg.dt if cfg.leaky else 1.0
+        out[:steps] = _compiled_spike_train()(seq, v, cfg.alpha, beta, scale, cfg.leaky, steps)
+        return
+    threshold = cfg.alpha * v
+    u = torch.zeros_like(seq[0])
+    beta = math.exp(-cfg.dt / cfg.tau) if cfg.leaky else 1.0
+    scale = 1.0 / cfg.dt if cfg.leaky else 1.0
+    for t in range(steps):  # few in-place ops per step: this loop is per-op bound
+        if cfg.leaky:
+            u.mul_(beta).add_(seq[t], alpha=1.0 - beta)
+        else:
+            u.add_(seq[t])
+        torch.ge(u, threshold, out=out[t])  # 1 where a spike
+        u.addcmul_(out[t], v, value=-1.0)  # reset by subtraction: u -= Vth s
+    out[:steps].mul_(v * scale)
+
+
+def _spike_train(
+    seq: Tensor, v: Tensor, alpha: float, beta: float, scale: float, leaky: bool, steps: int
+) -> Tensor:
+    """:func:`_spikes` written without in-place writes, for ``torch.compile`` (the same
+    operations in the same order: ``add`` with ``alpha`` and ``addcmul`` as there)."""
+    threshold = alpha * v
+    u = torch.zeros_like(seq[0])
+    spikes = []
+    for t in range(steps):
+        u = torch.add(u * beta, seq[t], alpha=1.0 - beta) if leaky else u + seq[t]
+        s = (u >= threshold).to(u.dtype)
+        u = torch.addcmul(u, s, v, value=-1.0)
+        spikes.append(s)
+    return torch.stack(spikes) * (v * scale)
+
+
+_COMPILED: dict[str, Callable[..., Tensor]] = {}
+
+
+def _compiled_spike_train() -> Callable[..., Tensor]:
+    """:func:`_spike_train` compiled (once per process; ``torch.compile`` and its compiler
+    stack load only here, never in runs that do not ask for it)."""
+    if "spike_train" not in _COMPILED:
+        _COMPILED["spike_train"] = torch.compile(_spike_train, dynamic=False)
+    return _COMPILED["spike_train"]
+
+
+def _rate_slice(spikes: Tensor, cfg: _NeuronConfig) -> tuple[Tensor, float]:
+    """The fast layout's rate slice of ``T`` spike slices, and ``kappa``: readout neurons
+    aggregate with the readout's weights (wfr), others by the mean; the rate slice's
+    gradient times ``kappa`` is ``T * wfr(dL/do)`` of the per-step graph."""
+    steps = cfg.timesteps
+    w = time_weights(steps, cfg.tau if cfg.leaky else None, cfg.dt).to(spikes)
+    c = w if cfg.readout else torch.full_like(w, 1.0 / steps)
+    return torch.tensordot(c, spikes, dims=1), steps * float((w * c).sum())
+
+
+def _input_rate(seq: Tensor, cfg: _NeuronConfig) -> Tensor:
+    """``r``: the weighted (LIF) or mean (IF) rate of the ``T`` input slices."""
+    w = time_weights(cfg.timesteps, cfg.tau if cfg.leaky else None, cfg.dt).to(seq)
+    return torch.tensordot(w, seq, dims=1)
+
+
+def _dsr_gradient(g: Tensor, rate: Tensor, v: Tensor, cfg: _NeuronConfig) -> tuple[Tensor, Tensor]:
+    """The DSR gradient of one step's input current and of the threshold, from
+    ``g = T wfr(dL/do)`` and the input rate ``r`` (module docstring)."""
+    steps = cfg.timesteps
+    if cfg.leaky:
+        upper = v * cfg.tau / cfg.dt
+        active = (rate > 0) & (rate < upper)
+        step_grad = torch.where(active, g, 0.0) / (cfg.tau * steps)
+        grad_vth = cfg.dt * torch.where(rate > upper, g, 0.0).sum()
+    else:
+        active = (rate >= 0) & (rate <= v)
+        step_grad = torch.where(active, g, 0.0) / steps
+        grad_vth = torch.where(rate > v, g, 0.0).sum()
+    return step_grad, grad_vth
+
+
 class _DSRFunction(torch.autograd.Function):
     """One DSR neuron layer: exact spike simulation forward, DSR gradient backward."""
 
@@ -64,31 +149,15 @@ class _DSRFunction(torch.autograd.Function):
         steps = cfg.timesteps
         slices = steps + 1 if fast else steps
         seq = current.reshape(slices, -1, *current.shape[1:])[:steps]
-        w = time_weights(steps, cfg.tau if cfg.leaky else None, cfg.dt).to(current)
         out = current.new_empty((slices, *seq.shape[1:]))
         v = vth.detach()
-        threshold = cfg.alpha * v
-        u = torch.zeros_like(seq[0])
-        beta = math.exp(-cfg.dt / cfg.tau) if cfg.leaky else 1.0
-        scale = 1.0 / cfg.dt if cfg.leaky else 1.0
-        for t in range(steps):  # few in-place ops per step: this loop is per-op bound
-            if cfg.leaky:
-                u.mul_(beta).add_(seq[t], alpha=1.0 - beta)
-            else:
-                u.add_(seq[t])
-            torch.ge(u, threshold, out=out[t])  # 1 where a spike
-            u.addcmul_(out[t], v, value=-1.0)  # reset by subtraction: u -= Vth s
-        out[:steps].mul_(v * scale)  # spikes of amplitude Vth (/ dt for LIF)
+        _spikes(seq, v, cfg, out)
         if fast:
-            # rate slice: readout neurons aggregate with the readout's weights (wfr), others by mean
-            c = w if cfg.readout else torch.full_like(w, 1.0 / steps)
-            out[steps] = torch.tensordot(c, out[:steps], dims=1)
-            kappa = steps * float((w * c).sum())
+            out[steps], kappa = _rate_slice(out[:steps], cfg)
         else:
             kappa = 1.0
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:  # not when evaluating
-            rate = torch.tensordot(w, seq, dims=1)  # r: weighted (LIF) or mean (IF) input rate
-            ctx.save_for_backward(rate, v)
+            ctx.save_for_backward(_input_rate(seq, cfg), v)
         ctx.cfg, ctx.fast, ctx.kappa, ctx.slices = cfg, fast, kappa, slices
         return out.reshape(-1, *current.shape[1:])
 
@@ -103,15 +172,7 @@ class _DSRFunction(torch.autograd.Function):
         else:
             w = time_weights(steps, cfg.tau if cfg.leaky else None, cfg.dt).to(grad)
             g = steps * torch.tensordot(w, grad, dims=1)
-        if cfg.leaky:
-            upper = v * cfg.tau / cfg.dt
-            active = (rate > 0) & (rate < upper)
-            step_grad = torch.where(active, g, 0.0) / (cfg.tau * steps)
-            grad_vth = cfg.dt * torch.where(rate > upper, g, 0.0).sum()
-        else:
-            active = (rate >= 0) & (rate <= v)
-            step_grad = torch.where(active, g, 0.0) / steps
-            grad_vth = torch.where(rate > v, g, 0.0).sum()
+        step_grad, grad_vth = _dsr_gradient(g, rate, v, cfg)
         if ctx.fast:
             # per-step slices carry no gradient; the rate slice of the input is the mean
             # current, whose gradient is T times the (identical) per-step gradient
@@ -122,12 +183,45 @@ class _DSRFunction(torch.autograd.Function):
         return grad_in.reshape(grad_out.shape), grad_vth.reshape(v.shape), None, None
 
 
-class _NeuronConfig:
-    __slots__ = ("timesteps", "tau", "dt", "alpha", "leaky", "readout")
+class _DSRSplitFunction(torch.autograd.Function):
+    """The fast layout in two parts (:mod:`hlop.split`): the spikes of the per-step currents
+    (no gradient) and the rate slice, whose gradient goes to the input's rate slice only."""
 
-    def __init__(self, timesteps, tau, dt, alpha, leaky, readout):
+    @staticmethod
+    def forward(ctx, rate_current: Tensor, vth: Tensor, steps: Tensor, cfg: _NeuronConfig):  # type: ignore[override]
+        v = vth.detach()
+        spikes = steps.new_empty(steps.shape)
+        _spikes(steps, v, cfg, spikes)
+        rate, kappa = _rate_slice(spikes, cfg)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            if steps.stride(0) == 0:  # the same current at every step: its rate is itself
+                w = time_weights(cfg.timesteps, cfg.tau if cfg.leaky else None, cfg.dt)
+                r = steps[0] * float(w.sum())
+            else:
+                r = _input_rate(steps, cfg)
+            ctx.save_for_backward(r, v)
+        ctx.cfg, ctx.kappa = cfg, kappa
+        ctx.mark_non_differentiable(spikes)
+        ctx.set_materialize_grads(False)  # no zeros of the spikes' size for their no-gradient
+        return rate, spikes
+
+    @staticmethod
+    def backward(ctx, grad_rate: Tensor, _grad_spikes: Tensor | None):  # type: ignore[override]
+        if grad_rate is None:  # the rate slice did not reach the loss
+            return None, None, None, None
+        rate, v = ctx.saved_tensors
+        cfg: _NeuronConfig = ctx.cfg
+        step_grad, grad_vth = _dsr_gradient(ctx.kappa * grad_rate, rate, v, cfg)
+        return step_grad * cfg.timesteps, grad_vth.reshape(v.shape), None, None
+
+
+class _NeuronConfig:
+    __slots__ = ("timesteps", "tau", "dt", "alpha", "leaky", "readout", "compiled")
+
+    def __init__(self, timesteps, tau, dt, alpha, leaky, readout, compiled=False):
         self.timesteps, self.tau, self.dt = timesteps, tau, dt
         self.alpha, self.leaky, self.readout = alpha, leaky, readout
+        self.compiled = compiled
 
 
 class SpikingNeuron(nn.Module):
@@ -217,12 +311,26 @@ class DSRNeuron(SpikingNeuron):
         self.uniform_rate = not leaky
         self.vth_bound, self.train_vth = vth_bound, train_vth
         self.vth = nn.Parameter(torch.tensor(float(vth)), requires_grad=train_vth)
+        #: simulate with the spike loop fused by ``torch.compile`` (the same operations;
+        #: meant for GPUs, where the loop's per-step kernels cost most)
+        self.compiled = False
 
     def forward(self, current: Tensor) -> Tensor:
         with torch.no_grad():
             self.vth.clamp_(min=self.vth_bound)
-        cfg = _NeuronConfig(self.timesteps, self.tau, self.dt, self.alpha, self.leaky, self.readout)
-        return _DSRFunction.apply(current, self.vth, cfg, self.layout == "fast")
+        return _DSRFunction.apply(current, self.vth, self._config(), self.layout == "fast")
+
+    def forward_split(self, h: Split) -> Split:
+        """The fast layout in two parts (:mod:`hlop.split`): same values and gradient."""
+        with torch.no_grad():
+            self.vth.clamp_(min=self.vth_bound)
+        rate, spikes = _DSRSplitFunction.apply(h.rate, self.vth, h.steps, self._config())
+        return Split(spikes, rate)
+
+    def _config(self) -> _NeuronConfig:
+        return _NeuronConfig(
+            self.timesteps, self.tau, self.dt, self.alpha, self.leaky, self.readout, self.compiled
+        )
 
     def time_weights(self) -> Tensor:
         """Normalised weights of this neuron type's readout rate over the T steps."""

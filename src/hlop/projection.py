@@ -41,6 +41,7 @@ from .choices import (
     ProjType,
 )
 from .circuit import LateralCircuit
+from .split import Split
 
 
 def _cast(t: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
@@ -217,21 +218,65 @@ class ProjectedLayer(nn.Module):
         """The activity rows (B' x N) this layer's circuit learns from."""
         if self.layout in ("steps", "fast"):
             t = self.timesteps
-            seq = x.reshape(t + 1 if self.layout == "fast" else t, -1, *x.shape[1:])[:t]
-            if self.hebbian_on == "wfr":
-                x = torch.tensordot(self.rate_weights.to(seq), seq, dims=1)
-            else:
-                x = seq.reshape(-1, *seq.shape[2:])
+            x = self._from_steps(
+                x.reshape(t + 1 if self.layout == "fast" else t, -1, *x.shape[1:])[:t]
+            )
         return self._hebbian_rows(x)  # OTTT ("trace"): spikes and traces alike
+
+    def _from_steps(self, seq: Tensor) -> Tensor:
+        """What the circuit learns from, of the ``T`` per-step slices ``seq``: their rate
+        (``hebbian_on="wfr"``) or every slice's rows (``"spikes"``)."""
+        if self.hebbian_on == "wfr":
+            return torch.tensordot(self.rate_weights.to(seq), seq, dims=1)
+        return seq.reshape(-1, *seq.shape[2:])
+
+    def _learn(self, rows: Callable[[], Tensor]) -> Tensor | None:
+        """One Hebbian update of the circuit (while it learns, in training) from ``rows()``;
+        its residual, if it computed one."""
+        circuit = self.circuit
+        if circuit is None or not circuit.learning or not self.training:
+            return None
+        with torch.no_grad():
+            return circuit.hebbian_update(rows())
+
+    def _forward_op(self, x: Tensor) -> Tensor:
+        """The layer's forward in its precision, without the autograd function."""
+        dt = self.compute_dtype
+        if dt is None or dt == x.dtype:
+            return self._op(x, self.weight, self.bias)
+        return self._op(_cast(x, dt), _cast(self.weight, dt), _cast(self.bias, dt)).to(x.dtype)
+
+    def forward_split(self, h: Split, steps: bool = True) -> Split | Tensor:
+        """The fast layout in two parts (:mod:`hlop.split`): the circuit learns from the
+        per-step part as in the joined layout, the per-step outputs are computed without
+        autograd, and the rate slice goes through the projected update on its ``B`` rows
+        (what the joined layout's backward uses).  ``steps=False``: only the rate slice's
+        output (a readout head)."""
+        self._check(h.rate)
+        if self.layout != "fast":
+            raise ValueError(f"{self._where()}: activity in two parts needs the fast layout")
+        self._learn(lambda: self._hebbian_rows(self._from_steps(h.steps)))
+        rate = _ProjectedFunction.apply(
+            h.rate,
+            self.weight,
+            self.bias,
+            self._feedback_matrix(),
+            self,
+            self.circuit,
+            "static",  # every row of the rate slice carries gradient
+            None,
+        )
+        if not steps:
+            return rate
+        return Split(h.map_steps(self._forward_op), rate, h.constant)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
-        circuit, projected = self.circuit, None
-        if circuit is not None and circuit.learning and self.training:
-            with torch.no_grad():
-                residual = circuit.hebbian_update(self.presynaptic(x.detach()))
-            if self.proj_type == "input" and self._learns_from_activity_rows():
-                projected = residual  # X - Y_old H_old of these very rows: computed once
+        residual = self._learn(lambda: self.presynaptic(x.detach()))
+        projected = None
+        if self.proj_type == "input" and self._learns_from_activity_rows():
+            projected = residual  # X - Y_old H_old of these very rows: computed once
+        circuit = self.circuit
         return _ProjectedFunction.apply(
             x,
             self.weight,

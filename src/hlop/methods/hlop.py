@@ -22,7 +22,9 @@ class HLOPSettings(Settings):
     # block of max_rows learns while the task trains and keeps the fewest rows that bring
     # what the circuit holds to `threshold` of the task's activity energy
     sizes: list[list[int]] | str = field(default_factory=list)
-    threshold: float = DEFAULT_THRESHOLD
+    # one value for every circuit, or one per circuit in network order (GPM-style
+    # [0.9, 0.95, 0.97]: deeper layers keep more of their activity)
+    threshold: float | list[float] = DEFAULT_THRESHOLD
     max_rows: list[int] = field(default_factory=list)  # auto: per task; []: a quarter of N
     start_epochs: int = 0  # epochs of each task before the circuits start learning
     hebbian_on: str = "wfr"  # what circuits learn from: "wfr" (rate over time) or "spikes"
@@ -61,7 +63,11 @@ class HLOPSettings(Settings):
             self.sizes == "auto" or not isinstance(self.sizes, str),
             f"hlop.sizes must be auto or one list of block sizes per task, got {self.sizes!r}",
         )
-        require(0 < self.threshold <= 1, f"hlop.threshold must be in (0, 1], got {self.threshold}")
+        require(
+            all(0 < t <= 1 for t in self.thresholds),
+            f"hlop.threshold must be in (0, 1] (one value or one per circuit), got "
+            f"{self.threshold}",
+        )
         require(all(m >= 1 for m in self.max_rows), f"hlop.max_rows must be >= 1: {self.max_rows}")
         for k, sizes in enumerate([] if self.auto else self.sizes):
             require(all(s >= 0 for s in sizes), f"hlop.sizes[{k}] must be >= 0, got {sizes}")
@@ -69,6 +75,11 @@ class HLOPSettings(Settings):
     @property
     def auto(self) -> bool:
         return self.sizes == "auto"
+
+    @property
+    def thresholds(self) -> list[float]:
+        t = self.threshold
+        return [t] if isinstance(t, int | float) else list(t)
 
 
 class HLOPPlugin(Plugin):
@@ -88,11 +99,12 @@ class HLOPPlugin(Plugin):
 
     def check(self, run: RunState) -> None:
         names = [n for n, _ in run.model.projected_layers()]
-        if self.settings.max_rows:
-            try:
+        try:
+            if self.settings.max_rows:
                 per_circuit(self.settings.max_rows, names, "hlop.max_rows")
-            except ValueError as e:
-                raise ConfigError(str(e)) from None
+            per_circuit(self.settings.thresholds, names, "hlop.threshold")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if self.settings.auto:
             return
         sizes, tasks = self.settings.sizes, run.cfg.tasks
@@ -139,9 +151,11 @@ class HLOPPlugin(Plugin):
             c.learning = learning
 
     def after_training(self, run: RunState) -> None:
-        for c in run.model.circuits():
+        names = [n for n, _ in run.model.projected_layers()]
+        thresholds = per_circuit(self.settings.thresholds, names, "hlop.threshold")
+        for c, threshold in zip(run.model.circuits(), thresholds, strict=True):
             if self.settings.auto:
-                c.fit_block(self.settings.threshold)
+                c.fit_block(threshold)
             c.learning = False
             c.projecting = False
 

@@ -1,0 +1,131 @@
+"""The fast layout carried in two parts (hlop.split) gives what the joined layout gives: the
+same scores, gradients and circuit updates, bit for bit; hooks get the joined layout."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import options, step_gradients
+from test_conv_networks import later_task
+
+from hlop.networks import SpikingCNN, SpikingMLP, SpikingResNet18
+from hlop.split import Split
+
+
+def network(arch, **kw):
+    torch.manual_seed(0)
+    if arch == "cnn":
+        model = SpikingCNN(channels=(8, 16, 32), options=options(timesteps=5, **kw))
+        x = torch.randn(6, 3, 32, 32) * 2
+    elif arch == "resnet":
+        model = SpikingResNet18(width=4, options=options(timesteps=5, **kw))
+        x = torch.randn(6, 3, 32, 32) * 2
+    else:
+        model = SpikingMLP(784, 50, options=options(timesteps=5, **kw))
+        x = torch.rand(6, 784) * 2
+    later_task(model)
+    for c in model.circuits():
+        c.learning = True
+    return model, x, torch.randint(0, 10, (6,))
+
+
+@pytest.mark.parametrize("proj_type", ["input", "weight"])
+@pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet"])
+def test_two_parts_equal_the_joined_fast_layout(arch, proj_type):
+    torch.set_num_threads(1)
+    model, x, y = network(arch, proj_type=proj_type)
+    before = [c.weight.clone() for c in model.circuits()]
+    model.split_fast = False
+    out_j, g_j, c_j = step_gradients(model, x, y, fast=True)
+    model.split_fast = True
+    out_s, g_s, c_s = step_gradients(model, x, y, fast=True)
+    assert torch.equal(out_s, out_j)
+    assert set(g_s) == set(g_j) and len(g_s) >= 3
+    for name, g in g_j.items():
+        assert g.abs().max() > 0, name
+        assert torch.equal(g_s[name], g), name
+    assert any(not torch.equal(a, b) for a, b in zip(c_j, before, strict=True))  # they learnt
+    for a, b in zip(c_s, c_j, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_two_parts_in_evaluation_and_with_one_task_per_sample():
+    model, x, _ = network("cnn")
+    model.add_head(10)  # two task heads
+    task = torch.tensor([0, 1, 1, 0, 1, 0])
+    scores = {}
+    for split in (False, True):
+        model.split_fast = split
+        with torch.no_grad():
+            model.eval()
+            scores[split, "eval"] = model(x)
+        model.train()
+        scores[split, "joint"] = model(x, task)
+    for kind in ("eval", "joint"):
+        assert torch.equal(scores[True, kind], scores[False, kind])
+    assert torch.isfinite(scores[True, "joint"]).all()
+
+
+def test_hooks_get_the_joined_layout():
+    model, x, y = network("cnn")
+    seen = []
+    handle = model.sns[1].register_forward_hook(lambda m, i, out: seen.append(out.shape))
+    model.fast = True
+    F.cross_entropy(model(x), y).backward()
+    handle.remove()
+    assert model.layout == "fast"
+    assert seen and seen[0][0] == 6 * (5 + 1)  # T + 1 slices of B rows, one tensor
+
+
+def test_split_parts():
+    x = torch.randn(3, 4, requires_grad=True)
+    h = Split.repeated(x, 5)
+    assert h.constant and h.steps.shape == (5, 3, 4) and h.steps.stride(0) == 0
+    doubled = h.map(lambda t: 2 * t)
+    assert doubled.constant and torch.equal(doubled.steps[4], 2 * x.detach())
+    assert not doubled.steps.requires_grad and doubled.rate.requires_grad
+    varying = Split(torch.randn(5, 3, 4), torch.randn(3, 4))
+    total = doubled + varying
+    assert not total.constant and torch.equal(total.steps, doubled.steps + varying.steps)
+    assert total.joined().shape == (6 * 3, 4)
+    assert torch.equal(total.joined()[-3:], total.rate)
+    picked = total.select(torch.tensor([True, False, True]))
+    assert picked.steps.shape == (5, 2, 4) and picked.rate.shape == (2, 4)
+
+
+def _has_compiler() -> bool:
+    import os
+    import shutil
+
+    return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "g++", "clang++"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_compiler(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_spike_loops_give_the_same_step():
+    """compile=True (the fused path meant for GPUs) on Inductor's CPU backend: the same
+    scores, gradients and circuits as the eager loops, on the joined and the split layout
+    and the per-step one."""
+    torch.set_num_threads(1)
+    model, x, y = network("mlp")
+    results = {}
+    paths = ((True, True), (False, True), (False, False))  # (split, fast)
+    for compiled in (False, True):
+        for n in model.neurons():
+            n.compiled = compiled
+        for split, fast in paths:
+            model.split_fast = split
+            results[compiled, split, fast] = step_gradients(model, x, y, fast=fast)
+    for key in paths:
+        (out_e, g_e, c_e), (out_c, g_c, c_c) = results[(False, *key)], results[(True, *key)]
+        assert torch.equal(out_c, out_e), key
+        assert all(torch.equal(g_c[k], g) for k, g in g_e.items()), key
+        assert all(torch.equal(a, b) for a, b in zip(c_c, c_e, strict=True)), key
+
+
+def test_compile_is_for_dsr_neurons_only():
+    from hlop.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="leave compile off"):
+        SpikingMLP(20, 10, options=options(timesteps=2, training="bptt", compile=True))
+    model = SpikingMLP(20, 10, options=options(timesteps=2, compile=True))
+    assert all(n.compiled for n in model.neurons())
