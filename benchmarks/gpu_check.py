@@ -3,7 +3,9 @@
 Checks (each prints PASS or FAIL with the measured difference):
 
 1. the DSR fast path equals the per-step path on the device (the PMNIST network during
-   task 2, both projection modes: scores, gradients and circuits);
+   task 2, both projection modes: scores, gradients and circuits), and the fast layout in
+   two parts (``hlop.split``, the default) equals it joined; with ``--compile`` (the
+   default on CUDA) the spike loops fused by ``torch.compile`` equal the eager ones;
 2. projected layers (linear and convolution, input and weight modes) and lateral circuits
    (the Hebbian update, the projection) give their CPU results on the device;
 3. bf16 runs on the device: ``precision="bf16"`` (hlop's explicit casts) and a forward
@@ -13,7 +15,8 @@ Checks (each prints PASS or FAIL with the measured difference):
 Timings (median of ``--repeats`` steps, the device synchronised around each):
 
 4. one training step of the PMNIST MLP and of the CIFAR-100 CNN at paper size (B=64,
-   T=20; HLOP as during a later task), fp32 and bf16; evaluation of the MLP by test batch
+   T=20; HLOP as during a later task), fp32 and bf16, and the CNN in fp32 with
+   ``compile=True`` (``--compile``); evaluation of the MLP by test batch
    size (the best ``test_batch_size`` for the device);
 5. a full permuted-MNIST run (``hlop train pmnist``, paper preset, seed 2022) in fp32 and
    bf16 if ``--data-dir`` holds MNIST (else the embedded subset, ``pmnist-subset``; say so).
@@ -75,9 +78,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
-def _mlp(device, precision="fp32", fast=True, proj_type="input", hidden=800):
+def _mlp(device, precision="fp32", fast=True, proj_type="input", hidden=800, compile=False):
     torch.manual_seed(0)
-    opts = NetworkOptions(precision=precision, fast=fast, proj_type=proj_type)
+    opts = NetworkOptions(precision=precision, fast=fast, proj_type=proj_type, compile=compile)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         m = as_during_task(SpikingMLP(784, hidden, 10, options=opts), MLP_SIZES)
@@ -106,6 +109,29 @@ def check_fast_path(report: Report, device, hidden: int) -> None:
             + [_rel(a, b) for a, b in zip(c_f, c_s, strict=True)]
         )
         report.check(f"fast path = per-step path ({proj} mode)", worst < 1e-4, f"{worst:.1e}")
+        joined = _mlp(device, proj_type=proj, hidden=hidden)
+        joined.split_fast = False
+        o_j, g_j, c_j = _grads(joined, x, y)
+        worst = max(
+            [_rel(o_f, o_j)]
+            + [_rel(g_f[n], g_j[n]) for n in g_j]
+            + [_rel(a, b) for a, b in zip(c_f, c_j, strict=True)]
+        )
+        report.check(f"fast layout in two parts = joined ({proj} mode)", worst < 1e-6,
+                     f"{worst:.1e}")  # fmt: skip
+
+
+def check_compiled(report: Report, device, hidden: int) -> None:
+    x = torch.randn(32, 784, generator=torch.Generator().manual_seed(1)).to(device) * 3
+    y = torch.randint(0, 10, (32,), generator=torch.Generator().manual_seed(2)).to(device)
+    o_e, g_e, c_e = _grads(_mlp(device, hidden=hidden), x, y)
+    o_c, g_c, c_c = _grads(_mlp(device, hidden=hidden, compile=True), x, y)
+    worst = max(
+        [_rel(o_c, o_e)]
+        + [_rel(g_c[n], g_e[n]) for n in g_e]
+        + [_rel(a, b) for a, b in zip(c_c, c_e, strict=True)]
+    )
+    report.check("compile=True (fused spike loops) = eager", worst < 1e-4, f"{worst:.1e}")
 
 
 def check_layers_against_cpu(report: Report, device) -> None:
@@ -182,46 +208,52 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(report: Report, device, repeats: int, batch: int, timesteps: int, quick: bool):
+def time_steps(
+    report: Report, device, repeats: int, batch: int, timesteps: int, quick: bool, compile: bool
+):
     x_mlp = torch.rand(batch, 784, device=device)
     x_cnn = torch.randn(batch, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     results = {}
-    for net in ("mlp", "cnn"):
-        for precision in ("fp32", "bf16"):
-            torch.manual_seed(0)
-            opts = NetworkOptions(timesteps=timesteps, precision=precision,
-                                  proj_type="input" if net == "mlp" else "weight")  # fmt: skip
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if net == "mlp":
-                    m = as_during_task(SpikingMLP(options=opts), MLP_SIZES)
-                else:
-                    channels = (8, 16, 32) if quick else (64, 128, 256)
-                    m = SpikingCNN(options=opts, channels=channels)
-                    as_during_task(m, [[2, 10, 20], [1, 4, 8]] if quick else CNN_SIZES)
-                    m.begin_task(1, 10)
-            m = m.to(device).train()
-            x = x_mlp if net == "mlp" else x_cnn
-            opt = torch.optim.SGD(m.trainable_parameters(), lr=0.01, momentum=0.9)
-            times = []
-            for i in range(repeats + 2):
-                _sync(device)
-                t = time.perf_counter()
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(m(x), y).backward()
-                opt.step()
-                _sync(device)
-                if i >= 2:  # two warm-up steps
-                    times.append(time.perf_counter() - t)
-            results[net, precision] = statistics.median(times)
-            report.note(
-                f"step  {net} {precision}: {results[net, precision] * 1e3:8.2f} ms "
-                f"(B={batch}, T={timesteps}, median of {repeats})"
-            )
+    variants = [(net, p) for net in ("mlp", "cnn") for p in ("fp32", "bf16")]
+    for net, precision in variants + ([("cnn", "fp32 compiled")] if compile else []):
+        torch.manual_seed(0)
+        opts = NetworkOptions(timesteps=timesteps, precision=precision.split()[0],
+                              proj_type="input" if net == "mlp" else "weight",
+                              compile=precision.endswith("compiled"))  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if net == "mlp":
+                m = as_during_task(SpikingMLP(options=opts), MLP_SIZES)
+            else:
+                channels = (8, 16, 32) if quick else (64, 128, 256)
+                m = SpikingCNN(options=opts, channels=channels)
+                as_during_task(m, [[2, 10, 20], [1, 4, 8]] if quick else CNN_SIZES)
+                m.begin_task(1, 10)
+        m = m.to(device).train()
+        x = x_mlp if net == "mlp" else x_cnn
+        opt = torch.optim.SGD(m.trainable_parameters(), lr=0.01, momentum=0.9)
+        times = []
+        for i in range(repeats + 2):
+            _sync(device)
+            t = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(m(x), y).backward()
+            opt.step()
+            _sync(device)
+            if i >= 2:  # two warm-up steps
+                times.append(time.perf_counter() - t)
+        results[net, precision] = statistics.median(times)
+        report.note(
+            f"step  {net} {precision}: {results[net, precision] * 1e3:8.2f} ms "
+            f"(B={batch}, T={timesteps}, median of {repeats})"
+        )
     for net in ("mlp", "cnn"):
         r = results[net, "fp32"] / results[net, "bf16"]
         report.note(f"step  {net}: bf16 {r:.2f}x faster than fp32")
+    if compile:
+        r = results["cnn", "fp32"] / results["cnn", "fp32 compiled"]
+        report.note(f"step  cnn: compile=True {r:.2f}x faster than eager (fp32)")
 
 
 def time_evaluation(report: Report, device, quick: bool) -> None:
@@ -279,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--skip-full-run", action="store_true")
     p.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="check and time compile=True (default: on CUDA only)",
+    )
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -291,9 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     check_fast_path(report, device, hidden)
     check_layers_against_cpu(report, device)
     check_bf16(report, device, hidden)
+    compile = device.type == "cuda" if args.compile is None else args.compile
+    if compile:
+        check_compiled(report, device, hidden)
     repeats = 2 if args.quick else args.repeats
     batch, timesteps = (8, 4) if args.quick else (64, 20)
-    time_steps(report, device, repeats, batch, timesteps, args.quick)
+    time_steps(report, device, repeats, batch, timesteps, args.quick, compile)
     time_evaluation(report, device, args.quick)
     if not args.skip_full_run:
         full_run(report, device, args.data_dir, args.quick)

@@ -1,5 +1,9 @@
 """The fast layout carried in two parts (hlop.split) gives what the joined layout gives: the
-same scores, gradients and circuit updates, bit for bit; hooks get the joined layout."""
+same scores, gradients and circuit updates; hooks get the joined layout.
+
+The MLP's are bit for bit the same.  The convolutional networks' products round in another
+order (channels-last convolutions, batch norm folded into the convolution, the first layer's
+input rate taken once), so theirs agree to float32 rounding."""
 
 import pytest
 import torch
@@ -38,14 +42,21 @@ def test_two_parts_equal_the_joined_fast_layout(arch, proj_type):
     out_j, g_j, c_j = step_gradients(model, x, y, fast=True)
     model.split_fast = True
     out_s, g_s, c_s = step_gradients(model, x, y, fast=True)
-    assert torch.equal(out_s, out_j)
+    if arch == "mlp":
+        same = torch.equal
+    else:
+
+        def same(a, b):
+            return (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+    assert same(out_s, out_j)
     assert set(g_s) == set(g_j) and len(g_s) >= 3
     for name, g in g_j.items():
         assert g.abs().max() > 0, name
-        assert torch.equal(g_s[name], g), name
+        assert same(g_s[name], g), name
     assert any(not torch.equal(a, b) for a, b in zip(c_j, before, strict=True))  # they learnt
     for a, b in zip(c_s, c_j, strict=True):
-        assert torch.equal(a, b)
+        assert same(a, b)
 
 
 def test_two_parts_in_evaluation_and_with_one_task_per_sample():
@@ -61,7 +72,8 @@ def test_two_parts_in_evaluation_and_with_one_task_per_sample():
         model.train()
         scores[split, "joint"] = model(x, task)
     for kind in ("eval", "joint"):
-        assert torch.equal(scores[True, kind], scores[False, kind])
+        a, b = scores[True, kind], scores[False, kind]
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
     assert torch.isfinite(scores[True, "joint"]).all()
 
 
@@ -129,3 +141,18 @@ def test_compile_is_for_dsr_neurons_only():
         SpikingMLP(20, 10, options=options(timesteps=2, training="bptt", compile=True))
     model = SpikingMLP(20, 10, options=options(timesteps=2, compile=True))
     assert all(n.compiled for n in model.neurons())
+
+
+def test_channels_last_convolution_gradient_in_weight_mode():
+    """A ResNet (strided and 1x1 convolutions) in weight mode with channels-last maps: the
+    step runs (torch 2.13's CPU weight gradient crashed with mixed memory formats) and equals
+    the step in the default format to float32 rounding."""
+    model, x, y = network("resnet", proj_type="weight")
+    steps = {}
+    for last in (True, False):
+        model.channels_last = last
+        steps[last] = step_gradients(model, x, y, fast=True)
+    (out_c, g_c, _), (out_n, g_n, _) = steps[True], steps[False]
+    assert (out_c - out_n).abs().max() <= 1e-5 * out_n.abs().max()
+    for name, g in g_n.items():
+        assert (g_c[name] - g).abs().max() <= 1e-5 * g.abs().max(), name

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .choices import (
@@ -180,6 +181,9 @@ class SpikingNetwork(nn.Module):
         #: carry the fast layout in two parts (:mod:`hlop.split`) where no hook expects it
         #: joined: the same values and gradients, the backward on ``B`` rows
         self.split_fast = True
+        #: with it, images and feature maps in the channels-last memory format (faster
+        #: convolutions on CPUs; their sums in another order)
+        self.channels_last = True
 
     def train(self, mode: bool = True) -> SpikingNetwork:
         super().train(mode)
@@ -398,6 +402,8 @@ class SpikingNetwork(nn.Module):
             return layer(x)
         if self._layout == "fast":
             if self.split_fast and not hooked(self):  # in two parts (hlop.split)
+                if self.channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
                 return Split.repeated(layer(x), t)
             return layer(x).repeat(t + 1, *([1] * (x.dim() - 1)))
         return layer(x.repeat(t, *([1] * (x.dim() - 1))))
@@ -578,8 +584,10 @@ class SpikingCNN(SpikingNetwork):
         h = self.encode(x)
         for i in range(len(self.convs)):
             if i:
-                h = through(self.convs[i], h)
-            h = through(self.pool, through(self.sns[i], through(self.bns[i], h)))
+                h = _conv_norm(self.convs[i], self.bns[i], h)
+            else:
+                h = through(self.bns[i], h)
+            h = through(self.pool, through(self.sns[i], h))
         return h.map(_flatten) if isinstance(h, Split) else h.flatten(1)
 
     def gated_layers(self) -> GateLayout:
@@ -615,8 +623,8 @@ class PreActBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = through(self.sn1, through(self.bn1, x))
         identity = x if self.shortcut is None else through(self.shortcut, out)
-        h = through(self.conv1, out)
-        return through(self.conv2, through(self.sn2, through(self.bn2, h))) + identity
+        h = _conv_norm(self.conv1, self.bn2, out)
+        return through(self.conv2, through(self.sn2, h)) + identity
 
 
 class SpikingResNet18(SpikingNetwork):
@@ -705,6 +713,23 @@ class SpikingResNet18(SpikingNetwork):
         readers.append(gate("sn", self.sn, self.bn.num_features))
         close(writers, readers)
         return GateLayout(gates, weights)
+
+
+def _conv_norm(layer: ProjectedLayer, norm: nn.BatchNorm2d, h: Tensor | Split) -> Tensor | Split:
+    """``norm(layer(h))``; in two parts (:mod:`hlop.split`) with ``norm`` fixed, the per-step
+    part in one pass: the normalisation folded into the layer's weights (the same function,
+    its products rounded in another order)."""
+    if not isinstance(h, Split) or norm.training or norm.running_var is None:
+        return through(norm, through(layer, h))
+    with torch.no_grad():
+        scale = torch.rsqrt(norm.running_var + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight
+        shift = -norm.running_mean * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias
+    out = layer.forward_split(h, affine=(scale, shift))
+    return Split(out.steps, norm(out.rate), out.constant)
 
 
 def _flatten(x: Tensor) -> Tensor:

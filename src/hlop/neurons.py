@@ -37,7 +37,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from .split import Split
+from .split import Split, empty_steps, over_time
 
 
 def time_weights(timesteps: int, tau: float | None, dt: float) -> Tensor:
@@ -116,13 +116,13 @@ def _rate_slice(spikes: Tensor, cfg: _NeuronConfig) -> tuple[Tensor, float]:
     steps = cfg.timesteps
     w = time_weights(steps, cfg.tau if cfg.leaky else None, cfg.dt).to(spikes)
     c = w if cfg.readout else torch.full_like(w, 1.0 / steps)
-    return torch.tensordot(c, spikes, dims=1), steps * float((w * c).sum())
+    return over_time(c, spikes), steps * float((w * c).sum())
 
 
 def _input_rate(seq: Tensor, cfg: _NeuronConfig) -> Tensor:
     """``r``: the weighted (LIF) or mean (IF) rate of the ``T`` input slices."""
     w = time_weights(cfg.timesteps, cfg.tau if cfg.leaky else None, cfg.dt).to(seq)
-    return torch.tensordot(w, seq, dims=1)
+    return over_time(w, seq)
 
 
 def _dsr_gradient(g: Tensor, rate: Tensor, v: Tensor, cfg: _NeuronConfig) -> tuple[Tensor, Tensor]:
@@ -190,7 +190,7 @@ class _DSRSplitFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rate_current: Tensor, vth: Tensor, steps: Tensor, cfg: _NeuronConfig):  # type: ignore[override]
         v = vth.detach()
-        spikes = steps.new_empty(steps.shape)
+        spikes = empty_steps(steps)
         _spikes(steps, v, cfg, spikes)
         rate, kappa = _rate_slice(spikes, cfg)
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:

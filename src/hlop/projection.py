@@ -41,7 +41,7 @@ from .choices import (
     ProjType,
 )
 from .circuit import LateralCircuit
-from .split import Split
+from .split import Split, over_time
 
 
 def _cast(t: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
@@ -227,7 +227,7 @@ class ProjectedLayer(nn.Module):
         """What the circuit learns from, of the ``T`` per-step slices ``seq``: their rate
         (``hebbian_on="wfr"``) or every slice's rows (``"spikes"``)."""
         if self.hebbian_on == "wfr":
-            return torch.tensordot(self.rate_weights.to(seq), seq, dims=1)
+            return over_time(self.rate_weights.to(seq), seq)
         return seq.reshape(-1, *seq.shape[2:])
 
     def _learn(self, rows: Callable[[], Tensor]) -> Tensor | None:
@@ -239,19 +239,29 @@ class ProjectedLayer(nn.Module):
         with torch.no_grad():
             return circuit.hebbian_update(rows())
 
-    def _forward_op(self, x: Tensor) -> Tensor:
-        """The layer's forward in its precision, without the autograd function."""
+    def _forward_op(self, x: Tensor, affine: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The layer's forward in its precision, without the autograd function; with
+        ``affine = (scale, shift)`` (one value per output unit or channel), the output
+        times ``scale`` plus ``shift``, folded into the weight and bias."""
+        weight, bias = self.weight, self.bias
+        if affine is not None:
+            scale, shift = affine
+            weight = weight * scale.view(-1, *[1] * (weight.dim() - 1))
+            bias = shift if bias is None else bias * scale + shift
         dt = self.compute_dtype
         if dt is None or dt == x.dtype:
-            return self._op(x, self.weight, self.bias)
-        return self._op(_cast(x, dt), _cast(self.weight, dt), _cast(self.bias, dt)).to(x.dtype)
+            return self._op(x, weight, bias)
+        return self._op(_cast(x, dt), _cast(weight, dt), _cast(bias, dt)).to(x.dtype)
 
-    def forward_split(self, h: Split, steps: bool = True) -> Split | Tensor:
+    def forward_split(
+        self, h: Split, steps: bool = True, affine: tuple[Tensor, Tensor] | None = None
+    ) -> Split | Tensor:
         """The fast layout in two parts (:mod:`hlop.split`): the circuit learns from the
         per-step part as in the joined layout, the per-step outputs are computed without
         autograd, and the rate slice goes through the projected update on its ``B`` rows
         (what the joined layout's backward uses).  ``steps=False``: only the rate slice's
-        output (a readout head)."""
+        output (a readout head).  ``affine``: see :meth:`_forward_op`; for the per-step
+        outputs only (the caller applies it to the rate slice)."""
         self._check(h.rate)
         if self.layout != "fast":
             raise ValueError(f"{self._where()}: activity in two parts needs the fast layout")
@@ -268,7 +278,7 @@ class ProjectedLayer(nn.Module):
         )
         if not steps:
             return rate
-        return Split(h.map_steps(self._forward_op), rate, h.constant)
+        return Split(h.map_steps(lambda x: self._forward_op(x, affine)), rate, h.constant)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check(x)
@@ -453,8 +463,15 @@ class ProjectedConv2d(ProjectedLayer, nn.Conv2d):
         return g.flatten(2).transpose(1, 2).reshape(-1, g.shape[1])
 
     def _plain_grad_weight(self, g, x):
+        # one memory format for both (B rows: cheap): torch 2.13's CPU weight gradient
+        # crashed on a channels-last input with a gradient in the other format
         return torch.nn.grad.conv2d_weight(
-            x, self.weight.shape, g, self.stride, self.padding, self.dilation
+            x.contiguous(),
+            self.weight.shape,
+            g.contiguous(),
+            self.stride,
+            self.padding,
+            self.dilation,
         )
 
     def _ss_scale(self) -> float:

@@ -88,6 +88,29 @@ class Split:
         return Split(steps, self.rate + other.rate, self.constant and other.constant)
 
 
+def over_time(w: Tensor, seq: Tensor) -> Tensor:
+    """``sum_t w_t seq[t]`` of ``T`` slices (``torch.tensordot``); slices of images in the
+    channels-last format are summed as they lie in memory, not copied first."""
+    if seq.dim() == 5 and seq.stride(2) == 1 and seq.shape[2] > 1:  # [T, B, C, H, W], C last
+        return torch.tensordot(w, seq.permute(0, 1, 3, 4, 2), dims=1).permute(0, 3, 1, 2)
+    return torch.tensordot(w, seq, dims=1)
+
+
+def empty_steps(steps: Tensor) -> Tensor:
+    """An uninitialised ``[T, B, ...]`` tensor like ``steps``, each slice in the memory format
+    of ``steps``' slices (channels last stays channels last)."""
+    one = steps[0]
+    last = one.dim() == 4 and one.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if last and not one.is_contiguous() else torch.contiguous_format
+    flat = torch.empty(
+        (steps.shape[0] * steps.shape[1], *steps.shape[2:]),
+        dtype=steps.dtype,
+        device=steps.device,
+        memory_format=fmt,
+    )
+    return flat.view(steps.shape)
+
+
 def through(module: nn.Module, h: Tensor | Split) -> Tensor | Split:
     """``module(h)``; a :class:`Split` goes through the module's ``forward_split`` when it has
     one (neurons, projected layers), else through the module on each part: modules that act
