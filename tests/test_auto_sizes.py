@@ -3,6 +3,7 @@ own activity's energy, then keeps the fewest orthonormal directions of its span 
 the threshold."""
 
 import copy
+import io
 import json
 
 import pytest
@@ -156,3 +157,36 @@ def test_cli_finds_sizes_and_records_them(tmp_path, capsys):
     assert main(["train", *argv[1:-2], "--set", "hlop.max_rows=[1,2]", "--out-dir",
                  str(tmp_path / "bad")]) == 2  # fmt: skip
     assert "hlop.max_rows needs 1 value or 3" in capsys.readouterr().err
+
+
+def test_one_threshold_per_circuit(monkeypatch, tmp_path):
+    """A threshold per layer reaches each circuit's fit_block (the API and the CLI's plugin),
+    and a list of the wrong length is refused with the circuits named."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 6, bias=False), nn.Linear(6, 4, bias=False))
+    seen = []
+    fit = LateralCircuit.fit_block
+    monkeypatch.setattr(
+        LateralCircuit, "fit_block", lambda self, t: seen.append((self.name, t)) or fit(self, t)
+    )
+    hl = hlop.HLOP(model, lrs=0.02, threshold=[0.5, 0.8])
+    hl.begin_task()
+    model(torch.randn(8, 12))
+    hl.end_task()
+    assert seen == [("0", 0.5), ("1", 0.8)]
+    with pytest.raises(ValueError, match="threshold needs 1 value or 2"):
+        hlop.HLOP(model, threshold=[0.5, 0.8, 0.9])
+
+    from hlop.errors import ConfigError
+    from hlop.experiment import train
+    from hlop.presets import preset
+
+    cfg = preset("pmnist-subset")
+    cfg.tasks, cfg.timesteps, cfg.hidden, cfg.train_limit, cfg.test_limit = 1, 2, 16, 40, 20
+    cfg.hlop.sizes, cfg.hlop.threshold = "auto", [0.6, 0.7, 0.8]
+    seen.clear()
+    train(cfg, tmp_path / "run", stream=io.StringIO())
+    assert [t for _, t in seen] == [0.6, 0.7, 0.8]
+    cfg.hlop.threshold = [0.6, 0.7]
+    with pytest.raises(ConfigError, match="hlop.threshold needs 1 value or 3"):
+        train(cfg, tmp_path / "run", stream=io.StringIO())
