@@ -8,7 +8,9 @@ projecting), weight projection, circuits learning from stride-1 patches, batch n
 (a later task: only weight matrices train), SGD with momentum.
 
 Each configuration (projection mode, precision, path) runs in its own process, so that its
-peak resident memory (``ru_maxrss``) is its own, and is measured there as:
+peak resident memory (``ru_maxrss``) is its own, set up as ``hlop train`` sets up its
+process (``hlop.memory``: oneDNN's kernel caches and glibc's thresholds, each version its
+own), and is measured there as:
 
 * seconds per step: the median of ``--repeats`` steps after one warm-up step;
 * peak MB: the process's peak resident memory after the timed steps;
@@ -151,6 +153,11 @@ def child(build: Callable[[dict], tuple]) -> None:
     import hlop
 
     spec = json.loads(sys.argv[sys.argv.index("--one") + 1])
+    from hlop import memory
+
+    # the process as `hlop train` sets it up, each version with its own settings
+    memory.bound_kernel_caches()
+    memory.tune_allocator()
     torch.manual_seed(0)
     model, x = build(spec)
     y = torch.randint(0, spec["classes"], (x.shape[0],))

@@ -9,6 +9,11 @@ medians and the ratios between them, plus the machine's fp32 and bf16 matmul rat
 measured in the same run.
 
     python benchmarks/step_time.py [--repeats 20] [--threads N] [--proj-type input|weight]
+        [--precisions fp32,bf16]
+
+Against an older commit: run it with that commit's package first on the path
+(``PYTHONPATH=OLD/src``; a worktree made by ``benchmarks/cnn_step.py --against``), e.g.
+alternating old and new runs in one shell command.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from hlop import NetworkOptions, SpikingMLP
-from hlop.presets import pmnist_sizes
+
+try:
+    from hlop.presets import pmnist_sizes
+except ImportError:  # an older commit's package (PYTHONPATH=OLD/src): before hlop.presets
+    from hlop.benchmarks import pmnist_sizes
 from hlop.testing import as_during_task
 
 SIZES = {task: pmnist_sizes(10)[: task + 1] for task in (2, 9)}
@@ -50,6 +59,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
     p.add_argument("--proj-type", default="input", choices=["input", "weight"])
+    p.add_argument("--precisions", default="fp32,bf16", help="fp32, bf16 or both")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,7 +67,7 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch_size,))
     variants = {}
     for task in SIZES:
-        for precision in PRECISIONS:
+        for precision in args.precisions.split(","):
             for path in PATHS:
                 m = build(task, precision, path == "fast", args.proj_type)
                 m.train()
@@ -87,10 +97,10 @@ def main() -> None:
     )
     print(f"  {'sizes':8s} {'precision':9s} {'fast':>8s} {'per-step':>9s} {'per-step/fast':>14s}")
     for task in SIZES:
-        for precision in PRECISIONS:
+        for precision in args.precisions.split(","):
             f, s = med[task, precision, "fast"], med[task, precision, "per-step"]
             print(f"  task {task:<3d} {precision:9s} {f * 1e3:8.1f} {s * 1e3:9.1f} {s / f:13.2f}x")
-    for task in SIZES:
+    for task in SIZES if "bf16" in args.precisions and "fp32" in args.precisions else ():
         for path in PATHS:
             r = med[task, "fp32", path] / med[task, "bf16", path]
             print(f"  task {task} {path}: bf16 is {r:.2f}x faster than fp32")

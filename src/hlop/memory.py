@@ -10,9 +10,12 @@ precision"):
 * glibc's allocator keeps the pages of freed tensors, and tensors of changing sizes leave
   its heap fragmented: :func:`release_freed_memory` gives them back at task boundaries.
 * Left to itself glibc also gives memory back *during* a step, whenever the top of the heap
-  is free, and takes it again for the next tensor (page faults at every step).
-  :func:`tune_allocator` keeps up to 64 MiB of free heap between the trims at task
-  boundaries and serves tensors up to 16 MiB from the heap.
+  is free, and takes it again for the next tensor (page faults at every step), and gives
+  every tensor above 32 MiB pages of its own, returned when it is freed (the convolutional
+  networks' per-step feature maps: 100-340 MiB each, faulted in again at every step).
+  :func:`tune_allocator` serves tensors up to 1 GiB from the heap and keeps up to 1 GiB of
+  free heap between the trims at task boundaries: no more memory than the step's peak,
+  which the heap reaches anyway.
 
 The first two and the last are process-wide: the command line (:func:`hlop.cli.main`) sets
 them; a program that calls :func:`hlop.experiment.train` itself chooses whether to.
@@ -29,8 +32,8 @@ KERNEL_CACHES = {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "32", "LRU_CACHE_CAPACITY": 
 
 # glibc's mallopt parameters (malloc.h) and the values tune_allocator gives them
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-TRIM_THRESHOLD = 64 << 20  # free heap kept at its top before glibc returns it
-MMAP_THRESHOLD = 16 << 20  # larger allocations get pages of their own
+TRIM_THRESHOLD = 1 << 30  # free heap kept at its top before glibc returns it
+MMAP_THRESHOLD = 1 << 30  # larger allocations get pages of their own
 
 
 def bound_kernel_caches() -> None:

@@ -311,8 +311,9 @@ class DSRNeuron(SpikingNeuron):
         self.uniform_rate = not leaky
         self.vth_bound, self.train_vth = vth_bound, train_vth
         self.vth = nn.Parameter(torch.tensor(float(vth)), requires_grad=train_vth)
-        #: simulate with the spike loop fused by ``torch.compile`` (the same operations;
-        #: meant for GPUs, where the loop's per-step kernels cost most)
+        #: simulate with the spike loop fused by ``torch.compile`` (the same operations, up
+        #: to a contracted multiply-add; meant for GPUs, where the loop's per-step kernels
+        #: cost most: on this project's 2-core CPU it was 2x slower than the eager loop)
         self.compiled = False
 
     def forward(self, current: Tensor) -> Tensor:
