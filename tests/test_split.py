@@ -100,6 +100,11 @@ def test_split_parts():
     assert not total.constant and torch.equal(total.steps, doubled.steps + varying.steps)
     assert total.joined().shape == (6 * 3, 4)
     assert torch.equal(total.joined()[-3:], total.rate)
+    fresh = Split(varying.steps.clone(), varying.rate)
+    summed = fresh.add_(doubled)
+    assert summed.steps.data_ptr() == fresh.steps.data_ptr()  # in place: no third map
+    assert torch.equal(summed.steps, total.steps) and torch.equal(summed.rate, total.rate)
+    assert doubled.add_(doubled).constant  # a constant part is shared: never summed into
     picked = total.select(torch.tensor([True, False, True]))
     assert picked.steps.shape == (5, 2, 4) and picked.rate.shape == (2, 4)
 

@@ -623,8 +623,8 @@ class PreActBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = through(self.sn1, through(self.bn1, x))
         identity = x if self.shortcut is None else through(self.shortcut, out)
-        h = _conv_norm(self.conv1, self.bn2, out)
-        return through(self.conv2, through(self.sn2, h)) + identity
+        h = through(self.conv2, through(self.sn2, _conv_norm(self.conv1, self.bn2, out)))
+        return h.add_(identity) if isinstance(h, Split) else h + identity
 
 
 class SpikingResNet18(SpikingNetwork):

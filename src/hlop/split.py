@@ -76,6 +76,15 @@ class Split:
         steps = self.steps.detach().reshape(-1, *self.steps.shape[2:])
         return torch.cat([steps, self.rate])
 
+    def add_(self, other: Split) -> Split:
+        """``self + other``, the per-step part summed into ``self``'s (which must be no other
+        value's: a layer's fresh output); one map fewer alive than with ``+``."""
+        if self.constant:
+            return self + other
+        with torch.no_grad():
+            self.steps.add_(other.steps)
+        return Split(self.steps, self.rate + other.rate)
+
     def __add__(self, other: Split) -> Split:
         if not isinstance(other, Split):
             return NotImplemented
