@@ -250,7 +250,7 @@ def test_gpu_check_script_runs_on_cpu(capsys):
     assert module.main(["--device", "cpu", "--quick", "--skip-full-run"]) == 0
     out = capsys.readouterr().out
     summary = out.split("==== summary ====")[1]
-    assert "all checks passed" in summary and summary.count("PASS") == 11
+    assert "all checks passed" in summary and summary.count("PASS") == 13
 
 
 @pytest.mark.parametrize(
