@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -420,32 +420,37 @@ class SpikingNetwork(nn.Module):
             self.set_layout(layout)
         h = self.features(x)
         if isinstance(h, Split):  # the readout of the fast layout is the rate slice
-            return self._split_scores(h, task)
-        if self.shared_head or not isinstance(task, Tensor):
-            head = self.heads[0 if self.shared_head else task]
-            return self._readout(head(h), x.shape[0])
-        # rows are time-major slices of the B samples (T, T + 1 or [spikes; traces])
-        task = task.to(h.device)
-        rows = task.repeat(h.shape[0] // x.shape[0])
-        present = task.unique().tolist()
-        width = max(self.heads[j].out_features for j in present)
-        scores = h.new_full((x.shape[0], width), float("-inf"))
-        for j in present:
-            mine = task == j
-            out = self._readout(self.heads[j](h[rows == j]), int(mine.sum()))
-            scores[mine, : out.shape[1]] = out
-        return scores
 
-    def _split_scores(self, h: Split, task: int | Tensor) -> Tensor:
+            def read(j: int, mine: Tensor | None) -> Tensor:
+                part = h if mine is None else h.select(mine)
+                return self.heads[j].forward_split(part, steps=False)
+
+            return self._task_scores(read, task, h.rate)
+
+        def read(j: int, mine: Tensor | None) -> Tensor:
+            if mine is None:
+                return self._readout(self.heads[j](h), x.shape[0])
+            # rows are time-major slices of the B samples (T, T + 1 or [spikes; traces])
+            rows = mine.repeat(h.shape[0] // x.shape[0])
+            return self._readout(self.heads[j](h[rows]), int(mine.sum()))
+
+        return self._task_scores(read, task, h)
+
+    def _task_scores(
+        self, read: Callable[[int, Tensor | None], Tensor], task: int | Tensor, like: Tensor
+    ) -> Tensor:
+        """Scores from ``read(head, samples)`` (``samples`` a mask, or ``None`` for all): one
+        head for all samples, or each sample through its task's head, scores of a narrower head
+        padded with -inf (``like``: a tensor of the scores' device and dtype)."""
         if self.shared_head or not isinstance(task, Tensor):
-            return self.heads[0 if self.shared_head else task].forward_split(h, steps=False)
-        task = task.to(h.rate.device)
+            return read(0 if self.shared_head else task, None)
+        task = task.to(like.device)
         present = task.unique().tolist()
         width = max(self.heads[j].out_features for j in present)
-        scores = h.rate.new_full((h.rate.shape[0], width), float("-inf"))
+        scores = like.new_full((task.shape[0], width), float("-inf"))
         for j in present:
             mine = task == j
-            out = self.heads[j].forward_split(h.select(mine), steps=False)
+            out = read(j, mine)
             scores[mine, : out.shape[1]] = out
         return scores
 
