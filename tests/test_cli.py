@@ -248,7 +248,7 @@ def test_progress_bar_on_terminal_plain_lines_otherwise(tmp_path):
 def test_capped_circuit_warns_in_one_line(tmp_path, capsys):
     # split-mnist-subset's first conv has N=9; the preset adds 6 then 2 per task: task 2 caps
     args = ["train", "split-mnist-subset", "--tasks", "3", "--timesteps", "2", "--epochs", "1"]
-    args += ["--set", "train_limit=100", "--set", "test_limit=50"]
+    args += ["--set", "train_limit=20", "--set", "test_limit=10", "--set", "diagnostics_samples=0"]
     code, out, err = run_cli(capsys, *args, "--out-dir", str(tmp_path / "r"))
     assert code == 0, err
     lines = [line for line in err.splitlines() if "warning" in line]

@@ -156,6 +156,8 @@ def test_compare_is_refused_under_torchrun(monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------------- two workers
+# (torchrun and two worker processes: slow, as the end-to-end trainings)
+@pytest.mark.slow
 def test_collectives_of_two_workers():
     """Batch norm, Hebbian updates, gradients and setup failures across two real workers
     equal the computation on the global batch (tests/distributed_checks.py)."""
@@ -167,9 +169,8 @@ def test_collectives_of_two_workers():
     assert proc.stdout.count("checks passed") == 2
 
 
-@pytest.mark.parametrize(
-    "args", [pytest.param(MLP, id="mlp"), pytest.param(CNN, id="cnn", marks=pytest.mark.slow)]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [pytest.param(MLP, id="mlp"), pytest.param(CNN, id="cnn")])
 def test_two_workers_train_as_one_process(tmp_path, monkeypatch, args):
     """float64: the workers' circuits are bit-identical after each task, and equal (1e-10)
     with the weights to those of one process on the same global batches."""

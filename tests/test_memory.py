@@ -81,15 +81,18 @@ FAULTS = (
     "thp_off = ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0\n"
     "import torch\n"
     "from hlop import memory\n"
-    "if sys.argv[1] == 'tuned': memory.tune_allocator()\n"
     "torch.empty(1)\n"
-    "faults = []\n"
-    "for _ in range(100):  # three 4 MiB tensors, freed together, as a step's\n"
-    "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-    "    a, b, c = (torch.ones(1024, 1024) for _ in range(3))\n"
-    "    del a, b, c\n"
-    "    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
-    "print(thp_off, sum(faults[50:]), resource.getpagesize())\n"
+    "def steady_faults():\n"
+    "    faults = []\n"
+    "    for _ in range(100):  # three 4 MiB tensors, freed together, as a step's\n"
+    "        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+    "        a, b, c = (torch.ones(1024, 1024) for _ in range(3))\n"
+    "        del a, b, c\n"
+    "        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+    "    return sum(faults[50:])\n"
+    "untuned = steady_faults()\n"
+    "memory.tune_allocator()\n"
+    "print(thp_off, untuned, steady_faults(), resource.getpagesize())\n"
 )
 
 
@@ -107,19 +110,19 @@ def test_allocator_tuning_keeps_steps_free_of_page_faults():
     """Freeing tensors at the top of the heap (or unmapping them) hands their pages back,
     and the next step faults them in again.  Untuned, from glibc's initial thresholds, every
     step of the loop below does (a step's tensors are mapped and unmapped); tuned, after the
-    first steps, never.  Faults of the last 50 steps, in units of a step's pages."""
+    first steps, never.  Faults of the last 50 of 100 steps, in units of a step's pages, in
+    one process: untuned first, then tuned."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     env.update(GLIBC_TUNABLES=FIXED_THRESHOLDS, OMP_NUM_THREADS="1")
-    steady = {}
-    for mode in ("untuned", "tuned"):
-        out = subprocess.run([sys.executable, "-c", FAULTS, mode], env=env, capture_output=True,
-                             text=True, timeout=600)  # fmt: skip
-        assert out.returncode == 0, out.stderr
-        thp_off, faults, page = out.stdout.split()[-3:]
-        if thp_off != "True" and transparent_huge_pages() == "always":
-            pytest.skip("transparent huge pages are always on and cannot be turned off for a "
-                        "process here: the fault counts would not count 4 KiB pages")  # fmt: skip
-        steady[mode] = int(faults) / (3 * (4 << 20) // int(page))  # a step: 3 x 4 MiB
+    out = subprocess.run([sys.executable, "-c", FAULTS], env=env, capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    thp_off, untuned, tuned, page = out.stdout.split()[-4:]
+    if thp_off != "True" and transparent_huge_pages() == "always":
+        pytest.skip("transparent huge pages are always on and cannot be turned off for a "
+                    "process here: the fault counts would not count 4 KiB pages")  # fmt: skip
+    step = 3 * (4 << 20) // int(page)  # a step: 3 x 4 MiB
+    steady = {"untuned": int(untuned) / step, "tuned": int(tuned) / step}
     # untuned: about one step's pages at every step (50); tuned: none
     assert steady["tuned"] < 0.5 < 25 < steady["untuned"], steady
 

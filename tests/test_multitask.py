@@ -15,7 +15,7 @@ from hlop.methods import METHODS, Multitask
 from hlop.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from hlop.presets import build_benchmark, preset
 
-TINY = ["tasks=3", "timesteps=2", "train_limit=60", "test_limit=30", "device=cpu"]
+TINY = ["tasks=3", "timesteps=2", "train_limit=32", "test_limit=16", "device=cpu"]
 PMNIST = [*TINY, "hidden=32", "hlop.sizes=[[4,4,4],[4,4,4],[4,4,4]]"]
 SPLIT = [*TINY, "epochs=1", "batch_size=16"]
 BOTH = [("pmnist-subset", PMNIST), ("split-mnist-subset", SPLIT)]  # shared head, multi-head

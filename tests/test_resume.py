@@ -19,7 +19,7 @@ from hlop.continual import Plugin
 from hlop.resume import read_state
 
 TINY = ["--tasks", "3", "--epochs", "2", "--timesteps", "2", "--set", "hidden=32"]
-TINY += ["--set", "train_limit=300", "--set", "test_limit=100"]
+TINY += ["--set", "train_limit=150", "--set", "test_limit=100"]
 TINY += ["--set", "hlop.sizes=[[8,8,8],[8,8,8],[8,8,8]]"]
 # state.pt writes of a TINY run (checkpoint_every=1, none after a task's last epoch):
 # 1 task 0 epoch 1, 2 start of task 1, 3 task 1 epoch 1, 4 start of task 2, 5 task 2 epoch 1,
@@ -162,7 +162,7 @@ def interrupted(monkeypatch, capsys, out, argv, task=1, epoch=1):
 
 
 METHODS = [
-    pytest.param(["--method", "ewc"], (1, 1), id="ewc"),
+    pytest.param(["--method", "ewc", "--set", "ewc.samples=30"], (1, 1), id="ewc"),
     pytest.param(["--method", "baseline", "--replay"], (1, 1), id="replay"),
     # sizes found from the data: the circuits' energy averages and tracking switch resume
     pytest.param(["--set", "hlop.sizes=auto", "--set", "hlop.threshold=0.5"], (1, 1), id="auto"),
