@@ -257,13 +257,13 @@ def time_steps(
 
 
 def time_evaluation(report: Report, device, quick: bool) -> None:
-    n = 512 if quick else 8192
+    n, batches = (64, (16, 64)) if quick else (8192, (64, 256, 1024, 4096))
     x = torch.rand(n, 784, device=device)
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         m = SpikingMLP(options=NetworkOptions(precision=precision)).to(device).eval()
         rates = []
-        for batch in (64, 256, 1024, 4096):
+        for batch in batches:
             with torch.no_grad():
                 for _ in range(2):  # the second pass is timed
                     _sync(device)

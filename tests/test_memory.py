@@ -133,7 +133,7 @@ def test_memory_benchmark_takes_each_measure_away(tmp_path):
     does not (tiny run of the shipped subset)."""
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "run_memory.py")
     argv = [sys.executable, script, "--benchmark", "pmnist-subset", "--tasks", "2",
-            "--train-limit", "64", "--configs", "hlop,torch-optim",
+            "--train-limit", "64", "--configs", "hlop,torch-optim", "--precision", "fp32",
             "--out-dir", str(tmp_path)]  # fmt: skip
     out = subprocess.run(argv, env={**os.environ, "OMP_NUM_THREADS": "1"},
                          capture_output=True, text=True, timeout=600)  # fmt: skip
