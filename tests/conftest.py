@@ -24,7 +24,7 @@ def _restore_torch_threads():
 
 
 def pytest_collection_modifyitems(config, items):
-    """The pinned trainings, the longest tests, first: under ``-n 2`` (pytest-xdist's load
-    scheduling hands out the first tests one to each worker) they run side by side from
-    the start, and the short tests fill in around them."""
+    """The pinned trainings, the longest tests (about 100 and 70 s), first: under ``-n 2``
+    they start at once in the first worker while the other runs the short tests, instead of
+    being left for the end (when one worker would run them with the other idle)."""
     items.sort(key=lambda item: item.path.name != "test_pinned.py")
