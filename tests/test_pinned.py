@@ -11,10 +11,10 @@ they sum floats in another order, so each capability has its own matrices:
   restructure of issue 8; HLOP's was re-pinned once, by issue 11, whose residual form of the
   Hebbian update is the same update to float rounding (before: ACC 87.45, BWT -1.26).
 * AVX2 (AMD EPYC without AVX-512), one thread: recorded after issue 21 with its code and
-  with the code before it (48dd37c), identical; one thread so that the two runs go side by
-  side on a 2-core machine under ``pytest -n 2`` (two threads each oversubscribe it, 3.6x
-  slower).  Issue 18's two-thread matrices (ACC 87.43 / 81.51) were also the same for both
-  commits.
+  with the code before it (48dd37c), identical; one thread because under ``pytest -n 2`` on
+  a 2-core machine each process has one core (two threads next to the other process
+  oversubscribe it: 3.6x slower).  Issue 18's two-thread matrices (ACC 87.43 / 81.51)
+  were also the same for both commits.
 """
 
 import io
