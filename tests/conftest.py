@@ -9,7 +9,7 @@ import torch
 def pytest_configure(config):
     """Under pytest-xdist (``-n N``), each of the N worker processes gets its share of the
     cores as torch threads: N processes of the full count would oversubscribe them.  Tests
-    that need a thread count (the pinned matrices: 2) set it themselves."""
+    that need a thread count (the pinned matrices: their table's) set it themselves."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers:
         torch.set_num_threads(max(1, torch.get_num_threads() // int(workers)))

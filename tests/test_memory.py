@@ -76,7 +76,7 @@ def test_allocator_tuned_on_linux():
 # on what the process freed before (importing torch), and so would the faults of an untuned run
 FIXED_THRESHOLDS = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072"
 FAULTS = (
-    "import ctypes, resource, sys\n"
+    "import ctypes, resource\n"
     # PR_SET_THP_DISABLE: 4 KiB pages whatever the kernel's transparent huge page setting
     "thp_off = ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0\n"
     "import torch\n"
