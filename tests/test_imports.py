@@ -183,7 +183,8 @@ def test_hlop_has_no_import_cycles():
 #: The layers of the package (README, "How the code is organised"): a module imports only
 #: modules of its own layer or of layers before it.  A new module is placed here.
 LAYERS = {
-    "leaf": "errors choices settings files stats memory metrics optim paper subspace split",
+    "leaf": "errors choices precision settings files stats memory metrics optim paper subspace "
+    "split",
     "core": "neurons surrogate circuit projection training networks attach testing "
     "data data.tasks data.idx data.readers data.datasets data.embedded data.fetch",
     "loop": "distributed continual diagnostics tensorboard_log methods methods.baseline "
@@ -234,7 +235,13 @@ def _loaded_after(code: str) -> tuple[list[str], list[str]]:
 
 def test_importing_the_circuit_loads_only_what_it_needs():
     _, loaded = _loaded_after("import hlop.circuit")
-    assert set(loaded) <= {"hlop", "hlop.circuit", "hlop.errors", "hlop.choices"}, loaded
+    assert set(loaded) <= {
+        "hlop",
+        "hlop.circuit",
+        "hlop.errors",
+        "hlop.choices",
+        "hlop.precision",
+    }, loaded
 
 
 def test_importing_hlop_is_lazy():

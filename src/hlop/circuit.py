@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from .choices import PRECISIONS
 from .errors import CircuitError
+from .precision import product
 
 #: per-batch factor of the running energy averages (:meth:`LateralCircuit.track_energy`)
 ENERGY_DECAY = 0.95
@@ -320,9 +321,9 @@ class LateralCircuit(nn.Module):
         if k == 0:
             return x
         if self.precision == "bf16" and not self.spiking:
-            dt = PRECISIONS["bf16"]
-            h, xl = self.weight[:k].to(dt), x.to(dt)
-            return x - ((xl @ h.t()) @ h).to(x.dtype)
+            dt, h = PRECISIONS["bf16"], self.weight[:k]
+            y = product(lambda x, h: x @ h.t(), dt, x, h)
+            return x - product(torch.matmul, dt, y, h).to(x.dtype)
         h = self.weight[:k].to(x.dtype)
         return x - self.respond(x, h) @ h
 

@@ -25,6 +25,7 @@ from .errors import ConfigError
 from .methods import method_plugins
 from .metrics import format_matrix
 from .outputs import Progress, RunOutputs, summarise
+from .precision import native as native_products
 from .presets import build_benchmark
 from .resume import Checkpointer, Interrupted, restore, saved_state, stop_on_signals
 from .tensorboard_log import TensorBoardLog, summary_writer_class
@@ -57,18 +58,19 @@ def train(
 
 
 def warn_if_bf16_is_emulated(precision: str, device: torch.device) -> None:
-    """bf16 products are fast on CPUs with AVX-512 (native bf16 instructions, or fast
-    conversions) and on GPUs; on a CPU with AVX2 at most oneDNN emulates them, far slower
-    than fp32 (README, "Speed and precision"): warn before a run spends hours on it."""
-    if precision != "bf16" or device.type != "cpu":
+    """bf16 products are fast on GPUs and on CPUs with AVX-512; elsewhere (AVX2) hlop computes
+    them with fp32 kernels from bf16-rounded operands (:mod:`hlop.precision`): the bf16
+    results at about fp32 speed, never faster.  Say so before a run that chose bf16 for
+    speed."""
+    if precision != "bf16" or native_products(torch.bfloat16, device):
         return
     capability = torch.backends.cpu.get_cpu_capability()
-    if not capability.startswith("AVX512"):
-        warnings.warn(
-            f"--precision bf16 on a CPU without AVX-512 ({capability}): bf16 matrix products "
-            "are emulated here and run far slower than fp32; use --precision fp32",
-            stacklevel=2,
-        )
+    warnings.warn(
+        f"--precision bf16 on a CPU without bf16 products ({capability}): hlop computes them "
+        "in fp32 from bf16-rounded operands, with bf16 results but no faster than fp32; "
+        "--precision fp32 is as fast here and more precise",
+        stacklevel=2,
+    )
 
 
 def _set_up(

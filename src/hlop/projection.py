@@ -41,11 +41,8 @@ from .choices import (
     ProjType,
 )
 from .circuit import LateralCircuit
+from .precision import product
 from .split import Split, over_time
-
-
-def _cast(t: Tensor | None, dtype: torch.dtype | None) -> Tensor | None:
-    return t if t is None or dtype is None else t.to(dtype)
 
 
 class _ProjectedFunction(torch.autograd.Function):
@@ -66,7 +63,7 @@ class _ProjectedFunction(torch.autograd.Function):
         dt = layer.compute_dtype
         if dt is None or dt == x.dtype:
             return layer._op(x, weight, bias)
-        return layer._op(_cast(x, dt), _cast(weight, dt), _cast(bias, dt)).to(x.dtype)
+        return product(layer._op, dt, x, weight, bias).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
@@ -78,8 +75,12 @@ class _ProjectedFunction(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             b = feedback if feedback is not None else weight
-            dt = layer.compute_dtype or g.dtype  # (under autocast the gradient may be bf16)
-            gx = layer._grad_input(g.to(dt), b.to(dt), xa.shape).to(ctx.x_dtype)
+            dt = layer.compute_dtype
+            if dt is None:  # (under autocast the gradient may be bf16: the product follows)
+                gx = layer._grad_input(g, b.to(g.dtype), xa.shape)
+            else:
+                gx = product(lambda g, b: layer._grad_input(g, b, xa.shape), dt, g, b)
+            gx = gx.to(ctx.x_dtype)
             if ctx.layout not in ("fast", "trace"):
                 grad_x = gx
             else:  # the other rows carry no gradient
@@ -198,8 +199,12 @@ class ProjectedLayer(nn.Module):
                 projected = project(self._activity_rows(x))
             gw = self._grad_rows(g).to(projected.dtype).t() @ projected
             return gw.reshape(shape).to(self.weight.dtype)
-        dt = self.compute_dtype or g.dtype
-        gw = self._plain_grad_weight(g.to(dt), x.to(dt)).to(self.weight.dtype)
+        dt = self.compute_dtype
+        if dt is None:
+            gw = self._plain_grad_weight(g, x.to(g.dtype))
+        else:
+            gw = product(self._plain_grad_weight, dt, g, x)
+        gw = gw.to(self.weight.dtype)
         # weight mode: the projection of the (rounded) gradient is exact in fp32
         return project_weight_grad(gw, project) if projecting else gw
 
@@ -251,7 +256,7 @@ class ProjectedLayer(nn.Module):
         dt = self.compute_dtype
         if dt is None or dt == x.dtype:
             return self._op(x, weight, bias)
-        return self._op(_cast(x, dt), _cast(weight, dt), _cast(bias, dt)).to(x.dtype)
+        return product(self._op, dt, x, weight, bias).to(x.dtype)
 
     def forward_split(
         self, h: Split, steps: bool = True, affine: tuple[Tensor, Tensor] | None = None
