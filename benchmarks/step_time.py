@@ -44,13 +44,25 @@ def build(task: int, precision: str, fast: bool, proj_type: str) -> SpikingMLP:
     return as_during_task(SpikingMLP(options=options), SIZES[task])
 
 
-def matmul_rate(dtype: torch.dtype, n: int = 1024, repeats: int = 10) -> float:
+def matmul_rate(dtype: torch.dtype, n: int = 1024, repeats: int = 10, mm=torch.matmul) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
+    mm(a, b)
     t = time.perf_counter()
     for _ in range(repeats):
-        a @ b
+        mm(a, b)
     return 2 * n**3 * repeats / (time.perf_counter() - t)
+
+
+def hlop_bf16_rate() -> str:
+    """The rate of hlop's bf16 products (``hlop.precision``: emulated with fp32 kernels where
+    the CPU has no bf16 ones); empty for a commit before that module."""
+    try:
+        from hlop.precision import native, product
+    except ImportError:
+        return ""
+    rate = matmul_rate(torch.float32, mm=lambda a, b: product(torch.matmul, torch.bfloat16, a, b))
+    how = "native" if native(torch.bfloat16, torch.device("cpu")) else "emulated"
+    return f", hlop's bf16 products {rate / 1e9:.0f} GFLOP/s ({how})"
 
 
 def main() -> None:
@@ -89,8 +101,11 @@ def main() -> None:
             times[k].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}")
-    fp32, bf16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16)
-    print(f"matmul rate (1024^3): fp32 {fp32 / 1e9:.0f} GFLOP/s, bf16 {bf16 / 1e9:.0f} GFLOP/s")
+    fp32, bf16 = matmul_rate(torch.float32), matmul_rate(torch.bfloat16, repeats=2)
+    print(
+        f"matmul rate (1024^3): fp32 {fp32 / 1e9:.0f} GFLOP/s, torch's bf16 {bf16 / 1e9:.0f} "
+        f"GFLOP/s{hlop_bf16_rate()}"
+    )
     print(
         f"PMNIST training step, B={args.batch_size}, T=20, proj={args.proj_type}, "
         f"median of {args.repeats} (ms):"

@@ -85,8 +85,9 @@ def test_emulated_product_gives_the_bf16_product(monkeypatch, op):
     for is_native in (True, False):
         monkeypatch.setattr(hlop.precision, "_cpu_multiplies_bf16", lambda v=is_native: v)
         results[is_native] = product(spy, BF16, *operands)
-        assert results[is_native].dtype == BF16
     assert seen == [{BF16}, {torch.float32}]  # emulated: fp32 kernels
+    assert results[True].dtype == BF16 and results[False].dtype == torch.float32
+    assert torch.equal(results[False], results[False].to(BF16).float())  # rounded to bf16
     exact = fn(*(t.to(BF16).double() for t in operands)).to(BF16).float()
     emulated = results[False].float()
     differ = exact != emulated  # only where the order of the fp32 sums decides a rounding
@@ -109,7 +110,8 @@ def test_emulated_product_of_bf16_or_float64_operands(monkeypatch):
         return a @ b
 
     for dtype in (BF16, torch.float64):
-        assert product(spy, BF16, x.to(dtype), w).dtype == BF16
+        out = product(spy, BF16, x.to(dtype), w)
+        assert out.dtype == torch.float32 and torch.equal(out, out.to(BF16).float())
     assert seen == [(torch.float32, torch.float32)] * 2
 
 

@@ -41,10 +41,13 @@ def _rounded(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
 
 
 def product(fn: Callable[..., Tensor], dtype: torch.dtype, *operands: Tensor | None) -> Tensor:
-    """``fn(*operands)`` with every operand (None: left out) in ``dtype``; the result in
-    ``dtype``, as the kernel of a ``dtype`` product returns it.  Where ``dtype`` products are
-    emulated (:func:`native`), ``fn`` runs in fp32 on the operands rounded to ``dtype``."""
+    """``fn(*operands)`` with every operand (None: left out) in ``dtype``, the result rounded
+    to ``dtype`` as the kernel of a ``dtype`` product rounds it.  Natively the result is in
+    ``dtype``; where ``dtype`` products are emulated (:func:`native`), ``fn`` runs in fp32 on
+    the operands rounded to ``dtype`` and the result stays in fp32, rounded in place (what the
+    caller converts it to anyway: no more memory than the fp32 result)."""
     device = next(t.device for t in operands if t is not None)
     if native(dtype, device):
         return fn(*(None if t is None else t.to(dtype) for t in operands))
-    return fn(*(_rounded(t, dtype) for t in operands)).to(dtype)
+    out = fn(*(_rounded(t, dtype) for t in operands))
+    return out.copy_(out.to(dtype))
