@@ -3,7 +3,7 @@
 For runs made before diagnostics were recorded in results.json (or to measure on more
 samples): loads ``checkpoint_task{k}.pt`` of each task k asked for and measures every
 circuit on a sample of task k's training data, as the in-run diagnostics do
-(:mod:`hlop.diagnostics`), then prints a markdown table.
+(:mod:`hlop.run.diagnostics`), then prints a markdown table.
 
     python benchmarks/checkpoint_diagnostics.py RUN_DIR --tasks 0,4,9 [--samples 256]
 """
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from hlop.build import load_checkpoint
-from hlop.config import Config
-from hlop.continual import RunState
-from hlop.diagnostics import circuit_diagnostics
-from hlop.presets import build_benchmark
+from hlop.loop.continual import RunState
+from hlop.run.build import load_checkpoint
+from hlop.run.config import Config
+from hlop.run.diagnostics import circuit_diagnostics
+from hlop.run.presets import build_benchmark
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ projecting), weight projection, circuits learning from stride-1 patches, batch n
 
 Each configuration (projection mode, precision, path) runs in its own process, so that its
 peak resident memory (``ru_maxrss``) is its own, set up as ``hlop train`` sets up its
-process (``hlop.memory``: oneDNN's kernel caches and glibc's thresholds, each version its
+process (``hlop.loop.memory``: oneDNN's kernel caches and glibc's thresholds, each version its
 own), and is measured there as:
 
 * seconds per step: the median of ``--repeats`` steps after one warm-up step;
@@ -116,7 +116,7 @@ def measure(model, x, y, task: int, repeats: int) -> dict:
 
 def network_options(spec: dict):
     """The networks' options of a configuration (fields that both versions have)."""
-    from hlop.networks import CircuitOptions, NetworkOptions
+    from hlop.models.base import CircuitOptions, NetworkOptions
 
     circuit = CircuitOptions(lrs=tuple(spec["lrs"]), hebbian_stride=spec["hebbian_stride"])
     return NetworkOptions(
@@ -129,7 +129,7 @@ def network_options(spec: dict):
 
 def during_task(model, spec: dict):
     """``model`` (training) with the circuits of task ``spec["task"]`` and its path."""
-    from hlop.testing import as_during_task
+    from hlop.models.testing import as_during_task
 
     as_during_task(model, spec["sizes"])
     model.train()
@@ -140,7 +140,7 @@ def during_task(model, spec: dict):
 
 def build_cnn(spec: dict):
     """The CNN, inputs and labels of a configuration."""
-    from hlop.networks import SpikingCNN
+    from hlop.models.cnn import SpikingCNN
 
     size = spec["image_size"]
     model = SpikingCNN(3, size, spec["classes"], options=network_options(spec))
@@ -153,7 +153,7 @@ def child(build: Callable[[dict], tuple]) -> None:
     import hlop
 
     spec = json.loads(sys.argv[sys.argv.index("--one") + 1])
-    from hlop import memory
+    from hlop.loop import memory
 
     # the process as `hlop train` sets it up, each version with its own settings
     memory.bound_kernel_caches()
@@ -291,7 +291,7 @@ def table(rows: list[tuple[str, str, dict, dict | str | None]]) -> str:
 def preset_arguments(benchmark: str, doc: str):
     """The benchmark's preset, the parsed command line (defaults from the preset) and the
     circuit settings of the spec sent to each child."""
-    from hlop.presets import preset
+    from hlop.run.presets import preset
 
     cfg = preset(benchmark)
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0])

@@ -4,7 +4,7 @@ Checks (each prints PASS or FAIL with the measured difference):
 
 1. the DSR fast path equals the per-step path on the device (the PMNIST network during
    task 2, both projection modes: scores, gradients and circuits), and the fast layout in
-   two parts (``hlop.split``, the default) equals it joined; with ``--compile`` (the
+   two parts (``hlop.spiking.fast_parts``, the default) equals it joined; with ``--compile`` (the
    default on CUDA) the spike loops fused by ``torch.compile`` equal the eager ones;
 2. projected layers (linear and convolution, input and weight modes) and lateral circuits
    (the Hebbian update, the projection) give their CPU results on the device;
@@ -43,14 +43,14 @@ import torch
 import torch.nn.functional as F
 
 from hlop import NetworkOptions, SpikingMLP
-from hlop.circuit import LateralCircuit
-from hlop.config import apply_overrides
+from hlop.core.circuit import LateralCircuit
 from hlop.data import DataError, locate_files
-from hlop.experiment import train
-from hlop.networks import SpikingCNN
-from hlop.presets import pmnist_sizes, preset
-from hlop.projection import ProjectedConv2d, ProjectedLinear
-from hlop.testing import as_during_task
+from hlop.layers.projected import ProjectedConv2d, ProjectedLinear
+from hlop.models.cnn import SpikingCNN
+from hlop.models.testing import as_during_task
+from hlop.run.config import apply_overrides
+from hlop.run.experiment import train
+from hlop.run.presets import pmnist_sizes, preset
 
 MLP_SIZES = pmnist_sizes(10)[:3]  # task 2 of the paper's schedule
 CNN_SIZES = [[6, 100, 200], [2, 20, 40]]  # task 1

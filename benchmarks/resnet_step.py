@@ -3,7 +3,7 @@ ResNet-18, against an older commit of the code.
 
 Setting (the ``miniimagenet`` preset): B=64, T=20, 3x84x84 inputs, base width 20, 5x5
 stride-2 stem, 5 classes per task, HLOP as during task 19 (the preset's size schedule
-``[first] + [early] x 5 + [late] x 14``, ``hlop.presets.MINIIMAGENET_SIZES``: 20 circuits,
+``[first] + [early] x 5 + [late] x 14``, ``hlop.run.presets.MINIIMAGENET_SIZES``: 20 circuits,
 stem, then each block's conv1, conv2 and shortcut; the last block learning and the older
 ones projecting), weight projection, circuits learning from stride-1 patches, batch norm
 fixed (a later task: only weight matrices train), SGD with momentum.
@@ -33,7 +33,7 @@ CLASSES = 5  # per task: 100 classes in 20 tasks (hlop.data.tasks.split_miniimag
 
 def build_resnet(spec: dict):
     """The ResNet-18 and inputs of a configuration (the constructor of both versions)."""
-    from hlop.networks import SpikingResNet18
+    from hlop.models.resnet import SpikingResNet18
 
     model = SpikingResNet18(
         spec["classes"],

@@ -6,10 +6,10 @@ The run: the paper's PMNIST preset (10 tasks, T=20, the circuits' schedule), bf1
 the configurations take away, one at a time:
 
     hlop              as shipped
-    torch-optim       torch.optim.SGD instead of hlop.optim.SGD (imports torch._dynamo)
+    torch-optim       torch.optim.SGD instead of hlop.core.optim.SGD (imports torch._dynamo)
     unbounded-caches  oneDNN's and ideep's kernel caches at their default 1024 entries
     no-trim           no return of the C heap's free pages at task boundaries
-    glibc-thresholds  glibc's own trim and mmap thresholds (hlop.memory.tune_allocator off):
+    glibc-thresholds  glibc's own trim and mmap thresholds (hlop.loop.memory.tune_allocator off):
                       as much memory, but page faults within steps (minor faults, system time)
     none              the first three
 
@@ -35,10 +35,10 @@ def one(config: str, args: argparse.Namespace) -> dict:
 
     import torch
 
-    from hlop import continual, memory
-    from hlop.config import apply_overrides
-    from hlop.experiment import train
-    from hlop.presets import preset
+    from hlop.loop import continual, memory
+    from hlop.run.config import apply_overrides
+    from hlop.run.experiment import train
+    from hlop.run.presets import preset
 
     if config in ("torch-optim", "none"):
         continual.optim = torch.optim
@@ -79,7 +79,7 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(args.one, args)))
         return
-    from hlop.memory import KERNEL_CACHES
+    from hlop.loop.memory import KERNEL_CACHES
 
     rows = {}
     for config in args.configs.split(","):

@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from hlop import NetworkOptions, SpikingMLP
 
 try:
-    from hlop.presets import pmnist_sizes
-except ImportError:  # an older commit's package (PYTHONPATH=OLD/src): before hlop.presets
+    from hlop.run.presets import pmnist_sizes
+except ImportError:  # an older commit's package (PYTHONPATH=OLD/src): before hlop.run.presets
     from hlop.benchmarks import pmnist_sizes
-from hlop.testing import as_during_task
+from hlop.models.testing import as_during_task
 
 SIZES = {task: pmnist_sizes(10)[: task + 1] for task in (2, 9)}
 PRECISIONS = ("fp32", "bf16")
@@ -54,10 +54,10 @@ def matmul_rate(dtype: torch.dtype, n: int = 1024, repeats: int = 10, mm=torch.m
 
 
 def hlop_bf16_rate() -> str:
-    """The rate of hlop's bf16 products (``hlop.precision``: emulated with fp32 kernels where
+    """The rate of hlop's bf16 products (``hlop.core.precision``: emulated with fp32 kernels where
     the CPU has no bf16 ones); empty for a commit before that module."""
     try:
-        from hlop.precision import native, product
+        from hlop.core.precision import native, product
     except ImportError:
         return ""
     rate = matmul_rate(torch.float32, mm=lambda a, b: product(torch.matmul, torch.bfloat16, a, b))

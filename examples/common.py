@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import hlop
-from hlop.metrics import average_accuracy, backward_transfer
-from hlop.presets import build_benchmark, preset
+from hlop.loop.metrics import average_accuracy, backward_transfer
+from hlop.run.presets import build_benchmark, preset
 
 Forward = Callable[[nn.Module, Tensor], Tensor]
 

@@ -1,4 +1,4 @@
-"""Checks of :mod:`hlop.distributed` in real worker processes (two, started by torchrun from
+"""Checks of :mod:`hlop.loop.distributed` in real worker processes (two, started by torchrun from
 test_distributed.py).  Every check compares the workers' reduction with the computation on
 the global batch in float64, with unequal parts, stand-ins and missing gradients; EWC's
 Fisher and GPM's covariances with the values one process computes."""
@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
+from helpers import run_state
 from torch import nn
 
-from hlop import LateralCircuit, NetworkOptions, SpikingMLP, distributed
-from hlop.config import Config
-from hlop.continual import RunState
-from hlop.data.tasks import Benchmark, Split, Task
+from hlop import LateralCircuit, NetworkSettings, SpikingMLP
+from hlop.data.tasks import Benchmark, DataSplit, Task
+from hlop.loop import distributed
+from hlop.loop.continual import RunState
 from hlop.methods.ewc import empirical_fisher
 from hlop.methods.gpm import representation_covariances
+from hlop.run.config import Config
 
 TOL = 1e-12  # float64: only the order of the sums differs
 
@@ -95,16 +97,18 @@ def tiny_run() -> RunState:
     """A spiking MLP 5-8-8-3 (T=2, weights large enough to spike) and one task of 9 samples,
     alike in every worker; test batches of 2, so that each worker's part is several chunks."""
     torch.manual_seed(3)
-    model = SpikingMLP(5, 8, 3, NetworkOptions(timesteps=2))
+    model = SpikingMLP(5, 8, 3, NetworkSettings(timesteps=2))
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
                 p.mul_(4)
     x, y = torch.rand(9, 5) * 2, torch.arange(9) % 3
-    split = Split(x, y, lambda b: b)
+    split = DataSplit(x, y, lambda b: b)
     model.begin_task(0, 3)
     cfg = Config(tasks=1, timesteps=2, test_batch_size=2)
-    return RunState(cfg, model, Benchmark("tiny", [Task("t0", 3, split, split)], True, (5,)), "cpu")
+    return run_state(
+        cfg, model, Benchmark("tiny", [Task("t0", 3, split, split)], True, (5,)), "cpu"
+    )
 
 
 def statistics(samples: int) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:

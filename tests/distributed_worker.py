@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-import hlop.experiment
-from hlop import distributed
-from hlop.cli import main as hlop_main
-from hlop.continual import Plugin
+import hlop.run.experiment
+from hlop.loop import distributed
+from hlop.loop.continual import Plugin
+from hlop.tools.cli import main as hlop_main
 
 
 class Dump(Plugin):
@@ -48,7 +48,7 @@ def _float64_input(module, args):
 
 
 def main(argv: list[str]) -> int:
-    original, build = hlop.experiment.method_plugins, hlop.experiment.build_model
+    original, build = hlop.run.experiment.method_plugins, hlop.run.experiment.build_model
     dtype = torch.get_default_dtype()
 
     def method_plugins(cfg):
@@ -64,14 +64,14 @@ def main(argv: list[str]) -> int:
         model.register_forward_pre_hook(_float64_input)
         return model
 
-    hlop.experiment.method_plugins = method_plugins
+    hlop.run.experiment.method_plugins = method_plugins
     if os.environ.get("HLOP_TEST_FLOAT64"):
         torch.set_default_dtype(torch.float64)
-        hlop.experiment.build_model = build_model
+        hlop.run.experiment.build_model = build_model
     try:
         return hlop_main(argv)
     finally:
-        hlop.experiment.method_plugins, hlop.experiment.build_model = original, build
+        hlop.run.experiment.method_plugins, hlop.run.experiment.build_model = original, build
         torch.set_default_dtype(dtype)
 
 

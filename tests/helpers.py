@@ -2,8 +2,9 @@
 
 import torch.nn.functional as F
 
-from hlop import NetworkOptions
-from hlop.testing import as_during_task
+from hlop import NetworkSettings
+from hlop.loop.state import RunState
+from hlop.models.testing import as_during_task
 
 # permuted MNIST at small scale (embedded subset): 3 tasks of 1000 samples, a 200-unit MLP,
 # settings under which fine-tuning clearly forgets (lr 0.3, 4 epochs) and circuits converge
@@ -33,9 +34,14 @@ def step_gradients(model, x, y, fast):
     return out.detach(), grads, circuits
 
 
-def options(**kw) -> NetworkOptions:
-    """NetworkOptions with the given fields."""
-    return NetworkOptions(**kw)
+def net_settings(**kw) -> NetworkSettings:
+    """NetworkSettings with the given fields."""
+    return NetworkSettings(**kw)
 
 
-__all__ = ["SMALL_PMNIST", "as_during_task", "options", "step_gradients"]
+def run_state(cfg, model, benchmark, device="cpu") -> RunState:
+    """The loop's state of a run of ``cfg`` (its loop settings and optimisation)."""
+    return RunState(cfg.loop_settings(), model, benchmark, device, cfg.optimisation())
+
+
+__all__ = ["SMALL_PMNIST", "as_during_task", "net_settings", "run_state", "step_gradients"]

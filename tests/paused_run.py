@@ -3,7 +3,7 @@
     python tests/paused_run.py before|after NAME N ARGS...
 
 runs ``hlop ARGS...`` and, at the N-th time a file called NAME is put in place by
-:func:`hlop.files.write_atomic`, writes ``.paused`` next to it and sleeps for an hour: just
+:func:`hlop.run.files.write_atomic`, writes ``.paused`` next to it and sleeps for an hour: just
 before the temporary file replaces NAME ("before"; a kill must leave the previous file
 intact), or just after ("after").  The pause is a patch of this process's ``os.replace``:
 nothing in hlop knows about it.
@@ -40,6 +40,6 @@ def pause_in_write(when: str, name: str, count: int) -> None:
 if __name__ == "__main__":
     when, name, count, *argv = sys.argv[1:]
     pause_in_write(when, name, int(count))
-    from hlop.cli import main
+    from hlop.tools.cli import main
 
     sys.exit(main(argv))

@@ -9,8 +9,8 @@ from helpers import as_during_task
 from torch import nn
 
 import hlop
-from hlop import LateralCircuit, NetworkOptions, SpikingMLP
-from hlop.circuit import CircuitError
+from hlop import LateralCircuit, NetworkSettings, SpikingMLP
+from hlop.core.circuit import CircuitError
 
 SIZES = [[80, 200, 100], [70, 70, 70], [70, 70, 70]]
 
@@ -35,11 +35,9 @@ def test_same_updates_as_builtin_hlop_on_spiking_mlp_per_step(proj_type):
     learns in the layer's forward (built-in: in ``forward`` before the autograd function;
     hooks: the forward pre-hook), the projection acts on the weight gradient in backward,
     and the optimiser steps after.  The copy's own layers have no circuit (plain gradient)."""
-    opts_spikes = NetworkOptions(
-        proj_type=proj_type, fast=False, circuit=hlop.CircuitOptions(hebbian_on="spikes")
-    )
+    opts_spikes = NetworkSettings(proj_type=proj_type, fast=False, hebbian_on="spikes")
     torch.manual_seed(0)
-    builtin = SpikingMLP(hidden=100, options=opts_spikes)
+    builtin = SpikingMLP(hidden=100, settings=opts_spikes)
     as_during_task(builtin, [[40, 60, 30], [20, 20, 20], [20, 20, 20]])
     attached = copy.deepcopy(builtin)
     names = [n for n, _ in builtin.projected_layers()]
@@ -232,7 +230,7 @@ def test_choice_of_layers_and_refusals():
     assert hlop.HLOP(model, ["3", "0"]).names == ["3", "0"]
     with pytest.raises(ValueError, match="hebbian"):
         hlop.HLOP(model, ["3"], hebbian="wfr")
-    with pytest.raises(ValueError, match="1 block sizes"):
+    with pytest.raises(ValueError, match="block sizes needs 1 value"):
         hl.begin_task([1, 2])
     with pytest.raises(ValueError, match="1 value or 2"):
         hlop.HLOP(model, ["3", "0"], lrs=[0.1, 0.2, 0.3])
@@ -306,7 +304,7 @@ def test_snntorch_network_per_step_loop():
         grads[projected] = {n: getattr(net, n).weight.grad.clone() for n in hl.names}
     for name, c in hl.circuits.items():
         assert c.old_rows == 8
-        expected = hlop.projection.project_weight_grad(grads[False][name], c.project)
+        expected = hlop.layers.projected.project_weight_grad(grads[False][name], c.project)
         assert torch.allclose(grads[True][name], expected, atol=1e-6), name
         assert not torch.allclose(grads[True][name], grads[False][name], atol=1e-3), name
 

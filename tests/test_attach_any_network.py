@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import hlop
-import hlop.optim
+import hlop.core.optim
 
 
 @pytest.fixture(autouse=True)
@@ -205,7 +205,7 @@ OPTIMIZERS = {
     "adam": lambda p: torch.optim.Adam(p, lr=0.05),
     "adamw": lambda p: torch.optim.AdamW(p, lr=0.05, weight_decay=0.5),
     "nesterov": lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9, nesterov=True),
-    "hlop-adam": lambda p: hlop.optim.Adam(p, lr=0.05),
+    "hlop-adam": lambda p: hlop.core.optim.Adam(p, lr=0.05),
 }
 
 

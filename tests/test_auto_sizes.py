@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import hlop
-from hlop.circuit import LateralCircuit
+from hlop.core.circuit import LateralCircuit
 
 
 @pytest.fixture(autouse=True)
@@ -140,7 +140,7 @@ def test_hlop_auto_sizes_by_default():
 def test_cli_finds_sizes_and_records_them(tmp_path, capsys):
     """--set hlop.sizes=auto on the built-in MLP: every task's blocks within their bounds,
     in results.json and the report."""
-    from hlop.cli import main
+    from hlop.tools.cli import main
 
     argv = ["train", "--tasks", "2", "--timesteps", "2", "--batch-size", "20"]
     argv += ["--set", "hidden=32", "--set", "train_limit=200", "--set", "test_limit=50"]
@@ -178,8 +178,8 @@ def test_one_threshold_per_circuit(monkeypatch, tmp_path):
         hlop.HLOP(model, threshold=[0.5, 0.8, 0.9])
 
     from hlop.errors import ConfigError
-    from hlop.experiment import train
-    from hlop.presets import preset
+    from hlop.run.experiment import train
+    from hlop.run.presets import preset
 
     cfg = preset("pmnist-subset")
     cfg.tasks, cfg.timesteps, cfg.hidden, cfg.train_limit, cfg.test_limit = 1, 2, 16, 40, 20

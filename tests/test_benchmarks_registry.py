@@ -10,10 +10,10 @@ import pytest
 import torch
 from formats import write_idx, write_mat
 
-from hlop.config import ConfigError
 from hlop.data import DATASETS, DataError, load_dataset, missing_files_message
 from hlop.data.datasets import expected_paths
-from hlop.presets import BENCHMARKS, build_benchmark, preset
+from hlop.run.config import ConfigError
+from hlop.run.presets import BENCHMARKS, build_benchmark, preset
 
 RNG = np.random.default_rng(3)
 

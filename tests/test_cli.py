@@ -10,14 +10,14 @@ import pytest
 import torch
 from formats import write_idx
 
-import hlop.experiment
-import hlop.precision
-from hlop.cli import main
-from hlop.config import apply_overrides
-from hlop.continual import Plugin
-from hlop.experiment import train
+import hlop.core.precision
+import hlop.run.experiment
+from hlop.loop.continual import Plugin
 from hlop.methods import METHODS
-from hlop.presets import preset
+from hlop.run.config import apply_overrides
+from hlop.run.experiment import train
+from hlop.run.presets import preset
+from hlop.tools.cli import main
 
 TINY = ["--tasks", "2", "--timesteps", "2", "--set", "train_limit=200", "--set", "test_limit=100"]
 
@@ -63,11 +63,11 @@ def test_existing_out_dir_refused_unless_overwrite(tmp_path, capsys):
         (["--set", "epochs=two"], "error: epochs: cannot read 'two' as int"),
         (
             ["--set", "hlop.sizes=[[900,10,10],[1,1,1]]"],
-            "error: hlop.sizes[0]: block of 900 rows above the layer's dimension 784",
+            "error: hlop.sizes[0]: block of 900 rows above the dimension 784 of 'fc1'",
         ),
         (
             ["--set", "hlop.sizes=[[-1,10,10],[1,1,1]]"],
-            "error: hlop.sizes[0] must be >= 0, got [-1, 10, 10]",
+            "error: hlop.sizes[0]: the block size of 'fc1' must be an integer >= 0: -1",
         ),
         (
             ["--set", "hlop.sizes=[[10,10]]"],
@@ -75,7 +75,8 @@ def test_existing_out_dir_refused_unless_overwrite(tmp_path, capsys):
         ),
         (
             ["--set", "hlop.sizes=[[10,10],[1,1]]"],
-            "error: hlop.sizes[0] needs 3 values (one per circuit), got [10, 10]",
+            "error: hlop.sizes[0] needs 3 values (one per circuit: fc1, fc2, heads.0), got "
+            "[10, 10]",
         ),
         (["--set", "neuron=3"], "error: neuron is a section; set one of its keys, e.g. neuron."),
     ],
@@ -180,7 +181,7 @@ def test_divergence_stops_and_keeps_completed_tasks(
 ):
     poison = Poison(layer, value)
     monkeypatch.setattr(
-        hlop.experiment, "method_plugins", lambda cfg: [METHODS["hlop"].build(cfg.hlop), poison]
+        hlop.run.experiment, "method_plugins", lambda cfg: [METHODS["hlop"].build(cfg.hlop), poison]
     )
     out_dir = tmp_path / "run"
     # 10 batches in task 0: enough to learn well above chance (10%) before the poison
@@ -263,14 +264,14 @@ def test_capped_circuit_warns_in_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("native", [False, True])
 def test_bf16_warns_where_the_cpu_emulates_it(monkeypatch, native):
-    monkeypatch.setattr(hlop.precision, "_cpu_multiplies_bf16", lambda: native)
+    monkeypatch.setattr(hlop.core.precision, "_cpu_multiplies_bf16", lambda: native)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     cpu = torch.device("cpu")
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        hlop.experiment.warn_if_bf16_is_emulated("bf16", cpu)
-        hlop.experiment.warn_if_bf16_is_emulated("fp32", cpu)  # fp32: never
-        hlop.experiment.warn_if_bf16_is_emulated("bf16", torch.device("meta"))  # not a CPU
+        hlop.run.experiment.warn_if_bf16_is_emulated("bf16", cpu)
+        hlop.run.experiment.warn_if_bf16_is_emulated("fp32", cpu)  # fp32: never
+        hlop.run.experiment.warn_if_bf16_is_emulated("bf16", torch.device("meta"))  # not a CPU
     assert [str(w.message).split(":")[0] for w in seen] == (
         [] if native else ["--precision bf16 on a CPU without bf16 products (AVX2)"]
     )

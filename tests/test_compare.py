@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-import hlop.experiment
-from hlop.cli import main
-from hlop.continual import TrainingDiverged
-from hlop.paper import PaperValue, paper_result
-from hlop.stats import Stats, confidence_interval, mean, sample_std, t975
+import hlop.run.experiment
+from hlop.loop.continual import TrainingDiverged
+from hlop.tools.cli import main
+from hlop.tools.paper import PaperValue, paper_result
+from hlop.tools.stats import Stats, confidence_interval, mean, sample_std, t975
 
 STUDY = ["--tasks", "2", "--timesteps", "2", "--set", "hidden=32", "--set", "train_limit=200"]
 STUDY += ["--set", "test_limit=100", "--set", "hlop.sizes=[[8,8,8],[8,8,8]]"]
@@ -27,7 +27,7 @@ class FakeTrain:
         self.fail = dict(fail)
 
     def __call__(self, cfg, out_dir, overwrite=False, stream=None, resume=False):
-        out = hlop.outputs.RunOutputs(out_dir)
+        out = hlop.run.outputs.RunOutputs(out_dir, cfg)
         if not resume:
             out.prepare(overwrite)  # refuses an earlier run unless overwrite, as train does
             out.write_config(cfg)
@@ -50,7 +50,7 @@ class FakeTrain:
 @pytest.fixture
 def fake(monkeypatch):
     f = FakeTrain()
-    monkeypatch.setattr(hlop.experiment, "train", f)
+    monkeypatch.setattr(hlop.run.experiment, "train", f)
     return f
 
 
@@ -147,7 +147,7 @@ def test_method_and_seed_only_through_methods_and_seeds(tmp_path, capsys, fake):
 def test_failed_runs_reported_others_complete(tmp_path, capsys, monkeypatch):
     boom = TrainingDiverged("the loss became nan in task 1")
     fake = FakeTrain(fail={("baseline", 2): boom})
-    monkeypatch.setattr(hlop.experiment, "train", fake)
+    monkeypatch.setattr(hlop.run.experiment, "train", fake)
     code, out, err = compare(capsys, tmp_path, methods="baseline,nope,hlop")
     assert code == 1 and "3 of 6 runs failed" in err
     assert ("nope", 1) not in fake.calls and len(fake.calls) == 4  # hlop still ran
@@ -240,13 +240,13 @@ def test_replay_study_shows_the_paper_replay_row(tmp_path, capsys, fake, replay)
 def test_tiny_study_end_to_end(tmp_path, capsys, monkeypatch):
     torch.set_num_threads(1)
     calls = []
-    real = hlop.experiment.train
+    real = hlop.run.experiment.train
 
     def counting(cfg, *a, **kw):
         calls.append((cfg.method, cfg.seed))
         return real(cfg, *a, **kw)
 
-    monkeypatch.setattr(hlop.experiment, "train", counting)
+    monkeypatch.setattr(hlop.run.experiment, "train", counting)
     args = ["--device", "cpu"]
     code, out, _ = compare(capsys, tmp_path, *args, methods="baseline,multitask")
     assert code == 0 and len(calls) == 4

@@ -5,14 +5,15 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from hlop.choices import TRAINING_RULES
-from hlop.cli import TRAIN_FLAGS, _parser, resolve_config
-from hlop.config import Config, ConfigError, apply_overrides, key_type, keys, validate
-from hlop.continual import Plugin
-from hlop.methods import ADDONS, METHODS, Method, method_plugins
-from hlop.presets import BENCHMARKS, preset
-from hlop.settings import Settings
-from hlop.training import RULES
+from hlop.core.choices import TRAINING_RULES
+from hlop.core.settings import Settings
+from hlop.loop.continual import Plugin
+from hlop.methods import ADDONS, METHODS, Method
+from hlop.run.build import method_plugins
+from hlop.run.config import Config, ConfigError, apply_overrides, key_type, keys, validate
+from hlop.run.presets import BENCHMARKS, preset
+from hlop.spiking.training import RULES
+from hlop.tools.cli import TRAIN_FLAGS, _parser, resolve_config
 
 
 def get(cfg, key):

@@ -8,11 +8,11 @@ import pytest
 import torch
 from helpers import SMALL_PMNIST
 
-from hlop.build import load_checkpoint
-from hlop.config import Config, apply_overrides
-from hlop.continual import evaluate
-from hlop.experiment import train
-from hlop.presets import build_benchmark, preset
+from hlop.loop.continual import evaluate
+from hlop.run.build import load_checkpoint
+from hlop.run.config import Config, apply_overrides
+from hlop.run.experiment import train
+from hlop.run.presets import build_benchmark, preset
 
 pytestmark = pytest.mark.slow
 

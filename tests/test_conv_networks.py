@@ -1,8 +1,9 @@
 import pytest
 import torch
-from helpers import as_during_task, options, step_gradients
+from helpers import as_during_task, net_settings, step_gradients
 
-from hlop.networks import SpikingCNN, SpikingResNet18
+from hlop.models.cnn import SpikingCNN
+from hlop.models.resnet import SpikingResNet18
 
 
 def later_task(model):
@@ -21,9 +22,11 @@ def test_conv_fast_path_equals_per_step_path(arch, proj_type):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     if arch == "cnn":
-        model = SpikingCNN(channels=(8, 16, 32), options=options(timesteps=5, proj_type=proj_type))
+        model = SpikingCNN(
+            channels=(8, 16, 32), settings=net_settings(timesteps=5, proj_type=proj_type)
+        )
     else:
-        model = SpikingResNet18(width=4, options=options(timesteps=5, proj_type=proj_type))
+        model = SpikingResNet18(width=4, settings=net_settings(timesteps=5, proj_type=proj_type))
     later_task(model)
     x, y = torch.randn(6, 3, 32, 32) * 2, torch.randint(0, 10, (6,))
     out_s, g_s, _ = step_gradients(model, x, y, fast=False)
@@ -39,7 +42,7 @@ def test_conv_fast_path_equals_per_step_path(arch, proj_type):
 
 
 def test_batchnorm_in_training_mode_uses_per_step_path():
-    model = SpikingCNN(channels=(4, 4, 4), options=options(timesteps=3))
+    model = SpikingCNN(channels=(4, 4, 4), settings=net_settings(timesteps=3))
     model.train()
     assert model.rule.layout(model) == "steps"  # batch statistics over T*B rows
     model.begin_task(1, 10)
@@ -48,7 +51,7 @@ def test_batchnorm_in_training_mode_uses_per_step_path():
 
 
 def test_cnn_circuits_and_heads():
-    model = SpikingCNN(options=options(timesteps=2))
+    model = SpikingCNN(settings=net_settings(timesteps=2))
     assert [c.in_features for c in model.circuits()] == [27, 576, 1152]
     assert model.head_features == 4096 and len(model.heads) == 1
     head = model.heads[0]
@@ -57,14 +60,14 @@ def test_cnn_circuits_and_heads():
     model.add_head(10)
     x = torch.randn(2, 3, 32, 32)
     assert model(x, task=1).shape == (2, 10)
-    one_channel = SpikingCNN(1, 32, options=options(timesteps=2))
+    one_channel = SpikingCNN(1, 32, settings=net_settings(timesteps=2))
     assert one_channel.circuits()[0].in_features == 9
 
 
 @pytest.mark.parametrize("stem, size", [("3x3", 32), ("5x5", 84)])
 def test_resnet_output_shapes(stem, size):
     torch.manual_seed(0)
-    model = SpikingResNet18(5, stem=stem, options=options(timesteps=2))
+    model = SpikingResNet18(5, stem=stem, settings=net_settings(timesteps=2))
     model.eval()
     assert model(torch.randn(2, 3, size, size)).shape == (2, 5)
     dims = [c.in_features for c in model.circuits()]
@@ -77,14 +80,14 @@ def test_resnet_output_shapes(stem, size):
 
 
 def test_strided_convolution_circuit_learns_from_its_own_patches():
-    model = SpikingResNet18(stem="5x5", options=options(timesteps=2))
+    model = SpikingResNet18(stem="5x5", settings=net_settings(timesteps=2))
     # T * B = 2 * 2 time-major rows: the circuit learns from the rate of each of 2 samples
     rows = model.stem.presynaptic(torch.randn(2 * 2, 3, 84, 84))
     assert rows.shape == (2 * 42 * 42, 75)  # stride 2: 42 x 42 positions, not 84 x 84
 
 
 def test_domain_incremental_shared_head_has_a_circuit():
-    model = SpikingResNet18(shared_head=True, options=options(timesteps=2))
+    model = SpikingResNet18(shared_head=True, settings=net_settings(timesteps=2))
     assert model.heads[0].circuit.in_features == 160 and model.heads[0].bias is None
     assert len(model.circuits()) == 21
     with pytest.raises(RuntimeError, match="shared head"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hlop.data import Benchmark, Split, Task, load_embedded_mnist, permuted_mnist
+from hlop.data import Benchmark, DataSplit, Task, load_embedded_mnist, permuted_mnist
 from hlop.data.tasks import task_permutation
 
 
@@ -33,7 +33,7 @@ def test_structure(mnist: dict) -> None:
     assert [task.name for task in bench.tasks] == ["pmnist-0", "pmnist-1", "pmnist-2"]
     for task in bench.tasks:
         assert isinstance(task, Task) and task.num_classes == 10
-        assert isinstance(task.train, Split) and len(task.train) == 6000
+        assert isinstance(task.train, DataSplit) and len(task.train) == 6000
         assert len(task.test) == 1000
         assert task.train.images.dtype == torch.uint8
         assert task.train.labels.dtype == torch.int64

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from hlop.config import apply_overrides
-from hlop.experiment import train
-from hlop.presets import preset
-from hlop.subspace import captured_energy, optimal_energy, orthonormality_error
+from hlop.core.subspace import captured_energy, optimal_energy, orthonormality_error
+from hlop.run.config import apply_overrides
+from hlop.run.experiment import train
+from hlop.run.presets import preset
 
 N, K = 12, 3
 

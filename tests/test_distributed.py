@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 import hlop
-from hlop import distributed
-from hlop.cli import main
-from hlop.config import ConfigError
+from hlop.loop import distributed
+from hlop.run.config import ConfigError
+from hlop.tools.cli import main
 
 TESTS = Path(__file__).parent
 

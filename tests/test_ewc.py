@@ -6,35 +6,36 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import run_state
 
 import hlop.methods as methods
-from hlop import NetworkOptions
-from hlop.config import Config, ConfigError, apply_overrides, validate
-from hlop.continual import RunState
-from hlop.data.tasks import Benchmark, Split, Task
-from hlop.experiment import train
+from hlop import NetworkSettings
+from hlop.data.tasks import Benchmark, DataSplit, Task
+from hlop.loop.continual import RunState
 from hlop.methods.ewc import EWC, empirical_fisher
-from hlop.networks import SpikingMLP
-from hlop.presets import preset
-from hlop.training import OTTT
+from hlop.models.mlp import SpikingMLP
+from hlop.run.config import Config, ConfigError, apply_overrides, validate
+from hlop.run.experiment import train
+from hlop.run.presets import preset
+from hlop.spiking.training import OTTT
 
 
 def tiny_run(n: int = 6, seed: int = 0, training: str = "dsr") -> RunState:
     """A SpikingMLP 5-8-8-3 (T=2) and one task of ``n`` float samples (identity transform)."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)
-    model = SpikingMLP(5, 8, 3, NetworkOptions(timesteps=2, training=training))
+    model = SpikingMLP(5, 8, 3, NetworkSettings(timesteps=2, training=training))
     with torch.no_grad():  # large enough weights that the neurons spike
         for p in model.parameters():
             if p.dim() > 1:
                 p.mul_(4)
     x, y = torch.rand(n, 5) * 2, torch.arange(n) % 3
-    split = Split(x, y, lambda b: b)
+    split = DataSplit(x, y, lambda b: b)
     bench = Benchmark("tiny", [Task("t0", 3, split, split)], True, (5,))
     cfg = Config(tasks=1, timesteps=2, training=training)
     cfg.ewc.samples = n
     model.begin_task(0, 3)
-    return RunState(cfg, model, bench, torch.device("cpu"))
+    return run_state(cfg, model, bench, torch.device("cpu"))
 
 
 def per_sample_fisher(run: RunState) -> dict[str, torch.Tensor]:
@@ -55,7 +56,7 @@ def per_sample_fisher(run: RunState) -> dict[str, torch.Tensor]:
 
 def test_fisher_is_the_mean_of_squared_per_sample_gradients():
     run = tiny_run()
-    fisher = empirical_fisher(run, run.cfg.ewc.samples)
+    fisher = empirical_fisher(run, len(run.benchmark.tasks[0].train))
     assert all(p.grad is None for p in run.model.parameters())  # gradients left cleared
     expected = per_sample_fisher(run)
     assert set(expected) <= set(fisher)
@@ -188,7 +189,7 @@ def test_config_keys_and_refusals():
 
 def test_unstable_lambda_warns():
     run = tiny_run()
-    run.cfg.lr = 1e6
+    run.optimisation.lr = 1e6
     with pytest.warns(UserWarning, match="lower ewc.lam"):
         EWC(lam=1e6).after_training(run)
 
@@ -286,7 +287,7 @@ def test_proximal_penalty_is_the_implicit_step_and_stays_stable():
         e.fisher, e.anchor = {"w": torch.ones(1)}, {"w": torch.zeros(1)}
         holder = torch.nn.Module()
         holder.w = w
-        state = RunState(run.cfg, holder, run.benchmark, torch.device("cpu"))
+        state = RunState(run.settings, holder, run.benchmark, "cpu", run.optimisation)
         state.optimizer = torch.optim.SGD([w], lr=0.5)
         for _ in range(20):
             w.grad = torch.zeros(1)

@@ -8,11 +8,11 @@ import torch
 from formats import write_idx
 
 import hlop.methods as methods
-import hlop.presets as presets
-from hlop.cli import main
+import hlop.run.presets as presets
 from hlop.data import MNIST_FILES, load_embedded_mnist
 from hlop.data.tasks import MNIST_PADDED_MEAN, MNIST_PADDED_STD, split_classes
-from hlop.presets import BenchmarkSpec, build_benchmark, preset
+from hlop.run.presets import BenchmarkSpec, build_benchmark, preset
+from hlop.tools.cli import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

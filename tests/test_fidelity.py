@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from hlop import SpikingResNet18
-from hlop.circuit import LateralCircuit
-from hlop.cli import _parser, main, resolve_config
-from hlop.config import Config, ConfigError, apply_overrides, validate
-from hlop.networks import NetworkOptions
-from hlop.projection import ProjectedConv2d
+from hlop.core.circuit import LateralCircuit
+from hlop.layers.projected import ProjectedConv2d
+from hlop.models.settings import NetworkSettings
+from hlop.run.config import Config, ConfigError, apply_overrides, validate
+from hlop.tools.cli import _parser, main, resolve_config
 
 
 # ---------------------------------------------------------------- the Hebbian update by hand
@@ -91,7 +91,7 @@ def test_spiking_update_equals_the_hand_computation_with_quantised_responses():
 # ---------------------------------------------------------------- the domain-incremental head
 def test_domain_incremental_resnet_shared_head_init():
     torch.manual_seed(0)
-    net = SpikingResNet18(10, width=8, shared_head=True, options=NetworkOptions(timesteps=2))
+    net = SpikingResNet18(10, width=8, shared_head=True, settings=NetworkSettings(timesteps=2))
     assert len(net.heads) == 1
     head = net.heads[0]
     assert head.in_features == 64 and head.bias is None

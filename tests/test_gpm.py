@@ -6,20 +6,23 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import run_state
 
-from hlop import NetworkOptions
-from hlop.config import Config, ConfigError, apply_overrides, read_config_file, validate
-from hlop.continual import RunState
-from hlop.data.tasks import Benchmark, Split, Task
-from hlop.experiment import train
+from hlop import NetworkSettings
+from hlop.data.tasks import Benchmark, DataSplit, Task
+from hlop.loop.continual import RunState
 from hlop.methods.gpm import (
     GPM,
     new_bases,
     representation_covariances,
     representation_statistics,
 )
-from hlop.networks import SpikingCNN, SpikingMLP, SpikingResNet18
-from hlop.presets import GPM_CNN_SAMPLES, GPM_RESNET_SAMPLES, preset
+from hlop.models.cnn import SpikingCNN
+from hlop.models.mlp import SpikingMLP
+from hlop.models.resnet import SpikingResNet18
+from hlop.run.config import Config, ConfigError, apply_overrides, read_config_file, validate
+from hlop.run.experiment import train
+from hlop.run.presets import GPM_CNN_SAMPLES, GPM_RESNET_SAMPLES, preset
 
 
 def svd_criterion_bases(
@@ -128,7 +131,7 @@ def tiny_run(n: int = 30, seed: int = 0) -> RunState:
     task's inputs live in other input dimensions than the first's."""
     torch.manual_seed(seed)
     torch.set_num_threads(1)
-    model = SpikingMLP(6, 10, 3, NetworkOptions(timesteps=2))
+    model = SpikingMLP(6, 10, 3, NetworkSettings(timesteps=2))
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
@@ -138,12 +141,12 @@ def tiny_run(n: int = 30, seed: int = 0) -> RunState:
         x = torch.zeros(n, 6)
         x[:, 3 * k : 3 * k + 3] = torch.rand(n, 3) * 2  # rank 3 per task
         y = torch.arange(n) % 3
-        split = Split(x, y, lambda b: b)
+        split = DataSplit(x, y, lambda b: b)
         tasks.append(Task(f"t{k}", 3, split, split))
     cfg = Config(tasks=2, timesteps=2, lr=0.5, batch_size=n)
     cfg.gpm.samples, cfg.gpm.thresholds = [n], [0.99]
     model.begin_task(0, 3)
-    return RunState(cfg, model, Benchmark("tiny", tasks, True, (6,)), torch.device("cpu"))
+    return run_state(cfg, model, Benchmark("tiny", tasks, True, (6,)), torch.device("cpu"))
 
 
 def test_bases_are_stored_as_orthonormal_old_rows():
@@ -174,7 +177,7 @@ def test_bases_are_stored_as_orthonormal_old_rows():
 
 def test_representation_is_what_the_circuits_see():
     run = tiny_run()
-    covs = representation_covariances(run, run.cfg.gpm.samples * 3)
+    covs = representation_covariances(run, [len(run.benchmark.tasks[0].train)] * 3)
     assert run.model.training  # mode restored
     rows = {}
 
@@ -306,7 +309,7 @@ def test_preset_samples_follow_the_reference_layer_by_layer():
 
 def test_a_config_file_with_one_sample_count_still_loads(tmp_path):
     saved = Config().to_dict()
-    # a config.json written before gpm.samples was a list (hlop.config reads one value as
+    # a config.json written before gpm.samples was a list (hlop.run.config reads one value as
     # the one-element list)
     saved["gpm"]["samples"] = 125
     path = tmp_path / "config.json"
@@ -329,7 +332,7 @@ def test_each_layer_sums_the_rows_of_its_own_first_samples():
     """Counts 5, 13, 30 with batches of 4: each layer's R R^T is the one of the first n_l
     samples of the same permutation (as if measured alone), in one pass over 30 samples."""
     run = tiny_run()
-    run.cfg.test_batch_size = 4
+    run.settings.test_batch_size = 4
     seen = []
     handle = run.model.register_forward_pre_hook(lambda _m, args: seen.append(len(args[0])))
     covs, counts = representation_statistics(run, [5, 13, 30])
@@ -345,7 +348,7 @@ def test_each_layer_sums_the_rows_of_its_own_first_samples():
     with pytest.raises(ValueError, match="2 sample counts for 3"):
         representation_statistics(run, [5, 5])
     # the first n samples of the permutation: a prefix of a longer count's samples
-    g = torch.Generator().manual_seed(run.cfg.seed * 1019 + run.task)
+    g = torch.Generator().manual_seed(run.seed * 1019 + run.task)
     first = torch.randperm(30, generator=g)[:5]
     x = run.benchmark.tasks[0].train.images[first].double()
     torch.testing.assert_close(covs[0], x.t() @ x, rtol=1e-6, atol=1e-6)  # fc1: the image
@@ -428,7 +431,7 @@ def test_a_circuit_left_empty_by_task_zero_takes_the_later_rule_after_task_one()
     run.task = 1
     assert gpm.add_bases(run)[0] == 1
     x = run.benchmark.tasks[1].train.images
-    g = torch.Generator().manual_seed(run.cfg.seed * 1019 + 1)
+    g = torch.Generator().manual_seed(run.seed * 1019 + 1)
     first = x[torch.randperm(30, generator=g)[0]]
     row = run.model.fc1.circuit.weight[0]
     torch.testing.assert_close(abs(float(row @ first / first.norm())), 1.0, atol=1e-5, rtol=0)
@@ -437,7 +440,7 @@ def test_a_circuit_left_empty_by_task_zero_takes_the_later_rule_after_task_one()
 def test_a_worker_without_samples_of_a_segment_skips_it(monkeypatch):
     """Several workers share each segment; one may get none of a short one (here: the
     segments [0, 5) and [5, 13) give this worker nothing) and must not run an empty batch."""
-    from hlop import distributed
+    from hlop.loop import distributed
 
     run = tiny_run()
     monkeypatch.setattr(distributed, "shard", lambda items: items[:0] if len(items) < 10 else items)

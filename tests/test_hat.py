@@ -6,12 +6,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import run_state
 
 from hlop import SpikingCNN, SpikingMLP
-from hlop.build import network_options
-from hlop.cli import main
-from hlop.config import Config, ConfigError, apply_overrides, validate
-from hlop.continual import Plugin, RunState, evaluate, run_continual
+from hlop.loop.continual import Plugin, evaluate, run_continual
 from hlop.methods import HAT, METHODS, Baseline
 from hlop.methods.hat import (
     HATGates,
@@ -19,22 +17,26 @@ from hlop.methods.hat import (
     attention_regulariser,
     compensation,
 )
-from hlop.networks import NetworkOptions, SpikingResNet18
-from hlop.presets import build_benchmark, preset
+from hlop.models.resnet import SpikingResNet18
+from hlop.models.settings import NetworkSettings
+from hlop.run.build import network_settings
+from hlop.run.config import Config, ConfigError, apply_overrides, validate
+from hlop.run.presets import build_benchmark, preset
+from hlop.tools.cli import main
 
 CPU = torch.device("cpu")
 
 
 def tiny_cnn(training="dsr", channels=(2, 3)):
     torch.manual_seed(0)
-    opts = NetworkOptions(timesteps=2, training=training)
-    return SpikingCNN(1, 8, 3, channels=channels, shared_head=False, options=opts)
+    opts = NetworkSettings(timesteps=2, training=training)
+    return SpikingCNN(1, 8, 3, channels=channels, shared_head=False, settings=opts)
 
 
 def hat_run(model, **hat):
     """A RunState and a HAT plugin whose task-0 embeddings are attached to ``model``."""
     cfg = Config()
-    run = RunState(cfg, model, None, CPU)
+    run = run_state(cfg, model, None, CPU)
     model.begin_task(0, 3)
     plugin = HAT(**hat)
     plugin.before_task(run)
@@ -70,10 +72,10 @@ def test_each_batch_uses_the_annealed_scale():
     cfg.method = "hat"
     bench = build_benchmark(cfg)
     torch.manual_seed(0)
-    model = SpikingCNN(1, 32, 2, channels=(2, 2), options=network_options(cfg))
+    model = SpikingCNN(1, 32, 2, channels=(2, 2), settings=network_settings(cfg))
     hat = HAT(s_max=50.0)
     probe = ScaleProbe(hat)
-    run = RunState(cfg, model, bench, CPU)
+    run = run_state(cfg, model, bench, CPU)
     run_continual(run, [hat, probe])
     per_epoch = [annealed_scale(b, 4, 50.0) for b in range(1, 5)]
     assert probe.scales == pytest.approx(per_epoch * 2)
@@ -191,7 +193,7 @@ def test_conv_gradients_are_blocked_per_channel_by_the_cumulative_masks():
 
 def test_linear_gradients_are_blocked_between_used_units(monkeypatch):
     torch.manual_seed(0)
-    model = SpikingMLP(6, 4, 3, NetworkOptions(timesteps=2))
+    model = SpikingMLP(6, 4, 3, NetworkSettings(timesteps=2))
     monkeypatch.setattr(HAT, "check", staticmethod(lambda run: None))  # shared head
     run, plugin = hat_run(model, c=0.0)
     with torch.no_grad():
@@ -268,7 +270,7 @@ def test_embeddings_are_clamped_after_each_batch_unless_emb_clamp_is_none(clamp)
 
 
 def test_resnet_residual_stream_is_read_by_every_block_until_a_shortcut():
-    model = SpikingResNet18(3, width=2, options=NetworkOptions(timesteps=2))
+    model = SpikingResNet18(3, width=2, settings=NetworkSettings(timesteps=2))
     top = model.gated_layers()
     names = [g.name for g in top.gates]
     by_weight = {w.name: w for w in top.weights}
@@ -356,7 +358,8 @@ def test_shared_head_benchmark_is_refused(tmp_path, capsys):
     argv = ["train", "pmnist-subset", "--method", "hat", "--tasks", "1"]
     assert main([*argv, "--out-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert "HAT needs a head per task (task-incremental); pmnist-subset has one shared head" in err
+    assert "HAT needs a head per task (task-incremental); the network has one shared head" in err
+    assert "(its benchmark shares one)" in err
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
@@ -395,8 +398,8 @@ def tiny_split_mnist(method_plugin, training="dsr"):
     )  # fmt: skip
     bench = build_benchmark(cfg)
     torch.manual_seed(cfg.seed)
-    model = SpikingCNN(1, 32, 2, channels=(6, 12), options=network_options(cfg))
-    run = RunState(cfg, model, bench, CPU)
+    model = SpikingCNN(1, 32, 2, channels=(6, 12), settings=network_settings(cfg))
+    run = run_state(cfg, model, bench, CPU)
     run.generator.manual_seed(cfg.seed)
     hat = method_plugin if isinstance(method_plugin, HAT) else None
     probe = Snapshot(bench.tasks[0].test.batch(torch.arange(50))[0], hat)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from formats import write_idx, write_mat
 
-from hlop.build import load_checkpoint
-from hlop.config import ConfigError, apply_overrides
-from hlop.continual import evaluate
-from hlop.experiment import train
-from hlop.presets import build_benchmark, preset
+from hlop.loop.continual import evaluate
+from hlop.run.build import load_checkpoint
+from hlop.run.config import ConfigError, apply_overrides
+from hlop.run.experiment import train
+from hlop.run.presets import build_benchmark, preset
 
 RNG = np.random.default_rng(5)
 QUICK = ["tasks=2", "epochs=1", "timesteps=2", "batch_size=8"]

@@ -1,5 +1,5 @@
 """The package's import structure: no import cycles between hlop's modules, and a lazy
-``hlop`` package (``import hlop.circuit`` does not load the networks, the training rules...).
+``hlop`` package (``import hlop.core.circuit`` does not load the networks, the training rules...).
 
 Quick: the graph is read from the source with :mod:`ast`; nothing is trained.
 """
@@ -55,7 +55,7 @@ def import_graph(root: Path, package: str = "hlop") -> dict[str, set[str]]:
     files = {_module_name(p, root, package): p for p in sorted(root.rglob("*.py"))}
     excluded = {package, f"{package}.__main__"}
     # names the top package re-exports (lazily or not) -> the submodule that defines them, so
-    # that ``from hlop import SpikingMLP`` counts as importing hlop.networks
+    # that ``from hlop import SpikingMLP`` counts as importing hlop.models.base
     reexports: dict[str, str] = {}
     if package in files:
         for node in ast.walk(ast.parse(files[package].read_text(encoding="utf-8"))):
@@ -175,32 +175,35 @@ def test_import_graph_on_a_scratch_package(tmp_path):
 def test_hlop_has_no_import_cycles():
     graph = import_graph(PACKAGE_DIR)
     assert len(graph) > 20, f"the walk found too few modules: {sorted(graph)}"
-    assert "hlop.circuit" in graph and "hlop.data.tasks" in graph
+    assert "hlop.core.circuit" in graph and "hlop.data.tasks" in graph
     cycles = find_cycles(graph)
     assert not cycles, "import cycles between hlop's modules:\n" + "\n".join(map(_fmt, cycles))
 
 
-#: The layers of the package (README, "How the code is organised"): a module imports only
-#: modules of its own layer or of layers before it.  A new module is placed here.
-LAYERS = {
-    "leaf": "errors choices precision settings files stats memory metrics optim paper subspace "
-    "split",
-    "core": "neurons surrogate circuit projection training networks attach testing "
-    "data data.tasks data.idx data.readers data.datasets data.embedded data.fetch",
-    "loop": "distributed continual diagnostics tensorboard_log methods methods.baseline "
-    "methods.ewc methods.gpm methods.hat methods.hlop methods.multitask methods.replay",
-    "run": "config presets resume build outputs experiment",
-    "tools": "compare study_tables report cli",
-}
+#: The layers of the package, one sub-package each, in order (README, "How the code is
+#: organised"): a module imports only modules of its own layer or of layers before it.
+#: ``hlop.errors``, the one module beside the sub-packages, is in the first.
+LAYERS = ("core", "spiking", "layers", "models", "data", "loop", "methods", "run", "tools")
 
 
 def layer_of() -> dict[str, int]:
-    return {f"hlop.{m}": i for i, names in enumerate(LAYERS.values()) for m in names.split()}
+    """Every module of the package -> the index of its layer (its sub-package)."""
+    graph = import_graph(PACKAGE_DIR)
+    out = {}
+    for module in graph:
+        folder = module.split(".")[1]
+        out[module] = LAYERS.index("core" if folder == "errors" else folder)
+    return out
+
+
+def test_every_module_is_in_a_layer_folder():
+    top = sorted(p.name for p in PACKAGE_DIR.iterdir() if p.suffix == ".py" or p.is_dir())
+    top = [n for n in top if n not in ("__pycache__",)]
+    assert top == sorted(["__init__.py", "__main__.py", "errors.py", *LAYERS]), top
 
 
 def test_modules_import_only_their_layer_and_those_before():
     graph, layer = import_graph(PACKAGE_DIR), layer_of()
-    assert not set(graph) - set(layer), f"modules in no layer: {sorted(set(graph) - set(layer))}"
     upward = [
         f"{m} ({list(LAYERS)[layer[m]]}) imports {d} ({list(LAYERS)[layer[d]]})"
         for m, deps in graph.items()
@@ -213,7 +216,7 @@ def test_modules_import_only_their_layer_and_those_before():
 def test_layer_check_sees_an_upward_import():
     graph, layer = import_graph(PACKAGE_DIR), layer_of()
     assert any(layer[d] < layer[m] for m, deps in graph.items() for d in deps)  # edges exist
-    assert layer["hlop.circuit"] < layer["hlop.distributed"] < layer["hlop.config"]
+    assert layer["hlop.core.circuit"] < layer["hlop.loop.distributed"] < layer["hlop.run.config"]
 
 
 def _loaded_after(code: str) -> tuple[list[str], list[str]]:
@@ -234,13 +237,14 @@ def _loaded_after(code: str) -> tuple[list[str], list[str]]:
 
 
 def test_importing_the_circuit_loads_only_what_it_needs():
-    _, loaded = _loaded_after("import hlop.circuit")
+    _, loaded = _loaded_after("import hlop.core.circuit")
     assert set(loaded) <= {
         "hlop",
-        "hlop.circuit",
+        "hlop.core",
+        "hlop.core.circuit",
         "hlop.errors",
-        "hlop.choices",
-        "hlop.precision",
+        "hlop.core.choices",
+        "hlop.core.precision",
     }, loaded
 
 
@@ -251,7 +255,7 @@ def test_importing_hlop_is_lazy():
         "import hlop\nprint(hlop.SpikingMLP.__module__, hlop.SpikingMLP.__name__)\n"
         "print(hlop.HLOP.__module__, hlop.HLOP.__name__)"
     )
-    assert printed == ["hlop.networks SpikingMLP", "hlop.attach HLOP"]
+    assert printed == ["hlop.models.mlp SpikingMLP", "hlop.layers.attach HLOP"]
 
 
 def test_public_names_resolve():

@@ -5,25 +5,23 @@ import math
 
 import pytest
 import torch
+from helpers import run_state
 from torch import nn
 
 from hlop import SpikingCNN, SpikingMLP
-from hlop.build import build_model, load_checkpoint
-from hlop.cli import main
-from hlop.config import apply_overrides
-from hlop.continual import (
+from hlop.errors import CheckpointError
+from hlop.loop.continual import (
     Plugin,
-    RunState,
     evaluate_seen,
-    make_optimizer,
-    make_scheduler,
     run_continual,
     train_epoch,
 )
-from hlop.errors import CheckpointError
 from hlop.methods import ADDONS, METHODS
-from hlop.networks import NetworkOptions
-from hlop.presets import build_benchmark, preset
+from hlop.models.settings import NetworkSettings
+from hlop.run.build import build_model, load_checkpoint
+from hlop.run.config import apply_overrides
+from hlop.run.presets import build_benchmark, preset
+from hlop.tools.cli import main
 
 TINY = [
     "tasks=2",
@@ -41,16 +39,16 @@ def tiny_run(*extra):
     cfg = apply_overrides(preset("pmnist-subset"), [*TINY, *extra])
     bench = build_benchmark(cfg)
     torch.manual_seed(cfg.seed)
-    run = RunState(cfg, build_model(cfg, bench), bench, torch.device("cpu"))
+    run = run_state(cfg, build_model(cfg, bench), bench, torch.device("cpu"))
     run.generator.manual_seed(cfg.seed)
-    return run
+    return run, cfg
 
 
 # ---------------------------------------------------------------- freezing
 def tiny_cnn(**neuron):
     torch.manual_seed(0)
-    opts = NetworkOptions(timesteps=2, neuron=neuron)
-    return SpikingCNN(1, 8, 10, channels=(4, 8), shared_head=False, options=opts)
+    opts = NetworkSettings(timesteps=2, neuron=neuron)
+    return SpikingCNN(1, 8, 10, channels=(4, 8), shared_head=False, settings=opts)
 
 
 def weight_matrices(model):
@@ -102,7 +100,7 @@ def test_cnn_task_zero_trains_everything_and_updates_statistics():
 
 def test_mlp_freezing_and_untrained_thresholds():
     torch.manual_seed(0)
-    model = SpikingMLP(784, 16, 10, NetworkOptions(timesteps=2))
+    model = SpikingMLP(784, 16, 10, NetworkSettings(timesteps=2))
     model.begin_task(0, 10)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {
         "fc1.weight",
@@ -114,7 +112,7 @@ def test_mlp_freezing_and_untrained_thresholds():
     model.begin_task(1, 10)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == weight_matrices(model)
     assert len(model.heads) == 1  # the shared head
-    fixed = SpikingMLP(784, 16, 10, NetworkOptions(timesteps=2, neuron={"train_vth": False}))
+    fixed = SpikingMLP(784, 16, 10, NetworkSettings(timesteps=2, neuron={"train_vth": False}))
     fixed.begin_task(0, 10)
     assert {n for n, p in fixed.named_parameters() if p.requires_grad} == weight_matrices(fixed)
     cnn = tiny_cnn(train_vth=False)
@@ -125,15 +123,15 @@ def test_mlp_freezing_and_untrained_thresholds():
 
 @pytest.mark.parametrize("train_vth", [False, True])
 def test_train_vth_false_keeps_thresholds_through_training(train_vth):
-    run = tiny_run("tasks=1", f"neuron.train_vth={str(train_vth).lower()}", "lr=0.5")
-    model, cfg = run.model, run.cfg
+    run, cfg = tiny_run("tasks=1", f"neuron.train_vth={str(train_vth).lower()}", "lr=0.5")
+    model = run.model
     with torch.no_grad():  # some rates above Vth tau / dt: thresholds get a gradient
         model.fc1.weight.mul_(4.0)
         model.fc2.weight.mul_(4.0)
     model.begin_task(0, 10)
     initial = [n.vth.item() for n in model.neurons()]
     assert initial == [pytest.approx(0.3)] * 2
-    optimizer = make_optimizer(cfg, model.trainable_parameters())
+    optimizer = cfg.optimisation().make_optimizer(model.trainable_parameters())
     w = model.fc2.weight.detach().clone()
     train_epoch(run, optimizer, [])
     assert not torch.equal(w, model.fc2.weight)  # the task trained
@@ -202,10 +200,10 @@ def record_begin_task(model, events):
 
 
 def test_hlop_plugin_lifecycle_and_event_order():
-    run = tiny_run("epochs=2", "hlop.start_epochs=1")
+    run, cfg = tiny_run("epochs=2", "hlop.start_epochs=1")
     events = []
     record_begin_task(run.model, events)
-    hlop_plugin = METHODS["hlop"].build(run.cfg.hlop)
+    hlop_plugin = METHODS["hlop"].build(cfg.hlop)
     run_continual(run, [Recorder(events, "pre:"), hlop_plugin, Recorder(events)])
     names = [e[0] for e in events if not e[0].startswith("pre:")]
     epoch = ["before_epoch", "after_batch", "after_batch", "after_epoch"]
@@ -231,13 +229,12 @@ def test_hlop_plugin_lifecycle_and_event_order():
         assert all(torch.equal(a, b) for a, b in zip(w0, w1, strict=True))
         w0, w1 = post[("before_epoch", k, 1)]["weights"], post[("after_epoch", k, 1)]["weights"]
         assert not any(torch.equal(a, b) for a, b in zip(w0, w1, strict=True))
-        # after training: neither learning nor projecting; merged after the evaluation
+        # after training: neither learning nor projecting, and merged (the lifecycle's end)
         assert post[("pre:after_training", k, 1)]["learning"] == {True}
-        assert post[("after_training", k, 1)]["learning"] == {False}
-        assert post[("after_training", k, 1)]["projecting"] == {False}
-        before = post[("pre:after_evaluation", k, 1)]
+        before = post[("pre:after_training", k, 1)]
         assert before["old"] != before["rows"]
-        after = post[("after_evaluation", k, 1)]
+        after = post[("after_training", k, 1)]
+        assert after["learning"] == after["projecting"] == {False}
         assert after["old"] == after["rows"] == ([4] * 3 if k == 0 else [6] * 3)
     assert len(run.acc_matrix) == 2 and len(run.acc_matrix[1]) == 2
 
@@ -249,10 +246,10 @@ class Boom(Plugin):
 
 
 def test_after_run_failed_when_a_plugin_raises():
-    run = tiny_run()
+    run, cfg = tiny_run()
     events = []
     with pytest.raises(RuntimeError, match="boom"):
-        run_continual(run, [METHODS["hlop"].build(run.cfg.hlop), Boom(), Recorder(events)])
+        run_continual(run, [METHODS["hlop"].build(cfg.hlop), Boom(), Recorder(events)])
     statuses = [e[4]["status"] for e in events if e[0] == "after_run"]
     assert statuses == ["failed"]
     assert [e[0] for e in events][-2:] == ["after_batch", "after_run"]  # no after_epoch of task 1
@@ -262,7 +259,7 @@ def test_after_run_failed_when_a_plugin_raises():
 # ---------------------------------------------------------------- learning-rate schedules
 def lrs(cfg, epochs):
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.lr)
-    sched = make_scheduler(cfg, opt)
+    sched = cfg.optimisation().make_scheduler(opt)
     out = []
     for _ in range(epochs):
         out.append(opt.param_groups[0]["lr"])
@@ -380,15 +377,15 @@ class RowProbe(Plugin):
 
 @pytest.mark.parametrize("method", ["hlop", "baseline"])
 def test_replay_row_is_the_evaluation_after_replay(method):
-    run = tiny_run(
+    run, cfg = tiny_run(
         "replay.enabled=true",
         "replay.memory_size=3",
         "replay.batch_size=5",
         "replay.lr=0.5",
         "replay.epochs=2",
     )
-    before, after, replay = RowProbe(), RowProbe(), ADDONS["replay"].build(run.cfg.replay)
-    plugin = METHODS[method].build(getattr(run.cfg, method, None))
+    before, after, replay = RowProbe(), RowProbe(), ADDONS["replay"].build(cfg.replay)
+    plugin = METHODS[method].build(getattr(cfg, method, None))
     run_continual(run, [plugin, before, replay, after])
     assert [len(m) for m in replay.memory] == [30, 30]  # 3 per class of each task
     # task 0: no replay, the row stands; task 1: replay changed the network and the row

@@ -9,10 +9,11 @@ import sys
 
 import pytest
 
-from hlop import cli, memory
-from hlop.config import apply_overrides
-from hlop.experiment import train
-from hlop.presets import preset
+from hlop.loop import memory
+from hlop.run.config import apply_overrides
+from hlop.run.experiment import train
+from hlop.run.presets import preset
+from hlop.tools import cli
 
 TINY = ["tasks=2", "hidden=20", "timesteps=2", "train_limit=64", "test_limit=32",
         "hlop.sizes=[[5,5,5],[3,3,3]]"]  # fmt: skip
@@ -23,9 +24,9 @@ def test_training_run_does_not_import_torch_compile(tmp_path):
     and sympy unimported: 71 MiB of memory it would otherwise hold."""
     code = (
         "import sys, io\n"
-        "from hlop.presets import preset\n"
-        "from hlop.config import apply_overrides\n"
-        "from hlop.experiment import train\n"
+        "from hlop.run.presets import preset\n"
+        "from hlop.run.config import apply_overrides\n"
+        "from hlop.run.experiment import train\n"
         f"cfg = apply_overrides(preset('pmnist-subset'), {[*TINY, 'optimizer=adam']!r})\n"
         f"train(cfg, {str(tmp_path / 'run')!r}, stream=io.StringIO())\n"
         "print(sorted(m for m in ('torch._dynamo', 'sympy') if m in sys.modules))\n"
@@ -80,7 +81,7 @@ FAULTS = (
     # PR_SET_THP_DISABLE: 4 KiB pages whatever the kernel's transparent huge page setting
     "thp_off = ctypes.CDLL(None).prctl(41, 1, 0, 0, 0) == 0\n"
     "import torch\n"
-    "from hlop import memory\n"
+    "from hlop.loop import memory\n"
     "torch.empty(1)\n"
     "def steady_faults():\n"
     "    faults = []\n"

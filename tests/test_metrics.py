@@ -1,6 +1,6 @@
 import pytest
 
-from hlop.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
+from hlop.loop.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 
 # accuracy after training task i (rows) on task j (columns), by hand
 A = [

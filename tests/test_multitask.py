@@ -5,15 +5,16 @@ from collections import Counter
 
 import pytest
 import torch
+from helpers import run_state
 
-from hlop.build import build_model
-from hlop.config import apply_overrides
-from hlop.continual import RunState, run_continual
 from hlop.data import JointSplit, joint_task
-from hlop.experiment import train
+from hlop.loop.continual import run_continual
+from hlop.loop.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
 from hlop.methods import METHODS, Multitask
-from hlop.metrics import average_accuracy, backward_transfer, forgetting, format_matrix
-from hlop.presets import build_benchmark, preset
+from hlop.run.build import build_model
+from hlop.run.config import apply_overrides
+from hlop.run.experiment import train
+from hlop.run.presets import build_benchmark, preset
 
 TINY = ["tasks=3", "timesteps=2", "train_limit=32", "test_limit=16", "device=cpu"]
 PMNIST = [*TINY, "hidden=32", "hlop.sizes=[[4,4,4],[4,4,4],[4,4,4]]"]
@@ -69,7 +70,7 @@ def test_one_step_trains_every_tasks_data(benchmark, extra):
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, bench)
     record = RecordHeads(model)
-    run = RunState(cfg, model, bench, torch.device("cpu"))
+    run = run_state(cfg, model, bench, torch.device("cpu"))
     run_continual(run, [Multitask()])
     sizes = {k: len(bench.tasks[k].train) * cfg.epochs for k in range(3)}
     assert dict(record.seen) == sizes  # every sample of every task, epochs times

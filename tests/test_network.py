@@ -2,14 +2,14 @@ import pytest
 import torch
 from helpers import as_during_task, step_gradients
 
-from hlop import NetworkOptions, SpikingMLP
-from hlop.projection import FEEDBACK_RULES
+from hlop import NetworkSettings, SpikingMLP
+from hlop.layers.projected import FEEDBACK_RULES
 
 
 def task2_model(feedback="backprop", proj_type="input", seed=0, **kw):
     """The PMNIST network as during task 2: two merged blocks' worth old, one learning."""
     torch.manual_seed(seed)
-    m = SpikingMLP(options=NetworkOptions(feedback=feedback, proj_type=proj_type, **kw))
+    m = SpikingMLP(settings=NetworkSettings(feedback=feedback, proj_type=proj_type, **kw))
     return as_during_task(m, [[80, 200, 100], [70] * 3, [70] * 3])
 
 
@@ -74,7 +74,7 @@ def test_circuits_learn_only_when_training_and_learning():
 
 def test_add_subspaces_validates():
     m = SpikingMLP()
-    with pytest.raises(ValueError, match="3 block sizes"):
+    with pytest.raises(ValueError, match="needs 3 values"):
         m.add_subspaces([1, 2])
     with pytest.raises(ValueError, match="heads.0"):
         m.add_subspaces([1, 2, -3])

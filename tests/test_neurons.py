@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hlop import IF, LIF, mean_rate, wfr
-from hlop.neurons import time_weights
+from hlop.spiking.neurons import time_weights
 
 
 def lif_by_hand(currents, vth=0.3, tau=1.0, dt=0.05, alpha=0.3):

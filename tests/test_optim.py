@@ -1,4 +1,4 @@
-"""hlop.optim: torch.optim's SGD and Adam, bit for bit, without importing torch._dynamo."""
+"""hlop.core.optim: torch.optim's SGD and Adam, bit for bit, without importing torch._dynamo."""
 
 import copy
 import functools
@@ -6,7 +6,7 @@ import functools
 import pytest
 import torch
 
-from hlop import optim
+from hlop.core import optim
 
 SGD_SETTINGS = [
     dict(lr=0.1),

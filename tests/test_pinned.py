@@ -22,8 +22,8 @@ import io
 import pytest
 import torch
 
-from hlop.experiment import train
-from hlop.presets import preset
+from hlop.run.experiment import train
+from hlop.run.presets import preset
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""bf16 weight products where the CPU has none (:mod:`hlop.precision`): fp32 kernels on
+"""bf16 weight products where the CPU has none (:mod:`hlop.core.precision`): fp32 kernels on
 bf16-rounded operands, results rounded to bf16, give what the bf16 kernels give.
 
 Both paths run on any machine (torch's bf16 kernels are emulated, slowly, where the CPU has
@@ -12,10 +12,10 @@ from helpers import step_gradients
 from test_split import network
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import hlop.precision
-from hlop.circuit import LateralCircuit
-from hlop.precision import native, product
-from hlop.projection import ProjectedConv2d, ProjectedLinear
+import hlop.core.precision
+from hlop.core.circuit import LateralCircuit
+from hlop.core.precision import native, product
+from hlop.layers.projected import ProjectedConv2d, ProjectedLinear
 
 BF16 = torch.bfloat16
 PRODUCTS = {"mm", "addmm", "bmm", "convolution", "convolution_backward"}
@@ -83,7 +83,7 @@ def test_emulated_product_gives_the_bf16_product(monkeypatch, op):
 
     results = {}
     for is_native in (True, False):
-        monkeypatch.setattr(hlop.precision, "_cpu_multiplies_bf16", lambda v=is_native: v)
+        monkeypatch.setattr(hlop.core.precision, "_cpu_multiplies_bf16", lambda v=is_native: v)
         results[is_native] = product(spy, BF16, *operands)
     assert seen == [{BF16}, {torch.float32}]  # emulated: fp32 kernels
     assert results[True].dtype == BF16 and results[False].dtype == torch.float32
@@ -101,7 +101,7 @@ def test_emulated_product_gives_the_bf16_product(monkeypatch, op):
 
 
 def test_emulated_product_of_bf16_or_float64_operands(monkeypatch):
-    monkeypatch.setattr(hlop.precision, "_cpu_multiplies_bf16", lambda: False)
+    monkeypatch.setattr(hlop.core.precision, "_cpu_multiplies_bf16", lambda: False)
     x, w = _operands([(8, 12), (12, 4)])
     seen = []
 
@@ -133,7 +133,7 @@ def test_bf16_layer_emulated_as_native(monkeypatch, kind, proj_type):
     layer.circuit.projecting = True
     results = []
     for is_native in (True, False):
-        monkeypatch.setattr(hlop.precision, "_cpu_multiplies_bf16", lambda v=is_native: v)
+        monkeypatch.setattr(hlop.core.precision, "_cpu_multiplies_bf16", lambda v=is_native: v)
         xi = x.clone().requires_grad_()
         layer.zero_grad()
         with _Bf16Products() as products:
@@ -150,15 +150,15 @@ def test_bf16_layer_emulated_as_native(monkeypatch, kind, proj_type):
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn", "resnet"])
-@pytest.mark.parametrize("split_fast", [False, True])
-def test_bf16_network_step_runs_no_bf16_kernel_where_emulated(monkeypatch, arch, split_fast):
+@pytest.mark.parametrize("fast_in_parts", [False, True])
+def test_bf16_network_step_runs_no_bf16_kernel_where_emulated(monkeypatch, arch, fast_in_parts):
     """A whole training step of each network (fast layout, joined or in two parts; later
     task: circuits project and learn) in bf16 with bf16 circuits, products emulated: every
     product runs in fp32, so none is left to torch's slow bf16 kernels."""
     model, x, y = network(arch, precision="bf16", proj_type="weight")
-    model.split_fast = split_fast
+    model.fast_in_parts = fast_in_parts
     assert {c.precision for c in model.circuits()} == {"bf16"}
-    monkeypatch.setattr(hlop.precision, "_cpu_multiplies_bf16", lambda: False)
+    monkeypatch.setattr(hlop.core.precision, "_cpu_multiplies_bf16", lambda: False)
     with _Bf16Products() as products:
         out, grads, _ = step_gradients(model, x, y, fast=True)
     assert products.all >= 10 and products.bf16 == 0

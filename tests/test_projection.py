@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hlop import LateralCircuit, ProjectedConv2d, ProjectedLinear
-from hlop.projection import FEEDBACK_RULES
+from hlop.layers.projected import FEEDBACK_RULES
 
 RULES = list(FEEDBACK_RULES)
 

@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from hlop import report
-from hlop.cli import main
-from hlop.metrics import forgetting
-from hlop.study_tables import CSV_FIELDS, RunResult, write_summary
+from hlop.loop.metrics import forgetting
+from hlop.tools import report
+from hlop.tools.cli import main
+from hlop.tools.study_tables import CSV_FIELDS, RunResult, write_summary
 
 pytest.importorskip("matplotlib")  # in the test extra: skipped only outside CI
 np = pytest.importorskip("numpy")

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import hlop
-import hlop.experiment
-from hlop.cli import main
-from hlop.continual import Plugin
-from hlop.resume import read_state
+import hlop.run.experiment
+from hlop.loop.continual import Plugin
+from hlop.run.resume import read_state
+from hlop.tools.cli import main
 
 TINY = ["--tasks", "3", "--epochs", "2", "--timesteps", "2", "--set", "hidden=32"]
 TINY += ["--set", "train_limit=150", "--set", "test_limit=100"]
@@ -152,9 +152,9 @@ class Stop(Plugin):
 def interrupted(monkeypatch, capsys, out, argv, task=1, epoch=1):
     """Run ``argv`` in ``out`` until a KeyboardInterrupt before (task, epoch)."""
     stop = Stop(task, epoch)
-    plugins = hlop.experiment.method_plugins
+    plugins = hlop.run.experiment.method_plugins
     with monkeypatch.context() as m:
-        m.setattr(hlop.experiment, "method_plugins", lambda cfg: [*plugins(cfg), stop])
+        m.setattr(hlop.run.experiment, "method_plugins", lambda cfg: [*plugins(cfg), stop])
         code, _, err = cli(capsys, "train", *argv, "--out-dir", out)
     assert stop.fired and code == 130, err
     assert f"hlop train --resume {out}" in err
@@ -351,9 +351,9 @@ def test_config_file_errors_name_the_key(tmp_path, capsys, content, message):
 def test_compare_continues_an_interrupted_run(tmp_path, capsys, monkeypatch, reference):
     study = ["compare", *TINY, "--methods", "hlop", "--seeds", "2022", "--out-dir", tmp_path]
     stop = Stop(1, 1)
-    plugins = hlop.experiment.method_plugins
+    plugins = hlop.run.experiment.method_plugins
     with monkeypatch.context() as m:
-        m.setattr(hlop.experiment, "method_plugins", lambda cfg: [*plugins(cfg), stop])
+        m.setattr(hlop.run.experiment, "method_plugins", lambda cfg: [*plugins(cfg), stop])
         code, _, err = cli(capsys, *study)
     assert code == 130 and "rerun the same hlop compare" in err
     run = tmp_path / "hlop-s2022"

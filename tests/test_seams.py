@@ -3,16 +3,16 @@ rule's weight gradient is orthogonal to the old subspace, the fast path's fallba
 
 import pytest
 import torch
-from helpers import as_during_task, options, step_gradients
+from helpers import as_during_task, net_settings, run_state, step_gradients
 
 from hlop import SpikingMLP
-from hlop.build import build_model
-from hlop.config import apply_overrides
-from hlop.continual import RunState, train_epoch
-from hlop.networks import CircuitOptions
-from hlop.neurons import DSRNeuron
-from hlop.presets import build_benchmark, preset
-from hlop.surrogate import SurrogateLIF
+from hlop.core.circuit import CircuitSettings
+from hlop.loop.continual import train_epoch
+from hlop.run.build import build_model
+from hlop.run.config import apply_overrides
+from hlop.run.presets import build_benchmark, preset
+from hlop.spiking.neurons import DSRNeuron
+from hlop.spiking.surrogate import SurrogateLIF
 
 TINY = [
     "hidden=16",
@@ -85,7 +85,7 @@ def test_feedback_alignment_matrix_is_fixed_by_training_and_saved():
     cfg, model = built("dsr", "feedback=feedback-alignment", "lr=0.5")
     before = {k: v.clone() for k, v in model.state_dict().items() if "feedback_weight" in k}
     assert len(before) == 3
-    run = RunState(cfg, model, build_benchmark(cfg), torch.device("cpu"))
+    run = run_state(cfg, model, build_benchmark(cfg), torch.device("cpu"))
     model.begin_task(0, 10)
     opt = torch.optim.SGD(model.trainable_parameters(), lr=cfg.lr)
     w = model.fc1.weight.detach().clone()
@@ -135,7 +135,7 @@ def test_ottt_online_update_steps_every_time_step(online):
     extra = ["online_update=true"] if online else []
     cfg, model = built("ottt", *extra)
     assert model.rule.online_update is online and model.rule.updates_within_batch is online
-    run = RunState(cfg, model, build_benchmark(cfg), torch.device("cpu"))
+    run = run_state(cfg, model, build_benchmark(cfg), torch.device("cpu"))
     model.begin_task(0, 10)
     opt = CountingSGD(model.trainable_parameters(), lr=0.1)
     train_epoch(run, opt, [])
@@ -154,7 +154,9 @@ def test_ottt_online_update_steps_every_time_step(online):
 def test_weight_gradient_is_orthogonal_to_the_old_subspace(training, proj_type):
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = SpikingMLP(784, 64, 10, options(timesteps=3, training=training, proj_type=proj_type))
+    model = SpikingMLP(
+        784, 64, 10, net_settings(timesteps=3, training=training, proj_type=proj_type)
+    )
     as_during_task(model, [[20, 20, 20], [5, 5, 5]])
     model.begin_task(1, 10)
     model.train()
@@ -186,8 +188,8 @@ def test_weight_gradient_is_orthogonal_to_the_old_subspace(training, proj_type):
 def dsr_model(spiking, proj_type, hebbian_on="wfr", sizes=([6, 6, 6], [3, 3, 3])):
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    circuit = {"spiking": spiking, "spike_scale": 5.0, "spike_steps": 8, "hebbian_on": hebbian_on}
-    opts = options(timesteps=3, proj_type=proj_type, circuit=CircuitOptions(**circuit))
+    circuit = CircuitSettings(spiking=spiking, spike_scale=5.0, spike_steps=8)
+    opts = net_settings(timesteps=3, proj_type=proj_type, circuit=circuit, hebbian_on=hebbian_on)
     return as_during_task(SpikingMLP(784, 32, 10, opts), [list(s) for s in sizes])
 
 

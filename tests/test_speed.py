@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hlop import CircuitOptions, NetworkOptions, SpikingMLP
-from hlop import continual as loop
-from hlop.circuit import LateralCircuit
-from hlop.config import ConfigError, apply_overrides, validate
-from hlop.experiment import train
-from hlop.presets import preset
-from hlop.projection import ProjectedConv2d, ProjectedLinear
-from hlop.testing import as_during_task
+from hlop import CircuitSettings, NetworkSettings, SpikingMLP
+from hlop.core.circuit import LateralCircuit
+from hlop.layers.projected import ProjectedConv2d, ProjectedLinear
+from hlop.loop import continual as loop
+from hlop.models.testing import as_during_task
+from hlop.run.config import ConfigError, apply_overrides, validate
+from hlop.run.experiment import train
+from hlop.run.presets import preset
 
 TINY = [
     "tasks=2",
@@ -61,14 +61,16 @@ def test_model_version_follows_in_place_changes_and_replacements():
         m.fc1.weight.add_(1.0)
     assert loop.model_version(m) != v
     v = loop.model_version(m)
-    m.add_subspaces([2, 2, 2])  # circuit buffers replaced
+    m.add_subspaces([2, 2, 2])  # circuit buffers replaced: an evaluation never reads them
+    assert loop.model_version(m) == v
+    m.fc2.weight = torch.nn.Parameter(m.fc2.weight.detach().clone())
     assert loop.model_version(m) != v
 
 
 def _late_task_mlp(precision, proj_type="input"):
     torch.manual_seed(0)
-    opts = NetworkOptions(precision=precision, proj_type=proj_type)
-    return as_during_task(SpikingMLP(60, 50, 10, options=opts), [[10, 10, 5], [6, 6, 4]])
+    opts = NetworkSettings(precision=precision, proj_type=proj_type)
+    return as_during_task(SpikingMLP(60, 50, 10, settings=opts), [[10, 10, 5], [6, 6, 4]])
 
 
 def _step(model, x, y):
@@ -134,10 +136,10 @@ def test_bf16_network_projection(proj_type, circuits, bound):
     g = torch.Generator().manual_seed(1)
     x, y = torch.rand(16, 60, generator=g), torch.randint(0, 10, (16,), generator=g)
     torch.manual_seed(0)
-    opts = NetworkOptions(
-        precision="bf16", proj_type=proj_type, circuit=CircuitOptions(precision=circuits)
+    opts = NetworkSettings(
+        precision="bf16", proj_type=proj_type, circuit=CircuitSettings(precision=circuits)
     )
-    m = as_during_task(SpikingMLP(60, 50, 10, options=opts), [[10, 10, 5], [6, 6, 4]])
+    m = as_during_task(SpikingMLP(60, 50, 10, settings=opts), [[10, 10, 5], [6, 6, 4]])
     assert m(x).dtype == torch.float32
     _step(m, x, y)
     for layer in (m.fc1, m.fc2, m.heads[0]):
@@ -263,8 +265,8 @@ def test_gpu_check_script_runs_on_cpu(capsys):
     ],
 )
 def test_precision_keys_reach_layers_and_circuits(extra, layers, circuits):
-    from hlop.build import build_model
-    from hlop.presets import build_benchmark
+    from hlop.run.build import build_model
+    from hlop.run.presets import build_benchmark
 
     cfg = apply_overrides(preset("pmnist-subset"), [*TINY, *extra])
     validate(cfg)
@@ -278,23 +280,24 @@ def test_precision_keys_reach_layers_and_circuits(extra, layers, circuits):
 def test_bf16_every_network_and_training_method(arch, training):
     """One training batch of every network with every training method in bf16: finite
     scores and gradients, products in bf16, projection exact with fp32 circuits."""
-    from hlop.networks import SpikingCNN, SpikingResNet18
-    from hlop.training import training_rule
+    from hlop.models.cnn import SpikingCNN
+    from hlop.models.resnet import SpikingResNet18
+    from hlop.spiking.training import training_rule
 
     torch.manual_seed(0)
-    opts = NetworkOptions(
+    opts = NetworkSettings(
         timesteps=3,
         training=training_rule(training),
         precision="bf16",
         proj_type="weight" if arch != "mlp" else "input",
-        circuit=CircuitOptions(precision="fp32"),
+        circuit=CircuitSettings(precision="fp32"),
     )
     if arch == "mlp":
-        model, x = SpikingMLP(48, 32, 10, options=opts), torch.rand(6, 48)
+        model, x = SpikingMLP(48, 32, 10, settings=opts), torch.rand(6, 48)
     elif arch == "cnn":
-        model, x = SpikingCNN(channels=(4, 8, 8), options=opts), torch.randn(6, 3, 32, 32)
+        model, x = SpikingCNN(channels=(4, 8, 8), settings=opts), torch.randn(6, 3, 32, 32)
     else:
-        model, x = SpikingResNet18(width=4, options=opts), torch.randn(6, 3, 32, 32)
+        model, x = SpikingResNet18(width=4, settings=opts), torch.randn(6, 3, 32, 32)
     old = [min(4, c.in_features // 2) for c in model.circuits()]
     with torch.no_grad():
         for c, k in zip(model.circuits(), old, strict=True):

@@ -1,4 +1,4 @@
-"""The fast layout carried in two parts (hlop.split) gives what the joined layout gives: the
+"""The fast layout carried in two parts (FastParts) gives what the joined layout gives: the
 same scores, gradients and circuit updates; hooks get the joined layout.
 
 The MLP's are bit for bit the same.  The convolutional networks' products round in another
@@ -8,23 +8,25 @@ input rate taken once), so theirs agree to float32 rounding."""
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import options, step_gradients
+from helpers import net_settings, step_gradients
 from test_conv_networks import later_task
 
-from hlop.networks import SpikingCNN, SpikingMLP, SpikingResNet18
-from hlop.split import Split
+from hlop.models.cnn import SpikingCNN
+from hlop.models.mlp import SpikingMLP
+from hlop.models.resnet import SpikingResNet18
+from hlop.spiking.fast_parts import FastParts
 
 
 def network(arch, **kw):
     torch.manual_seed(0)
     if arch == "cnn":
-        model = SpikingCNN(channels=(8, 16, 32), options=options(timesteps=5, **kw))
+        model = SpikingCNN(channels=(8, 16, 32), settings=net_settings(timesteps=5, **kw))
         x = torch.randn(6, 3, 32, 32) * 2
     elif arch == "resnet":
-        model = SpikingResNet18(width=4, options=options(timesteps=5, **kw))
+        model = SpikingResNet18(width=4, settings=net_settings(timesteps=5, **kw))
         x = torch.randn(6, 3, 32, 32) * 2
     else:
-        model = SpikingMLP(784, 50, options=options(timesteps=5, **kw))
+        model = SpikingMLP(784, 50, settings=net_settings(timesteps=5, **kw))
         x = torch.rand(6, 784) * 2
     later_task(model)
     for c in model.circuits():
@@ -38,9 +40,9 @@ def test_two_parts_equal_the_joined_fast_layout(arch, proj_type):
     torch.set_num_threads(1)
     model, x, y = network(arch, proj_type=proj_type)
     before = [c.weight.clone() for c in model.circuits()]
-    model.split_fast = False
+    model.fast_in_parts = False
     out_j, g_j, c_j = step_gradients(model, x, y, fast=True)
-    model.split_fast = True
+    model.fast_in_parts = True
     out_s, g_s, c_s = step_gradients(model, x, y, fast=True)
     if arch == "mlp":
         same = torch.equal
@@ -65,7 +67,7 @@ def test_two_parts_in_evaluation_and_with_one_task_per_sample():
     task = torch.tensor([0, 1, 1, 0, 1, 0])
     scores = {}
     for split in (False, True):
-        model.split_fast = split
+        model.fast_in_parts = split
         with torch.no_grad():
             model.eval()
             scores[split, "eval"] = model(x)
@@ -90,17 +92,17 @@ def test_hooks_get_the_joined_layout():
 
 def test_split_parts():
     x = torch.randn(3, 4, requires_grad=True)
-    h = Split.repeated(x, 5)
+    h = FastParts.repeated(x, 5)
     assert h.constant and h.steps.shape == (5, 3, 4) and h.steps.stride(0) == 0
     doubled = h.map(lambda t: 2 * t)
     assert doubled.constant and torch.equal(doubled.steps[4], 2 * x.detach())
     assert not doubled.steps.requires_grad and doubled.rate.requires_grad
-    varying = Split(torch.randn(5, 3, 4), torch.randn(3, 4))
+    varying = FastParts(torch.randn(5, 3, 4), torch.randn(3, 4))
     total = doubled + varying
     assert not total.constant and torch.equal(total.steps, doubled.steps + varying.steps)
     assert total.joined().shape == (6 * 3, 4)
     assert torch.equal(total.joined()[-3:], total.rate)
-    fresh = Split(varying.steps.clone(), varying.rate)
+    fresh = FastParts(varying.steps.clone(), varying.rate)
     summed = fresh.add_(doubled)
     assert summed.steps.data_ptr() == fresh.steps.data_ptr()  # in place: no third map
     assert torch.equal(summed.steps, total.steps) and torch.equal(summed.rate, total.rate)
@@ -132,7 +134,7 @@ def test_compiled_spike_loops_give_the_same_step():
         for n in model.neurons():
             n.compiled = compiled
         for split, fast in paths:
-            model.split_fast = split
+            model.fast_in_parts = split
             results[compiled, split, fast] = step_gradients(model, x, y, fast=fast)
     for key in paths:
         (out_e, g_e, c_e), (out_c, g_c, c_c) = results[(False, *key)], results[(True, *key)]
@@ -145,8 +147,8 @@ def test_compile_is_for_dsr_neurons_only():
     from hlop.errors import ConfigError
 
     with pytest.raises(ConfigError, match="leave compile off"):
-        SpikingMLP(20, 10, options=options(timesteps=2, training="bptt", compile=True))
-    model = SpikingMLP(20, 10, options=options(timesteps=2, compile=True))
+        SpikingMLP(20, 10, settings=net_settings(timesteps=2, training="bptt", compile=True))
+    model = SpikingMLP(20, 10, settings=net_settings(timesteps=2, compile=True))
     assert all(n.compiled for n in model.neurons())
 
 

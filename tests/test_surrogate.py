@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hlop import LateralCircuit, ProjectedLinear
-from hlop.surrogate import SurrogateLIF
+from hlop.spiking.surrogate import SurrogateLIF
 
 
 def sg_grad(x, alpha=4.0):
@@ -76,7 +76,7 @@ def test_trace_layout_uses_trace_for_weight_update(projecting):
     c.merge()
     c.projecting = projecting
     layer = ProjectedLinear(5, 3, bias=False, circuit=c)
-    layer.layout = "trace"
+    layer.layout = "online"
     spikes = (torch.rand(4, 5) > 0.5).float().requires_grad_()
     traces = torch.rand(4, 5)
     out = layer(torch.cat([spikes, traces]))

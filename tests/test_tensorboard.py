@@ -5,15 +5,16 @@ import sys
 
 import pytest
 import torch
+from helpers import run_state
 
-from hlop.build import build_model
-from hlop.cli import main
-from hlop.config import apply_overrides
-from hlop.continual import RunState, run_continual
-from hlop.diagnostics import CircuitDiagnostics
+from hlop.loop.continual import run_continual
 from hlop.methods import METHODS
-from hlop.presets import build_benchmark, preset
-from hlop.tensorboard_log import TensorBoardLog
+from hlop.run.build import build_model
+from hlop.run.config import apply_overrides
+from hlop.run.diagnostics import CircuitDiagnostics
+from hlop.run.presets import build_benchmark, preset
+from hlop.run.tensorboard_log import TensorBoardLog
+from hlop.tools.cli import main
 
 TINY = ["tasks=2", "timesteps=2", "train_limit=100", "test_limit=50", "epochs=2"]
 TINY += ["hidden=40", "hlop.sizes=[[20,10,5],[20,10,5]]", "diagnostics_samples=32"]
@@ -39,7 +40,7 @@ def test_scalars_of_a_run():
     cfg = apply_overrides(preset("pmnist-subset"), TINY)
     benchmark = build_benchmark(cfg)
     torch.manual_seed(cfg.seed)
-    run = RunState(cfg, build_model(cfg, benchmark), benchmark, torch.device("cpu"))
+    run = run_state(cfg, build_model(cfg, benchmark), benchmark, torch.device("cpu"))
     writer = FakeWriter()
     run_continual(
         run,

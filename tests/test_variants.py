@@ -6,14 +6,15 @@ import io
 import pytest
 import torch
 from helpers import SMALL_PMNIST as SMALL
+from helpers import run_state
 
-import hlop.experiment
-from hlop.build import build_model
-from hlop.config import apply_overrides
-from hlop.continual import Plugin, RunState, evaluate_seen
-from hlop.experiment import train
-from hlop.methods import Replay, method_plugins
-from hlop.presets import build_benchmark, preset
+import hlop.run.experiment
+from hlop.loop.continual import Plugin, evaluate_seen
+from hlop.methods import Replay
+from hlop.run.build import build_model, method_plugins
+from hlop.run.config import apply_overrides
+from hlop.run.experiment import train
+from hlop.run.presets import build_benchmark, preset
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def test_variant_learns_and_hlop_forgets_less(variant, tmp_path):
 def test_replay_memory_is_per_class_seeded_and_sized():
     cfg = apply_overrides(preset("pmnist-subset"), ["tasks=2", "replay.memory_size=7"])
     bench = build_benchmark(cfg)
-    state = RunState(cfg, build_model(cfg, bench), bench, torch.device("cpu"))
+    state = run_state(cfg, build_model(cfg, bench), bench, torch.device("cpu"))
     replay = Replay(memory_size=7)
     a, b = replay.select(state, 0), Replay(memory_size=7).select(state, 0)
     assert torch.equal(a, b)  # seeded
@@ -89,7 +90,7 @@ def test_replay_runs_and_rewrites_the_row(method, tmp_path, monkeypatch):
         assert isinstance(replay, Replay)
         return [method_plugin, before, replay, after]
 
-    monkeypatch.setattr(hlop.experiment, "method_plugins", plugins)
+    monkeypatch.setattr(hlop.run.experiment, "method_plugins", plugins)
     with_replay = run(method, "dsr", extra, tmp_path / "r")
     monkeypatch.undo()
     without = run(method, "dsr", ["timesteps=4"], tmp_path / "n")

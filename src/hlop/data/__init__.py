@@ -14,8 +14,8 @@ from hlop.data.idx import MNIST_FILES, read_idx
 from hlop.data.readers import read_mat
 from hlop.data.tasks import (
     Benchmark,
+    DataSplit,
     JointSplit,
-    Split,
     Task,
     five_datasets,
     joint_task,
@@ -35,7 +35,7 @@ __all__ = [
     "DataError",
     "DatasetSpec",
     "JointSplit",
-    "Split",
+    "DataSplit",
     "Task",
     "fetch_dataset",
     "five_datasets",

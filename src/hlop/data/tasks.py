@@ -18,7 +18,7 @@ _VALIDATION_STREAM = 3
 
 
 @dataclass
-class Split:
+class DataSplit:
     """One split of one task: shared uint8 images, int64 labels and the task's transform."""
 
     images: torch.Tensor  # uint8 storage shared between tasks, shape (N, ...)
@@ -51,8 +51,8 @@ class Task:
 
     name: str
     num_classes: int
-    train: Split | JointSplit
-    test: Split | JointSplit
+    train: DataSplit | JointSplit
+    test: DataSplit | JointSplit
 
 
 class JointSplit:
@@ -60,7 +60,7 @@ class JointSplit:
     sample ``offset[p] + i``; it keeps its own task's transform (PMNIST: its permutation)
     and its task id, which picks its head."""
 
-    def __init__(self, parts: Sequence[Split], tasks: Sequence[int]) -> None:
+    def __init__(self, parts: Sequence[DataSplit], tasks: Sequence[int]) -> None:
         if len(parts) != len(tasks) or not parts:
             raise ValueError(f"{len(parts)} splits for {len(tasks)} task ids")
         self.parts = list(parts)
@@ -247,8 +247,8 @@ def permuted_mnist(
             Task(
                 name=f"pmnist-{task}",
                 num_classes=10,
-                train=Split(*train, transform),
-                test=Split(*test, transform),
+                train=DataSplit(*train, transform),
+                test=DataSplit(*test, transform),
             )
         )
     return Benchmark(name="pmnist", tasks=tasks, shared_head=True, input_shape=(size,))
@@ -398,8 +398,8 @@ def _shared_task_splits(
     limit: int | None,
     seed: int,
     name: str,
-) -> list[Split]:
-    """One Split per task: uint8 views into a single task-ordered copy of ``images``."""
+) -> list[DataSplit]:
+    """One split per task: uint8 views into a single task-ordered copy of ``images``."""
     positions, local = _task_positions(labels, groups, limit, seed, name)
     order = np.concatenate(positions)
     if np.array_equal(order, np.arange(len(labels))):
@@ -412,7 +412,7 @@ def _shared_task_splits(
     targets = torch.from_numpy(local[labels[order]])
     bounds = np.cumsum([0] + [len(p) for p in positions])
     return [
-        Split(storage[start:stop], targets[start:stop], transform)
+        DataSplit(storage[start:stop], targets[start:stop], transform)
         for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
     ]
 
@@ -673,8 +673,8 @@ def with_validation(benchmark: Benchmark, fraction: float, seed: int) -> Benchma
             Task(
                 task.name,
                 task.num_classes,
-                Split(xt, yt, train.transform),
-                Split(xv, yv, train.transform),
+                DataSplit(xt, yt, train.transform),
+                DataSplit(xv, yv, train.transform),
             )
         )
     return Benchmark(benchmark.name, tasks, benchmark.shared_head, benchmark.input_shape)

@@ -1,8 +1,8 @@
 """Continual-learning methods: each one plugin file, registered here by name.
 
-A method is a :class:`hlop.continual.Plugin` that reacts to the loop's events; ``--method
+A method is a :class:`hlop.loop.continual.Plugin` that reacts to the loop's events; ``--method
 NAME`` picks one, and ``--replay`` adds memory replay to any of them.  A method with
-settings declares them as a small :class:`hlop.settings.Settings` dataclass next to its
+settings declares them as a small :class:`hlop.core.settings.Settings` dataclass next to its
 plugin, whose constructor takes them as keyword arguments; the run's configuration then has
 a section of that name (``--set NAME.KEY=VALUE``).  To add a method, write its file in this
 package and add one entry to :data:`METHODS`.
@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
-from ..continual import Plugin
-from ..errors import ConfigError
-from ..settings import Settings
-from .baseline import Baseline
-from .ewc import EWC, EWCSettings
-from .gpm import GPM, GPMSettings
-from .hat import HAT, HATSettings
-from .hlop import HLOPPlugin, HLOPSettings
-from .multitask import Multitask
-from .replay import Replay, ReplaySettings
+from hlop.core.settings import Settings
+from hlop.loop.state import Plugin
+from hlop.methods.baseline import Baseline
+from hlop.methods.ewc import EWC, EWCSettings
+from hlop.methods.gpm import GPM, GPMSettings
+from hlop.methods.hat import HAT, HATSettings
+from hlop.methods.hlop import HLOPPlugin, HLOPSettings
+from hlop.methods.multitask import Multitask
+from hlop.methods.replay import Replay, ReplaySettings
 
 
 @dataclass(frozen=True)
@@ -61,21 +59,6 @@ METHODS: dict[str, Method] = {
 ADDONS: dict[str, Method] = {"replay": Method(Replay, ReplaySettings)}
 
 
-def method_plugins(cfg: Any) -> list[Plugin]:
-    """The plugins of a run (``cfg``: a :class:`hlop.config.Config`): its method
-    (``cfg.method``), then each add-on whose section is enabled."""
-    if cfg.method not in METHODS:
-        raise ConfigError(
-            f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)} (--method)"
-        )
-    plugins = [METHODS[cfg.method].build(getattr(cfg, cfg.method, None))]
-    for name, addon in ADDONS.items():
-        section = getattr(cfg, name)
-        if section.enabled:
-            plugins.append(addon.build(section))
-    return plugins
-
-
 __all__ = [
     "ADDONS",
     "EWC",
@@ -92,5 +75,4 @@ __all__ = [
     "Multitask",
     "Replay",
     "ReplaySettings",
-    "method_plugins",
 ]

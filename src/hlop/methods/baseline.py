@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..continual import Plugin
+from hlop.loop.state import Plugin
 
 
 class Baseline(Plugin):

@@ -33,9 +33,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .. import distributed
-from ..continual import Plugin, RunState, loss_check
-from ..settings import Settings, require, require_choice
+from hlop.core.settings import Settings, require, require_choice
+from hlop.loop import distributed
+from hlop.loop.continual import loss_check
+from hlop.loop.optimisation import Optimisation
+from hlop.loop.state import Plugin, RunState
 
 
 @dataclass
@@ -65,7 +67,7 @@ def empirical_fisher(run: RunState, samples: int) -> dict[str, Tensor]:
     The network is in evaluation mode (batch norm uses its running statistics, circuits do
     not learn) and nothing is projected; the gradient is the training rule's own."""
     model, split = run.model, run.benchmark.tasks[run.task].train
-    g = torch.Generator().manual_seed(run.cfg.seed * 1013 + run.task)
+    g = torch.Generator().manual_seed(run.seed * 1013 + run.task)
     index = torch.randperm(len(split), generator=g)[:samples]
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -87,14 +89,14 @@ def empirical_fisher(run: RunState, samples: int) -> dict[str, Tensor]:
     return {n: f / len(index) for n, f in fisher.items()}
 
 
-def warn_if_unstable(cfg, lam: float, fisher_max: float) -> None:
+def warn_if_unstable(optimisation: Optimisation, step: int, lam: float, fisher_max: float) -> None:
     """Warn when SGD on the penalty alone would diverge: along a parameter with Fisher F the
     step multiplies ``theta - theta_bar`` by ``1 - lr lam F`` (with momentum beta, stable
-    while ``lr lam F < 2 (1 + beta)``); ``cfg``: the run's optimiser settings."""
-    if cfg.optimizer != "sgd" or lam == 0:
+    while ``lr lam F < 2 (1 + beta)``) at the learning rate of the steps after ``step``."""
+    if optimisation.optimizer != "sgd" or lam == 0:
         return
-    lr = cfg.lr if cfg.lr_later is None else cfg.lr_later
-    product, bound = lr * lam * fisher_max, 2 * (1 + cfg.momentum)
+    lr = optimisation.step_lr(step + 1)
+    product, bound = lr * lam * fisher_max, 2 * (1 + optimisation.momentum)
     if product >= bound:
         warnings.warn(
             f"ewc: lr * ewc.lam * max F = {product:.3g} >= {bound:.3g}: SGD on the penalty "
@@ -166,7 +168,7 @@ class EWC(Plugin):
         self.consolidate(run.model, empirical_fisher(run, self.settings.samples))
         fisher_max = max(float(f.max()) for f in self.fisher.values())
         if self.settings.penalty == "gradient":
-            warn_if_unstable(run.cfg, self.settings.lam, fisher_max)
+            warn_if_unstable(run.optimisation, run.task, self.settings.lam, fisher_max)
 
     @torch.no_grad()
     def consolidate(self, model: torch.nn.Module, fisher: dict[str, Tensor]) -> None:

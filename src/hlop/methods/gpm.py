@@ -36,11 +36,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from .. import distributed
-from ..choices import per_circuit
-from ..continual import Plugin, RunState
-from ..errors import ConfigError
-from ..settings import Settings, require
+from hlop.core.choices import per_circuit
+from hlop.core.settings import Settings, require
+from hlop.errors import ConfigError
+from hlop.loop import distributed
+from hlop.loop.state import Plugin, RunState
 
 
 @dataclass
@@ -130,7 +130,7 @@ def representation_statistics(
     wanted = [samples] * len(layers) if isinstance(samples, int) else [int(n) for n in samples]
     if len(wanted) != len(layers):
         raise ValueError(f"{len(wanted)} sample counts for {len(layers)} projected layers")
-    g = torch.Generator().manual_seed(run.cfg.seed * 1019 + run.task)
+    g = torch.Generator().manual_seed(run.seed * 1019 + run.task)
     order = torch.randperm(len(split), generator=g)
     wanted = [max(0, min(n, len(order))) for n in wanted]
     covs = [
@@ -158,7 +158,7 @@ def representation_statistics(
             active[:] = [n >= end for n in wanted]
             # several workers: each takes a part of every segment (maybe none of a short one)
             part = distributed.shard(order[start:end])
-            for chunk in part.split(run.cfg.test_batch_size) if len(part) else ():
+            for chunk in part.split(run.settings.test_batch_size) if len(part) else ():
                 x, _ = split.batch(chunk)
                 model(x.to(run.device), run.task)
     finally:

@@ -44,11 +44,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from ..continual import Plugin, RunState
-from ..settings import Settings, require
+from hlop.core.settings import Settings, require
+from hlop.loop.state import Plugin, RunState
 
 if TYPE_CHECKING:
-    from ..networks import Gate, GateLayout, SpikingNetwork
+    from hlop.models.base import SpikingNetwork
+    from hlop.models.gates import Gate, GateLayout
 
 
 @dataclass
@@ -210,13 +211,15 @@ class HAT(Plugin):
 
     def check(self, run: RunState) -> None:
         """Refuse what HAT cannot run with (before task 0 trains)."""
-        cfg, model = run.cfg, run.model
-        why = " (shared_head=true)" if cfg.shared_head else ""
-        require(
-            not model.shared_head,
-            f"HAT needs a head per task (task-incremental); {cfg.benchmark} has one shared "
-            f"head{why}",
-        )
+        model = run.model
+        if model.shared_head:
+            bench = run.benchmark
+            why = "its benchmark shares one" if bench is None or bench.shared_head else ""
+            require(
+                False,
+                "HAT needs a head per task (task-incremental); the network has one shared "
+                f"head ({why or 'shared_head=true'})",
+            )
         require(
             not model.rule.updates_within_batch,
             "HAT masks the gradients between the backward and the optimiser step; OTTT's "
@@ -254,7 +257,7 @@ class HAT(Plugin):
             self.gates = HATGates(run.model, self.topology.gates, self.settings.s_max)
             run.model.hat_gates = self.gates
         while len(self.gates.embeddings) < tasks:
-            g = torch.Generator().manual_seed(run.cfg.seed * 7919 + len(self.gates.embeddings))
+            g = torch.Generator().manual_seed(run.seed * 7919 + len(self.gates.embeddings))
             self.gates.add_task(g, run.device)
 
     def before_task(self, run: RunState) -> None:
@@ -265,7 +268,7 @@ class HAT(Plugin):
     def before_epoch(self, run: RunState) -> None:
         # the first batch needs B before the loop reports it (after_batch keeps it in step)
         split = run.benchmark.tasks[run.task].train
-        self.batches = math.ceil(len(split) / run.cfg.batch_size)
+        self.batches = math.ceil(len(split) / run.settings.batch_size)
         self.gates.s = annealed_scale(1, self.batches, self.settings.s_max)
 
     def after_backward(self, run: RunState) -> None:

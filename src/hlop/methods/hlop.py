@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..choices import HEBBIAN_SOURCES, HEBBIAN_STRIDES, PRECISIONS, PROJ_TYPES, per_circuit
-from ..circuit import DEFAULT_THRESHOLD
-from ..continual import Plugin, RunState
-from ..errors import ConfigError
-from ..settings import Settings, require, require_choice
+from hlop.core.choices import HEBBIAN_SOURCES, HEBBIAN_STRIDES, PRECISIONS, PROJ_TYPES
+from hlop.core.circuit import DEFAULT_THRESHOLD
+from hlop.core.lifecycle import TaskLifecycle, check_block_sizes
+from hlop.core.settings import Settings, require, require_choice
+from hlop.errors import CircuitError, ConfigError
+from hlop.loop.state import Plugin, RunState
 
 
 @dataclass
@@ -69,8 +70,6 @@ class HLOPSettings(Settings):
             f"{self.threshold}",
         )
         require(all(m >= 1 for m in self.max_rows), f"hlop.max_rows must be >= 1: {self.max_rows}")
-        for k, sizes in enumerate([] if self.auto else self.sizes):
-            require(all(s >= 0 for s in sizes), f"hlop.sizes[{k}] must be >= 0, got {sizes}")
 
     @property
     def auto(self) -> bool:
@@ -83,10 +82,12 @@ class HLOPSettings(Settings):
 
 
 class HLOPPlugin(Plugin):
-    """Each task adds a block of lateral neurons to every circuit (``sizes[task]``); they
-    learn from the layer's input while the task trains (from epoch ``start_epochs`` on);
-    from task 1 on, weight updates are projected orthogonally to the merged old subspace.
-    After the task's evaluation the circuits merge.
+    """HLOP's task lifecycle (:class:`hlop.core.lifecycle.TaskLifecycle`) on the model's
+    circuits: each task adds a block of lateral neurons to every circuit (``sizes[task]``,
+    or sizes found from the data); they learn from the layer's input while the task trains
+    (from epoch ``start_epochs`` on); from task 1 on, weight updates are projected
+    orthogonally to the merged old subspace.  After the task's training the blocks are
+    fitted (``"auto"``) and merged.
 
     Takes the whole ``hlop`` section (:class:`HLOPSettings`); the circuits' own settings
     (rates, iterations, ...) are given to them when the network is built."""
@@ -96,69 +97,50 @@ class HLOPPlugin(Plugin):
 
     def __init__(self, **settings) -> None:
         self.settings = HLOPSettings(**settings)
+        self.lifecycle: TaskLifecycle | None = None
+
+    def _lifecycle(self, run: RunState) -> TaskLifecycle:
+        """The lifecycle of the model's circuits (made once; it keeps no state a resumed run
+        would need: the circuits carry theirs)."""
+        if self.lifecycle is None:
+            s = self.settings
+            names = [n for n, _ in run.model.projected_layers()]
+            self.lifecycle = TaskLifecycle(
+                run.model.circuits(),
+                names,
+                sizes="auto" if s.auto else None,
+                threshold=s.thresholds,
+                max_rows=s.max_rows or None,
+                prefix="hlop.",
+            )
+        return self.lifecycle
 
     def check(self, run: RunState) -> None:
-        names = [n for n, _ in run.model.projected_layers()]
         try:
-            if self.settings.max_rows:
-                per_circuit(self.settings.max_rows, names, "hlop.max_rows")
-            per_circuit(self.settings.thresholds, names, "hlop.threshold")
-        except ValueError as e:
+            lifecycle = self._lifecycle(run)
+        except CircuitError as e:  # a setting of the run's hlop section
             raise ConfigError(str(e)) from None
         if self.settings.auto:
             return
-        sizes, tasks = self.settings.sizes, run.cfg.tasks
+        sizes, tasks = self.settings.sizes, run.tasks
         require(
             len(sizes) >= tasks,
             f"hlop.sizes lists {len(sizes)} tasks but the run has {tasks}: one list per task",
         )
-        dims = [m.circuit.in_features for _, m in run.model.projected_layers()]
+        dims = [c.in_features for c in lifecycle.circuits]
         for k, row in enumerate(sizes[:tasks]):
-            require(
-                len(row) == len(dims),
-                f"hlop.sizes[{k}] needs {len(dims)} values (one per circuit), got {row}",
-            )
-            for s, d in zip(row, dims, strict=True):
-                require(
-                    s <= d, f"hlop.sizes[{k}]: block of {s} rows above the layer's dimension {d}"
-                )
-
-    def block_bounds(self, run: RunState) -> list[int | None]:
-        """With sizes "auto": the rows each circuit's block may keep this task (None: the
-        circuit's default, :meth:`LateralCircuit.generous_block`)."""
-        names = [n for n, _ in run.model.projected_layers()]
-        return per_circuit(self.settings.max_rows or [None], names, "hlop.max_rows")
+            try:
+                check_block_sizes(row, lifecycle.names, dims, key=f"hlop.sizes[{k}]")
+            except CircuitError as e:
+                raise ConfigError(str(e)) from None
 
     def before_task(self, run: RunState) -> None:
-        auto = self.settings.auto
-        if auto:
-            sizes = [
-                c.generous_block(bound)
-                for c, bound in zip(run.model.circuits(), self.block_bounds(run), strict=True)
-            ]
-        else:
-            sizes = self.settings.sizes[run.task]
-        for c in run.model.circuits():
-            if auto or c.tracking:
-                c.track_energy(auto)
-        run.model.add_subspaces(sizes)
-        for c in run.model.circuits():
-            c.projecting = run.task > 0
+        lifecycle = self._lifecycle(run)
+        lifecycle.begin(None if self.settings.auto else self.settings.sizes[run.task])
 
     def before_epoch(self, run: RunState) -> None:
-        learning = run.epoch >= self.settings.start_epochs
-        for c in run.model.circuits():
-            c.learning = learning
+        self._lifecycle(run).set_learning(run.epoch >= self.settings.start_epochs)
 
     def after_training(self, run: RunState) -> None:
-        names = [n for n, _ in run.model.projected_layers()]
-        thresholds = per_circuit(self.settings.thresholds, names, "hlop.threshold")
-        for c, threshold in zip(run.model.circuits(), thresholds, strict=True):
-            if self.settings.auto:
-                c.fit_block(threshold)
-            c.learning = False
-            c.projecting = False
-
-    def after_evaluation(self, run: RunState) -> None:
-        run.circuit_blocks.append([c.rows - c.old_rows for c in run.model.circuits()])
-        run.model.merge_circuits()
+        # fit as the settings say: a step resumed inside did not run this begin
+        run.circuit_blocks.append(self._lifecycle(run).end(fit=self.settings.auto))

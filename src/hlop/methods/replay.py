@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import distributed
-from ..continual import Plugin, RunState, evaluate_seen, loss_check, make_optimizer, make_scheduler
-from ..settings import Settings, require
+from hlop.core.settings import Settings, require
+from hlop.loop import distributed
+from hlop.loop.continual import evaluate_seen, loss_check
+from hlop.loop.state import Plugin, RunState
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Replay(Plugin):
     def select(self, run: RunState, task: int) -> torch.Tensor:
         """Indices of ``memory_size`` random samples of each class of ``task``."""
         split = run.benchmark.tasks[task].train
-        g = torch.Generator().manual_seed(run.cfg.seed * 1009 + task)
+        g = torch.Generator().manual_seed(run.seed * 1009 + task)
         size = self.settings.memory_size
         chosen = [
             idx[torch.randperm(len(idx), generator=g)[:size]]
@@ -76,12 +77,12 @@ class Replay(Plugin):
     def after_evaluation(self, run: RunState) -> None:
         if run.task == 0:
             return
-        cfg, r, model = run.cfg, self.settings, run.model
-        optimizer = make_optimizer(cfg, model.trainable_parameters(), lr=r.lr)
-        if cfg.scheduler == "cosine":
+        r, model, optimisation = self.settings, run.model, run.optimisation
+        optimizer = optimisation.make_optimizer(model.trainable_parameters(), lr=r.lr)
+        if optimisation.scheduler == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, r.t_max)
         else:
-            scheduler = make_scheduler(cfg, optimizer)
+            scheduler = optimisation.make_scheduler(optimizer)
         longest = max(len(m) for m in self.memory)
         world = distributed.world_size()
         check = loss_check(run, 0)

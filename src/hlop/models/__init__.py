@@ -1,0 +1,1 @@
+"""The built-in spiking networks: a base class, one file per architecture, the registry."""

@@ -1,0 +1,447 @@
+"""``hlop report PATH...``: figures (PNG) and a markdown summary of runs and studies.
+
+A run directory (``hlop train``: results.json) gets::
+
+    accuracy_matrix.png    the accuracy matrix, annotated (a row per training step)
+    accuracy_curves.png    each task's accuracy after every later step
+    forgetting.png         each task's forgetting (from two learnt tasks on; not joint training)
+    circuits.png           circuit diagnostics per layer over tasks (HLOP, GPM)
+    report.md              status, ACC, BWT, the matrix and diagnostics as tables, the figures
+
+The matrix's colours and the curves' axis span the accuracies (:func:`accuracy_range`), so
+that a run whose accuracies all lie within a few points is not one flat band.
+
+A study directory (``hlop compare``: METHOD-sSEED/ runs, summary.csv) gets ``methods.png``
+(ACC and BWT per method: mean and sample standard deviation over the completed seeds, from
+summary.csv or else from the runs' results.json) and ``report.md`` (the same with the paper's
+values, ``~`` marking approximate ones); each of its runs gets its own report.  Figures need
+matplotlib (``pip install 'hlop[plot]'``), drawn with Agg; each ``plot_*`` function returns
+its figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from hlop.errors import ReportError
+from hlop.loop.metrics import forgetting
+from hlop.run.files import read_json_dict
+from hlop.tools.paper import PaperValue, paper_result
+from hlop.tools.stats import Stats
+
+DPI = 100
+INSTALL = "pip install 'hlop[plot]' (or pip install matplotlib)"
+RUN_DIR = re.compile(r"^(?P<method>.+)-s(?P<seed>-?\d+)$")
+
+
+def figure(width: float, height: float):
+    """A matplotlib figure on the Agg canvas (no pyplot, no global backend state)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ReportError(f"hlop report draws its figures with matplotlib: {INSTALL}") from None
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig, path: Path):
+    """Write ``fig`` to ``path`` (PNG); returns ``fig``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI, format="png")
+    return fig
+
+
+def is_run(path: Path) -> bool:
+    return (path / "results.json").is_file() or (path / "config.json").is_file()
+
+
+def study_runs(path: Path) -> list[Path]:
+    """The run directories of a study (METHOD-sSEED holding a run), sorted."""
+    return sorted(p for p in path.iterdir() if p.is_dir() and RUN_DIR.match(p.name) and is_run(p))
+
+
+# ---------------------------------------------------------------------- one run
+def _fmt(v: float | None, digits: int = 2, unit: str = "") -> str:
+    return "n.a." if v is None else f"{v:.{digits}f}{unit}"
+
+
+def _matrix(res: dict) -> list[list[float | None]]:
+    return [list(row) for row in res.get("acc_matrix") or []]
+
+
+def _step_labels(res: dict, rows: int) -> list[str]:
+    if rows == 1 and res.get("bwt") is None and res.get("tasks_completed", 1) > 1:
+        return ["joint"]
+    return [f"T{i}" for i in range(rows)]
+
+
+def accuracy_range(values: Iterable[float | None]) -> tuple[float, float]:
+    """The colour and axis range of accuracies (percent): the values' own, widened by a tenth
+    of their spread (at least half a point) each side and rounded out to whole points,
+    within 0-100; 0-100 when they spread over half of it or more (or there are none)."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite or max(finite) - min(finite) >= 50:
+        return 0.0, 100.0
+    lo, hi = min(finite), max(finite)
+    margin = max(0.1 * (hi - lo), 0.5)
+    return max(0.0, float(math.floor(lo - margin))), min(100.0, float(math.ceil(hi + margin)))
+
+
+def run_forgetting(res: dict) -> list[float]:
+    """Each task's forgetting (:func:`hlop.loop.metrics.forgetting`) of the run's matrix: tasks
+    0..n-2; empty for joint training, one task, or a matrix that is not one task a step."""
+    a = _matrix(res)
+    try:
+        return forgetting(a, res.get("tasks_completed", len(a))) if a else []
+    except (ValueError, TypeError):  # rows missing values
+        return []
+
+
+def plot_matrix(res: dict, path: Path):
+    """The accuracy matrix as an image (row i: after step i, column j: task j), annotated,
+    colours over :func:`accuracy_range`."""
+    a = _matrix(res)
+    rows, cols = len(a), max(len(r) for r in a)
+    values = [[math.nan if v is None else v for v in r + [None] * (cols - len(r))] for r in a]
+    lo, hi = accuracy_range(v for r in a for v in r)
+    fig = figure(min(3.6 + 0.55 * cols, 10), min(1.6 + 0.45 * rows, 8))
+    ax = fig.add_subplot()
+    im = ax.imshow(values, vmin=lo, vmax=hi, cmap="viridis", aspect="auto")
+    fig.colorbar(im, ax=ax, label="accuracy (%)")
+    if cols <= 20:
+        size = 8 if cols <= 10 else 6
+        for i, r in enumerate(values):
+            for j, v in enumerate(r):
+                if not math.isnan(v):
+                    color = "black" if v > lo + 0.6 * (hi - lo) else "white"  # on viridis
+                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=size, color=color)
+    ax.set_xticks(range(cols), [f"T{j}" for j in range(cols)], fontsize=8)
+    ax.set_yticks(range(rows), _step_labels(res, rows), fontsize=8)
+    ax.set_xlabel("accuracy on task")
+    ax.set_ylabel("after training step")
+    ax.set_title(f"{res.get('benchmark', '')}, {res.get('method', '')}", fontsize=9)
+    return save(fig, path)
+
+
+def plot_curves(res: dict, path: Path):
+    """A line per task: its accuracy after each step from the one that learnt it; y axis
+    over :func:`accuracy_range`."""
+    a = _matrix(res)
+    cols = max(len(r) for r in a)
+    fig = figure(6, 3.6)
+    ax = fig.add_subplot()
+    for j in range(cols):
+        steps = [i for i, r in enumerate(a) if j < len(r) and r[j] is not None]
+        ax.plot(steps, [a[i][j] for i in steps], marker="o", markersize=3, label=f"T{j}")
+    ax.set_xticks(range(len(a)), _step_labels(res, len(a)), fontsize=8)
+    ax.set_xlabel("after training step")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(*accuracy_range(v for r in a for v in r))
+    ax.grid(alpha=0.3)
+    ax.set_title("each task's accuracy after every later step")
+    if cols <= 10:
+        ax.legend(fontsize=7, ncol=2, loc="best")
+    return save(fig, path)
+
+
+def plot_forgetting(res: dict, path: Path):
+    """A bar per task but the last: its forgetting (:func:`run_forgetting`), in points."""
+    values = run_forgetting(res)
+    fig = figure(min(4.0 + 0.4 * len(values), 10), 3.2)
+    ax = fig.add_subplot()
+    bars = ax.bar(range(len(values)), values, color="tab:red", alpha=0.8)
+    if len(values) <= 20:
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(values)), [f"T{j}" for j in range(len(values))], fontsize=8)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.margins(y=0.15)  # room for the labels
+    ax.set_xlabel("task")
+    ax.set_ylabel("forgetting (points)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("forgetting: best earlier accuracy - last accuracy", fontsize=9)
+    return save(fig, path)
+
+
+def _layers(diagnostics: list[dict]) -> list[str]:
+    return list(dict.fromkeys(name for e in diagnostics for name in e.get("layers", {})))
+
+
+def plot_circuits(res: dict, path: Path):
+    diag = res["circuit_diagnostics"]
+    layers = _layers(diag)
+    fig = figure(min(3.2 * len(layers), 12), 5)
+    for c, name in enumerate(layers):
+        points = [(e["task"], e["layers"][name]) for e in diag if name in e["layers"]]
+        tasks = [t for t, _ in points]
+        top = fig.add_subplot(2, len(layers), c + 1)
+        for key, style in (("captured", "o-"), ("optimal", "s--")):
+            ys = [math.nan if d[key] is None else d[key] for _, d in points]
+            top.plot(tasks, ys, style, markersize=3, label=key)
+        top.set_ylim(0, 1.02)
+        top.set_title(f"{name} ({points[-1][1]['rows']} rows)", fontsize=9)
+        top.set_ylabel("energy fraction" if c == 0 else "")
+        top.grid(alpha=0.3)
+        if c == 0:
+            top.legend(fontsize=7, loc="lower right")
+        bottom = fig.add_subplot(2, len(layers), len(layers) + c + 1)
+        errors = [max(d["orthonormality_error"], 1e-16) for _, d in points]
+        bottom.semilogy(tasks, errors, "o-", markersize=3, color="tab:red")
+        bottom.set_xlabel("after task")
+        bottom.set_ylabel("max |HH^T - I|" if c == 0 else "")
+        bottom.grid(alpha=0.3)
+        for ax in (top, bottom):
+            ax.set_xticks(tasks)
+    fig.suptitle("circuits: old subspace's share of the finished task's activity", fontsize=10)
+    return save(fig, path)
+
+
+def _markdown_matrix(res: dict) -> list[str]:
+    a = _matrix(res)
+    cols = max(len(r) for r in a)
+    lines = ["| after \\ on | " + " | ".join(f"T{j}" for j in range(cols)) + " |"]
+    lines.append("|---" * (cols + 1) + "|")
+    for label, r in zip(_step_labels(res, len(a)), a, strict=True):
+        cells = ["" if v is None else f"{v:.2f}" for v in r + [None] * (cols - len(r))]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _markdown_diagnostics(diag: list[dict]) -> list[str]:
+    lines = [
+        "| after task | layer | rows | old rows | max abs(HH^T - I) | captured | optimal |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in diag:
+        for name, d in e["layers"].items():
+            lines.append(
+                f"| {e['task']} | {name} | {d['rows']} | {d['old_rows']} | "
+                f"{d['orthonormality_error']:.2e} | {_fmt(d['captured'], 4)} | "
+                f"{_fmt(d['optimal'], 4)} |"
+            )
+    seconds = sum(e.get("seconds", 0) for e in diag)
+    lines += [
+        "",
+        f"Measured on {diag[-1].get('samples', '?')} training samples of each finished task "
+        f"({seconds:.1f} s in all). captured: the share of the task's activity energy in the "
+        "circuit's subspace; optimal: the most any subspace of as many dimensions holds (SVD).",
+    ]
+    return lines
+
+
+def report_run(path: Path) -> Path:
+    """Figures and report.md of one run directory; returns report.md's path."""
+    res = read_json_dict(path / "results.json")
+    cfg = read_json_dict(path / "config.json") or {}
+    title = f"{cfg.get('benchmark', '?')}, {cfg.get('method', '?')}"
+    if res is None:
+        lines = [f"# {title}", "", "No results yet: the run has not finished a task."]
+        (path / "report.md").write_text("\n".join(lines) + "\n")
+        return path / "report.md"
+    status = res.get("status", "?")
+    title = f"{res.get('benchmark', '?')}, {res.get('method', '?')}"
+    n_tasks = len(res.get("task_names") or []) or "?"
+    lines = [
+        f"# {title} ({status})",
+        "",
+        f"Tasks learnt: {res.get('tasks_completed', 0)} of {n_tasks}; accuracies on the "
+        f"{res.get('evaluated_on', 'test')} data.",
+    ]
+    if status != "complete":
+        lines.append(f"The run is {status if status != 'running' else 'unfinished'}: "
+                     "what follows covers the tasks it finished.")  # fmt: skip
+    if not _matrix(res):
+        lines += ["", "No task finished: nothing to plot."]
+        (path / "report.md").write_text("\n".join(lines) + "\n")
+        return path / "report.md"
+    bwt = res.get("bwt")
+    bwt_text = "n.a. (joint training)" if bwt is None else _fmt(bwt, unit="%")
+    lines += ["", f"ACC {_fmt(res.get('acc'), unit='%')}, BWT {bwt_text}."]
+    forgotten = run_forgetting(res)
+    if forgotten:
+        lines.append("Forgetting per task (%): " + ", ".join(f"{f:.2f}" for f in forgotten))
+    blocks = res.get("circuit_blocks") or []
+    if blocks:
+        rows = "; ".join(f"task {k}: {', '.join(map(str, b))}" for k, b in enumerate(blocks))
+        total = [sum(col) for col in zip(*blocks, strict=True)]
+        lines.append(f"Lateral neurons added per circuit: {rows} (in all: {total}).")
+    plot_matrix(res, path / "accuracy_matrix.png")
+    plot_curves(res, path / "accuracy_curves.png")
+    lines += [
+        "",
+        "![accuracy matrix](accuracy_matrix.png)",
+        "",
+        "![accuracy of each task over training](accuracy_curves.png)",
+        "",
+    ]
+    if forgotten:
+        plot_forgetting(res, path / "forgetting.png")
+        lines += ["![forgetting per task](forgetting.png)", ""]
+    lines += [
+        "## Accuracy matrix (%)",
+        "",
+        *_markdown_matrix(res),
+    ]
+    diag = res.get("circuit_diagnostics") or []
+    if diag:
+        plot_circuits(res, path / "circuits.png")
+        lines += ["", "## Circuits", "", "![circuit diagnostics](circuits.png)", ""]
+        lines += _markdown_diagnostics(diag)
+    (path / "report.md").write_text("\n".join(lines) + "\n")
+    return path / "report.md"
+
+
+# ---------------------------------------------------------------------- a study
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def method_rows(path: Path, runs: list[Path]) -> list[dict]:
+    """Per method: completed, failed, acc/bwt mean and std (None where not defined), from
+    summary.csv when the study has one, else from its runs' results.json."""
+    summary = path / "summary.csv"
+    if summary.is_file():
+        with summary.open(newline="") as f:
+            return [
+                {
+                    "method": r["method"],
+                    "completed": int(r.get("seeds_completed") or 0),
+                    "failed": int(r.get("seeds_failed") or 0),
+                    **{k: _float(r.get(k)) for k in ("acc_mean", "acc_std", "bwt_mean")},
+                    "bwt_std": _float(r.get("bwt_std")),
+                }
+                for r in csv.DictReader(f)
+            ]
+    by_method: dict[str, list[dict | None]] = {}
+    for run in runs:
+        res = read_json_dict(run / "results.json")
+        done = res if res and res.get("status") == "complete" else None
+        by_method.setdefault(RUN_DIR.match(run.name)["method"], []).append(done)
+    rows = []
+    for method, results in by_method.items():
+        done = [r for r in results if r is not None]
+        acc = Stats.of([r["acc"] for r in done if r.get("acc") is not None])
+        bwt = Stats.of([r["bwt"] for r in done if r.get("bwt") is not None])
+        rows.append(
+            {
+                "method": method,
+                "completed": len(done),
+                "failed": len(results) - len(done),
+                "acc_mean": acc.mean if acc else None,
+                "acc_std": acc.std if acc else None,
+                "bwt_mean": bwt.mean if bwt else None,
+                "bwt_std": bwt.std if bwt else None,
+            }
+        )
+    return rows
+
+
+def _mean_std(mean: float | None, std: float | None) -> str:
+    return _fmt(mean) + ("" if mean is None or std is None else f" ± {std:.2f}")
+
+
+def plot_methods(rows: list[dict], path: Path, title: str):
+    fig = figure(min(2.5 + 1.1 * len(rows), 12), 3.4)
+    names = [r["method"] for r in rows]
+    for c, (key, label) in enumerate((("acc", "ACC (%)"), ("bwt", "BWT (%)"))):
+        ax = fig.add_subplot(1, 2, c + 1)
+        means = [r[f"{key}_mean"] for r in rows]
+        errors = [r[f"{key}_std"] or 0.0 for r in rows]
+        heights = [0.0 if m is None else m for m in means]
+        ax.bar(range(len(rows)), heights, yerr=errors, capsize=4, color="tab:blue", alpha=0.8)
+        for i, m in enumerate(means):
+            if m is None:
+                ax.text(i, 0, "n.a.", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(label)
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{title}: mean ± sample std over seeds", fontsize=10)
+    return save(fig, path)
+
+
+def _paper(v: PaperValue | None) -> str:
+    return "n.a." if v is None else str(v)  # "~" marks an approximate value
+
+
+def report_study(path: Path, log: Callable[[str], None] = print) -> Path:
+    """methods.png and report.md of a study; a report in each of its runs."""
+    runs = study_runs(path)
+    rows = method_rows(path, runs)
+    benchmark, replaying = "?", set()
+    for run in runs:
+        cfg = read_json_dict(run / "config.json") or {}
+        if benchmark == "?":
+            benchmark = cfg.get("benchmark", "?")
+        if (cfg.get("replay") or {}).get("enabled"):
+            replaying.add(RUN_DIR.match(run.name)["method"])
+    paper = {r["method"]: paper_result(benchmark, r["method"], r["method"] in replaying)
+             for r in rows}  # fmt: skip
+    lines = [f"# {benchmark}: study of {len(rows)} methods", ""]
+    if any(r["acc_mean"] is not None for r in rows):
+        plot_methods(rows, path / "methods.png", benchmark)
+        lines += ["![ACC and BWT per method](methods.png)", ""]
+    lines += [
+        "| method | seeds ok/failed | ACC (%) | BWT (%) | paper ACC | paper BWT |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {r['method']} | {r['completed']}/{r['failed']} | "
+            f"{_mean_std(r['acc_mean'], r['acc_std'])} | {_mean_std(r['bwt_mean'], r['bwt_std'])} "
+            f"| {_paper(paper[r['method']][0])} | {_paper(paper[r['method']][1])} |"
+            for r in rows
+        ),
+        "",
+        "Mean ± sample standard deviation over the completed seeds (n.a.: undefined, e.g. "
+        "BWT of joint training, or the std of one seed)"
+        + (", from summary.csv." if (path / "summary.csv").is_file() else ".")
+        + " Paper values: ~ marks an approximate value (not read from the paper's table); "
+        "n.a.: the paper gives none"
+        + (
+            f"; runs of {', '.join(sorted(replaying))} replay memory: the paper's memory "
+            "replay is the baseline's row."
+            if replaying
+            else "."
+        ),
+        "",
+        "## Runs",
+        "",
+    ]
+    for run in runs:
+        report_run(run)
+        res = read_json_dict(run / "results.json") or {}
+        status = res.get("status", "not started")
+        lines.append(f"- [{run.name}]({run.name}/report.md): {status}")
+    (path / "report.md").write_text("\n".join(lines) + "\n")
+    return path / "report.md"
+
+
+def report(paths: list[str | Path], log: Callable[[str], None] = print) -> list[Path]:
+    """Report every path (a run or a study directory); returns the report.md files."""
+    targets = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise ReportError(f"{p}: no such directory (pass a run or a study directory)")
+        if is_run(p):
+            targets.append((p, "run"))
+        elif (p / "summary.csv").is_file() or study_runs(p):
+            targets.append((p, "study"))
+        else:
+            raise ReportError(
+                f"{p} holds neither a run (results.json, config.json) nor a study "
+                "(summary.csv, METHOD-sSEED/ runs)"
+            )
+    figure(1, 1)  # matplotlib is there, before anything is written
+    written = []
+    for p, kind in targets:
+        out = report_run(p) if kind == "run" else report_study(p, log)
+        log(f"{kind} {p}: {out}")
+        written.append(out)
+    return written
