@@ -28,7 +28,7 @@ import sys
 import torch
 from cnn_step import child, compare, during_task, network_options, preset_arguments
 
-CLASSES = 5  # per task: 100 classes in 20 tasks (hlop.data.tasks.split_miniimagenet)
+CLASSES = 5  # per task: 100 classes in 20 tasks (hlop.data.benchmarks.split_miniimagenet)
 
 
 def build_resnet(spec: dict):
@@ -50,7 +50,7 @@ def main() -> None:
     if "--one" in sys.argv:
         child(build_resnet)
         return
-    from hlop.data.tasks import MINIIMAGENET_SIZE
+    from hlop.data.transforms import MINIIMAGENET_SIZE
 
     cfg, args, base = preset_arguments("miniimagenet", __doc__)
     base.update(width=cfg.width, stem=cfg.stem, image_size=MINIIMAGENET_SIZE, classes=CLASSES)

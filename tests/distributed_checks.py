@@ -11,7 +11,7 @@ from helpers import run_state
 from torch import nn
 
 from hlop import LateralCircuit, NetworkSettings, SpikingMLP
-from hlop.data.tasks import Benchmark, DataSplit, Task
+from hlop.data.containers import Benchmark, DataSplit, Task
 from hlop.loop import distributed
 from hlop.loop.continual import RunState
 from hlop.methods.ewc import empirical_fisher

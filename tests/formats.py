@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from hlop.data.idx import IDX_DTYPES
-from hlop.data.readers import (
+from hlop.data.matlab import (
     MAT_VERSION_5,
     MI_COMPRESSED,
     MI_DTYPES,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hlop.data import Benchmark, DataSplit, Task, load_embedded_mnist, permuted_mnist
-from hlop.data.tasks import task_permutation
+from hlop.data.streams import task_permutation
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hlop.data import Benchmark
-from hlop.data.tasks import (
-    CIFAR_MEAN,
-    CIFAR_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ImageTransform,
+from hlop.data.benchmarks import (
     five_datasets,
     miniimagenet_class_order,
     split_cifar100,
@@ -22,6 +17,7 @@ from hlop.data.tasks import (
     split_miniimagenet,
     split_mnist,
 )
+from hlop.data.transforms import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, ImageTransform
 
 RNG = np.random.default_rng(5)
 

@@ -15,7 +15,7 @@ import pytest
 from formats import encode_matrix, mat_element, write_idx, write_mat
 
 from hlop.data import MNIST_FILES, DataError, load_dataset
-from hlop.data.readers import MI_INT8, MI_MATRIX, MI_UINT32, parse_mat, read_mat
+from hlop.data.matlab import MI_INT8, MI_MATRIX, MI_UINT32, parse_mat, read_mat
 
 
 def load_cifar10(root: Path) -> dict:

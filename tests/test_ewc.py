@@ -10,7 +10,7 @@ from helpers import run_state
 
 import hlop.methods as methods
 from hlop import NetworkSettings
-from hlop.data.tasks import Benchmark, DataSplit, Task
+from hlop.data.containers import Benchmark, DataSplit, Task
 from hlop.loop.continual import RunState
 from hlop.methods.ewc import EWC, empirical_fisher
 from hlop.models.mlp import SpikingMLP

@@ -10,7 +10,8 @@ from formats import write_idx
 import hlop.methods as methods
 import hlop.run.presets as presets
 from hlop.data import MNIST_FILES, load_embedded_mnist
-from hlop.data.tasks import MNIST_PADDED_MEAN, MNIST_PADDED_STD, split_classes
+from hlop.data.benchmarks import split_classes
+from hlop.data.transforms import MNIST_PADDED_MEAN, MNIST_PADDED_STD
 from hlop.run.presets import BenchmarkSpec, build_benchmark, preset
 from hlop.tools.cli import main
 

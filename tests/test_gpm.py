@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from helpers import run_state
 
 from hlop import NetworkSettings
-from hlop.data.tasks import Benchmark, DataSplit, Task
+from hlop.data.containers import Benchmark, DataSplit, Task
 from hlop.loop.continual import RunState
 from hlop.methods.gpm import (
     GPM,

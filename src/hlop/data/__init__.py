@@ -1,6 +1,16 @@
 """Datasets and continual-learning benchmarks: the dataset table and its readers, fetching
 with checks, and the task builders (permuted MNIST, split CIFAR-100, 5-Datasets, ...)."""
 
+from hlop.data.benchmarks import (
+    five_datasets,
+    permuted_mnist,
+    split_cifar100,
+    split_classes,
+    split_fashion_mnist,
+    split_miniimagenet,
+    split_mnist,
+)
+from hlop.data.containers import Benchmark, DataSplit, JointSplit, Task, joint_task
 from hlop.data.datasets import (
     DATASETS,
     DatasetSpec,
@@ -11,21 +21,7 @@ from hlop.data.datasets import (
 from hlop.data.embedded import load_embedded_mnist
 from hlop.data.fetch import fetch_dataset
 from hlop.data.idx import MNIST_FILES, read_idx
-from hlop.data.readers import read_mat
-from hlop.data.tasks import (
-    Benchmark,
-    DataSplit,
-    JointSplit,
-    Task,
-    five_datasets,
-    joint_task,
-    permuted_mnist,
-    split_cifar100,
-    split_classes,
-    split_fashion_mnist,
-    split_miniimagenet,
-    split_mnist,
-)
+from hlop.data.matlab import read_mat
 from hlop.errors import DataError
 
 __all__ = [

@@ -29,7 +29,8 @@ from pathlib import Path, PurePosixPath
 
 from hlop.data.datasets import dataset_spec, find_file, missing_files_message
 from hlop.data.idx import decompress_if_gzip, write_bytes_atomic
-from hlop.data.readers import parse_cifar_batch, parse_mat, parse_svhn
+from hlop.data.matlab import parse_mat
+from hlop.data.readers import parse_cifar_batch, parse_svhn
 from hlop.errors import DataError
 
 DOWNLOAD_TIMEOUT_S = 60.0

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from hlop.core.circuit import LateralCircuit
-from hlop.data.tasks import DataSplit, JointSplit, Task, joint_task
+from hlop.data.containers import DataSplit, JointSplit, Task, joint_task
 from hlop.loop import distributed, memory
 from hlop.loop.state import Plugin, Resume, RunState, set_rng_state
 

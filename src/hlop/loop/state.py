@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from hlop.core.settings import Settings, require
-from hlop.data.tasks import Benchmark
+from hlop.data.containers import Benchmark
 from hlop.loop.optimisation import Optimisation
 
 if TYPE_CHECKING:  # the loop drives the network by its names

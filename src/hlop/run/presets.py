@@ -25,7 +25,7 @@ from hlop.data import (
     split_miniimagenet,
     split_mnist,
 )
-from hlop.data.tasks import with_validation
+from hlop.data.streams import with_validation
 from hlop.errors import ConfigError, DataError
 from hlop.run.config import Config
 from hlop.spiking.training import training_rule

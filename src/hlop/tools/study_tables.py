@@ -6,8 +6,9 @@
 
 Each run of the study is a :class:`RunResult`; :func:`summarise_study` gathers them per
 method (statistics from :mod:`hlop.tools.stats`, the paper's values from
-:mod:`hlop.tools.paper`: its memory-replay row for the baseline when the runs replay memory).  An approximate paper
-value is marked: ``~`` in the markdown, ``paper_*_approximate`` True in the CSV.
+:mod:`hlop.tools.paper`: its memory-replay row for the baseline when the runs replay
+memory).  An approximate paper value is marked: ``~`` in the markdown,
+``paper_*_approximate`` True in the CSV.
 """
 
 from __future__ import annotations

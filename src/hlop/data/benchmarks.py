@@ -1,186 +1,39 @@
-"""Continual-learning benchmarks built on one shared uint8 copy of the images."""
+"""The benchmarks' builders: permuted MNIST and the class splits of one or several image
+data sets, each built on one shared uint8 copy of the images."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
+from hlop.data.containers import Benchmark, DataSplit, Task
+from hlop.data.streams import (
+    stratified_subset,
+    task_permutation,
+)
+from hlop.data.transforms import (
+    CIFAR_MEAN,
+    CIFAR_STD,
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MINIIMAGENET_SIZE,
+    MNIST_MEAN,
+    MNIST_PADDED_MEAN,
+    MNIST_PADDED_STD,
+    MNIST_STD,
+    NOTMNIST_MEAN,
+    NOTMNIST_STD,
+    SVHN_MEAN,
+    SVHN_STD,
+    ImageTransform,
+    PermutedTransform,
+)
 
-# Distinct streams of the seed derivation, so task permutations and subsets never collide.
-_PERMUTATION_STREAM = 0
-_SUBSET_STREAM = 1
-_VALIDATION_STREAM = 3
-
-
-@dataclass
-class DataSplit:
-    """One split of one task: shared uint8 images, int64 labels and the task's transform."""
-
-    images: torch.Tensor  # uint8 storage shared between tasks, shape (N, ...)
-    labels: torch.Tensor  # int64 (N,)
-    transform: Callable[[torch.Tensor], torch.Tensor]  # uint8 batch -> float32 network input
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (transformed images, labels) of the samples at ``index``."""
-        return self.transform(self.images[index]), self.labels[index]
-
-    def class_indices(self) -> dict[int, torch.Tensor]:
-        """Return the sample indices of each class present, in ascending class order."""
-        return {
-            int(cls): torch.nonzero(self.labels == cls).flatten()
-            for cls in torch.unique(self.labels)
-        }
-
-    def task_ids(self, index: torch.Tensor) -> torch.Tensor | None:
-        """The task of each sample at ``index``: None, every sample is the split's own task's
-        (a :class:`JointSplit` answers one id per sample)."""
-        return None
-
-
-@dataclass
-class Task:
-    """A task of a continual-learning benchmark."""
-
-    name: str
-    num_classes: int
-    train: DataSplit | JointSplit
-    test: DataSplit | JointSplit
-
-
-class JointSplit:
-    """The union of several tasks' splits (joint training): sample ``i`` of part ``p`` is
-    sample ``offset[p] + i``; it keeps its own task's transform (PMNIST: its permutation)
-    and its task id, which picks its head."""
-
-    def __init__(self, parts: Sequence[DataSplit], tasks: Sequence[int]) -> None:
-        if len(parts) != len(tasks) or not parts:
-            raise ValueError(f"{len(parts)} splits for {len(tasks)} task ids")
-        self.parts = list(parts)
-        self.tasks = torch.tensor(list(tasks), dtype=torch.int64)
-        self.offsets = torch.tensor([0, *np.cumsum([len(p) for p in parts]).tolist()])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def _locate(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(part, position within the part) of each sample at ``index``."""
-        index = torch.as_tensor(index, dtype=torch.int64)
-        part = torch.searchsorted(self.offsets[1:], index, right=True)
-        return part, index - self.offsets[part]
-
-    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(transformed images, labels) of the samples at ``index``, each through its own
-        task's transform, in the order of ``index``."""
-        part, local = self._locate(index)
-        x = y = None
-        for p in torch.unique(part).tolist():
-            mine = part == p
-            xp, yp = self.parts[p].batch(local[mine])
-            if x is None:
-                x = xp.new_empty((len(part), *xp.shape[1:]))
-                y = yp.new_empty(len(part))
-            x[mine], y[mine] = xp, yp
-        if x is None:
-            raise ValueError("an empty batch")
-        return x, y
-
-    def task_ids(self, index: torch.Tensor) -> torch.Tensor:
-        """The task id of each sample at ``index``."""
-        return self.tasks[self._locate(index)[0]]
-
-    def class_indices(self) -> dict[int, torch.Tensor]:
-        """The (joint) indices of each local class label over all parts."""
-        found: dict[int, list[torch.Tensor]] = {}
-        for p, split in enumerate(self.parts):
-            for cls, idx in split.class_indices().items():
-                found.setdefault(cls, []).append(idx + self.offsets[p])
-        return {cls: torch.cat(found[cls]) for cls in sorted(found)}
-
-
-def joint_task(tasks: Sequence[Task], ids: Sequence[int]) -> Task:
-    """One task holding every task of ``tasks`` (their ids ``ids``) at once; its
-    ``num_classes`` is the widest head's."""
-    return Task(
-        name="+".join(t.name for t in tasks),
-        num_classes=max(t.num_classes for t in tasks),
-        train=JointSplit([t.train for t in tasks], ids),
-        test=JointSplit([t.test for t in tasks], ids),
-    )
-
-
-@dataclass
-class Benchmark:
-    """A sequence of tasks learned one after another."""
-
-    name: str
-    tasks: list[Task]
-    shared_head: bool  # True: one classifier shared by all tasks (PMNIST)
-    input_shape: tuple[int, ...]  # shape of one transformed sample, e.g. (784,)
-
-
-class PermutedTransform:
-    """uint8 images -> x/255, normalised, flattened, then pixels reordered by ``permutation``."""
-
-    def __init__(self, permutation: torch.Tensor, mean: float, std: float) -> None:
-        self.permutation = permutation
-        self.mean = mean
-        self.std = std
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        flat = images.reshape(images.shape[0], -1).to(torch.float32)
-        normalised = (flat / 255.0 - self.mean) / self.std
-        return normalised[:, self.permutation.to(images.device)]
-
-    def __repr__(self) -> str:
-        return (
-            f"PermutedTransform(size={self.permutation.numel()}, mean={self.mean}, std={self.std})"
-        )
-
-
-def derive_seed(seed: int, stream: int, index: int) -> int:
-    """Mix (seed, stream, index) into a 64-bit generator seed."""
-    state = np.random.SeedSequence([seed, stream, index]).generate_state(1, dtype=np.uint64)
-    return int(state[0])
-
-
-def task_permutation(seed: int, task: int, size: int) -> torch.Tensor:
-    """The fixed pixel permutation of ``task`` under ``seed``."""
-    generator = torch.Generator().manual_seed(derive_seed(seed, _PERMUTATION_STREAM, task))
-    return torch.randperm(size, generator=generator)
-
-
-def stratified_counts(class_counts: np.ndarray, limit: int) -> np.ndarray:
-    """Split ``limit`` over classes in proportion to ``class_counts`` (largest remainders)."""
-    total = int(class_counts.sum())
-    quotas = class_counts * limit / total
-    counts = np.floor(quotas).astype(np.int64)
-    order = np.argsort(-(quotas - counts), kind="stable")
-    counts[order[: limit - int(counts.sum())]] += 1
-    return counts
-
-
-def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray | None:
-    """Sorted indices of a class-stratified random subset of ``limit`` samples.
-
-    None when no limit applies (``limit`` is None or not below the number of samples).
-    """
-    if limit is None or limit >= len(labels):
-        return None
-    classes, class_counts = np.unique(labels, return_counts=True)
-    rng = np.random.default_rng(derive_seed(seed, _SUBSET_STREAM, len(labels)))
-    chosen = [
-        rng.choice(np.flatnonzero(labels == cls), size=count, replace=False)
-        for cls, count in zip(classes, stratified_counts(class_counts, limit), strict=True)
-    ]
-    return np.sort(np.concatenate(chosen))
+ImageData = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 
 def _check_positive_int(value: object, name: str, optional: bool = False) -> None:
@@ -256,84 +109,8 @@ def permuted_mnist(
 
 # --------------------------------------------------------------------------- image benchmarks
 
+
 #: Normalisation constants of the paper's image benchmarks (see the spec's protocols).
-CIFAR_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
-CIFAR_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)
-MNIST_PADDED_MEAN = (0.1,)  # MNIST statistics over 32 x 32 images padded by 2
-MNIST_PADDED_STD = (0.2752,)
-SVHN_MEAN = (0.4377, 0.4438, 0.4728)
-SVHN_STD = (0.198, 0.201, 0.197)
-FASHION_MNIST_MEAN = (0.2190,)  # also over padded 32 x 32 images
-FASHION_MNIST_STD = (0.3318,)
-NOTMNIST_MEAN = (0.4254,)
-NOTMNIST_STD = (0.4501,)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-MINIIMAGENET_SIZE = 84
-
-ImageData = Mapping[str, tuple[np.ndarray, np.ndarray]]
-
-
-class ImageTransform:
-    """uint8 (B, C, H, W) -> float32: zero-pad, x/255, resize, normalise, repeat channels.
-
-    Padding adds ``pad`` zero pixels on every side (before normalisation, as an image
-    library would); ``size`` resizes to ``size`` x ``size`` bilinearly (antialiased when
-    downsampling, untouched when already that size); ``channels`` repeats a single channel
-    (after normalisation) that many times.
-    """
-
-    def __init__(
-        self,
-        mean: Sequence[float],
-        std: Sequence[float],
-        pad: int = 0,
-        channels: int | None = None,
-        size: int | None = None,
-    ) -> None:
-        if len(mean) != len(std) or not mean or min(std) <= 0:
-            raise ValueError(f"mean and std must have the same length and std > 0: {mean}, {std}")
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        self.pad = pad
-        self.channels = channels
-        self.size = size
-
-    def output_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
-        """The shape of one transformed sample given the stored (C, H, W) ``shape``."""
-        c, h, w = shape
-        h, w = (
-            (self.size, self.size)
-            if self.size is not None
-            else (h + 2 * self.pad, w + 2 * self.pad)
-        )
-        return (self.channels if self.channels and c == 1 else c, h, w)
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(torch.float32)
-        if x.ndim == 3:
-            x = x.unsqueeze(1)
-        if self.pad:
-            x = torch.nn.functional.pad(x, (self.pad,) * 4)
-        x = x / 255.0
-        if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
-            down = x.shape[-2] > self.size or x.shape[-1] > self.size
-            x = torch.nn.functional.interpolate(
-                x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=down
-            )
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
-        if self.channels is not None and x.shape[1] == 1:
-            x = x.repeat(1, self.channels, 1, 1)
-        return x
-
-    def __repr__(self) -> str:
-        mean, std = self.mean.flatten().tolist(), self.std.flatten().tolist()
-        return (
-            f"ImageTransform(mean={mean}, std={std}, pad={self.pad}, channels={self.channels}, "
-            f"size={self.size})"
-        )
-
-
 def _image_arrays(data: ImageData, split: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``data[split]`` as uint8 images (N, C, H, W) or (N, H, W) and labels (N,)."""
     if split not in data:
@@ -642,39 +419,3 @@ def split_fashion_mnist(
         train_limit=train_limit,
         test_limit=test_limit,
     )
-
-
-def with_validation(benchmark: Benchmark, fraction: float, seed: int) -> Benchmark:
-    """The benchmark with ``fraction`` of each task's training data held out as its
-    validation set, which replaces the test set (for hyperparameter searches: the test set
-    is never seen).  Class-stratified and seeded; tasks that share one image storage (the
-    permutations of PMNIST) share one split of it."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"the validation fraction must be in (0, 1), got {fraction}")
-    parts: dict[tuple[int, int], tuple[torch.Tensor, ...]] = {}
-    tasks = []
-    for task in benchmark.tasks:
-        train = task.train
-        key = (id(train.images), id(train.labels))
-        if key not in parts:
-            labels = train.labels.numpy()
-            count = max(1, round(fraction * len(labels)))
-            held = stratified_subset(labels, count, derive_seed(seed, _VALIDATION_STREAM, 0))
-            rest = np.setdiff1d(np.arange(len(labels)), held)
-            keep, out = torch.from_numpy(rest), torch.from_numpy(held)
-            parts[key] = (
-                train.images[keep],
-                train.labels[keep],
-                train.images[out],
-                train.labels[out],
-            )
-        xt, yt, xv, yv = parts[key]
-        tasks.append(
-            Task(
-                task.name,
-                task.num_classes,
-                DataSplit(xt, yt, train.transform),
-                DataSplit(xv, yv, train.transform),
-            )
-        )
-    return Benchmark(benchmark.name, tasks, benchmark.shared_head, benchmark.input_shape)
