@@ -1,9 +1,15 @@
-"""Fixtures shared by every test (helpers live in helpers.py)."""
+"""Fixtures shared by every test.  The tests mirror the package (``unit/<sub-package>``,
+``integration``, ``pinned``); what several tests use lives in ``support/`` (``helpers``,
+``formats``, the scripts run as processes), which this file puts on the import path."""
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 
 def pytest_configure(config):

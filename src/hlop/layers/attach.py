@@ -12,28 +12,32 @@
             opt.step()
         hl.end_task()                        # merge the block into the old subspace
 
-Each chosen ``nn.Linear`` / ``nn.Conv2d`` gets a :class:`~hlop.core.circuit.LateralCircuit` of
-dimension N (Linear: ``in_features``; Conv2d: ``C_in k_h k_w``, its unfolded patches with
+Each chosen ``nn.Linear`` / ``nn.Conv2d`` gets a :class:`~hlop.core.circuit.LateralCircuit`
+of dimension N (Linear: ``in_features``; Conv2d: ``C_in k_h k_w``, its unfolded patches with
 its own kernel, stride, padding and dilation), plus one for a bias that trains: a bias is a
 weight on a constant input of 1, so the circuit sees each input row with a 1 appended and
 the update ``[dW, db]`` is projected as one matrix (old tasks' responses do not move through
 the bias either).
 
-Time layouts: a layer may be called once per time step (``[B, ...]``), once per batch with
-every step (multi-step, ``[T, B, ...]``: SpikingJelly's ``step_mode="m"`` layers, Norse),
-through a container that flattens time into the batch (``[T * B, ...]``), or on one sample
-(unbatched).  A Linear takes any leading dimensions (``[..., in_features]``); a Conv2d
-``(C, H, W)``, ``(B, C, H, W)`` or ``(T, B, C, H, W)``; any other shape is an error naming
-the layer.  Every row (every step of every sample) is one row of the circuit's activity.
+Time layouts (:class:`~hlop.spiking.layout.TimeLayout`): a layer may be called once per time
+step (``ONLINE``: ``[B, ...]``), once per batch with every step (``STEPS``: multi-step
+``[T, B, ...]`` as SpikingJelly's ``step_mode="m"`` layers and Norse take it, or flattened
+to ``[T * B, ...]`` by a container), or on one sample (unbatched).  A Linear takes any
+leading dimensions (``[..., in_features]``); a Conv2d ``(C, H, W)``, ``(B, C, H, W)`` or
+``(T, B, C, H, W)``; any other shape is an error naming the layer.  Every row (every step of
+every sample) is one row of the circuit's activity.
+
+The task schedule (blocks, sizes from the data, fitting, projection on and off, merging) is
+:class:`hlop.core.lifecycle.TaskLifecycle`, the one the command line's HLOP method uses.
 
 Two hooks per layer:
 
 - a forward pre-hook: while the model trains, the circuit learns from the layer's input
   (Oja's subspace rule, :meth:`LateralCircuit.hebbian_update`), before the layer computes;
 - a hook on the weight's gradient: from task 1 on, the gradient is projected in weight mode,
-  ``grad_W <- grad_W (I - H_old^T H_old)`` (:func:`hlop.layers.projected.project_weight_grad`,
-  the function the built-in projected layers use), before any optimiser sees it (with a
-  bias: ``[grad_W, grad_b]`` once both are accumulated).
+  ``grad_W <- grad_W (I - H_old^T H_old)`` (:func:`hlop.core.projection.project_weight_grad`,
+  as the built-in projected layers do), before any optimiser sees it (with a bias:
+  ``[grad_W, grad_b]`` once both are accumulated).
 
 Hebbian modes (``hebbian``):
 
@@ -63,116 +67,12 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from hlop.core import optim
 from hlop.core.choices import per_circuit
-from hlop.core.circuit import DEFAULT_THRESHOLD, LateralCircuit
+from hlop.core.circuit import DEFAULT_THRESHOLD, DEFAULTS, LateralCircuit
 from hlop.core.lifecycle import TaskLifecycle
+from hlop.core.projection import project_weight_grad
 from hlop.core.subspace import measure
-from hlop.layers.projected import project_weight_grad, unfold_patches
-
-HEBBIAN_MODES = ("per-call", "averaged")
-SUPPORTED = (nn.Linear, nn.Conv2d)
-
-
-class _Attached:
-    """One layer with its circuit, its hooks and (averaged mode) the pending input sum.
-
-    ``bias``: the layer's bias is protected with its weight (the circuit's last input is
-    the constant 1)."""
-
-    def __init__(self, name: str, layer: nn.Module, circuit: LateralCircuit, bias: bool) -> None:
-        self.name, self.layer, self.circuit, self.bias = name, layer, circuit, bias
-        self.handles: list = []
-        self.pending: Tensor | None = None
-        self.calls = 0
-        self.accumulated: set[str] = set()  # of weight and bias, in the current backward
-
-    def params(self) -> list[Tensor]:
-        """The parameters the circuit protects: the weight, and the bias if protected."""
-        return [self.layer.weight, self.layer.bias] if self.bias else [self.layer.weight]
-
-    def multi_step(self, x: Tensor) -> bool:
-        """Whether ``x`` is a multi-step input ``[T, B, ...]``."""
-        if isinstance(self.layer, nn.Linear):
-            return x.dim() >= 3 and getattr(self.layer, "step_mode", None) == "m"
-        return x.dim() == 5
-
-    def check(self, x: Tensor) -> None:
-        """Refuse an input whose layout this layer's circuit cannot read, with its shape."""
-        layer = self.layer
-        if isinstance(layer, nn.Linear):
-            ok, accepted = x.dim() >= 1 and x.shape[-1] == layer.in_features, "(..., N)"
-            n = f"N = {layer.in_features}"
-        else:
-            ok = x.dim() in (3, 4, 5) and x.shape[-3] == layer.in_channels
-            accepted, n = "(C, H, W), (B, C, H, W) or (T, B, C, H, W)", f"C = {layer.in_channels}"
-        if not ok:
-            raise ValueError(
-                f"hlop.HLOP: layer '{self.name}' ({type(layer).__name__}) got an input of shape "
-                f"{tuple(x.shape)}; it reads {accepted} with {n}"
-            )
-
-    def rows(self, x: Tensor) -> Tensor:
-        """The activity rows (B' x N, or N + 1 with the bias's constant) the circuit learns
-        from: every leading dimension (time, batch) becomes rows."""
-        self.check(x)
-        layer = self.layer
-        if isinstance(layer, nn.Linear):
-            rows = x.reshape(-1, layer.in_features)
-        else:
-            x = x.reshape(-1, *x.shape[-3:])  # (C, H, W) and (T, B, C, H, W) as (B', C, H, W)
-            pad = layer._reversed_padding_repeated_twice  # F.pad order, also padding="same"
-            rows = unfold_patches(x, layer.kernel_size, layer.stride, tuple(pad), layer.dilation)
-        if self.bias:
-            rows = torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1)
-        return rows
-
-    def flat_update(self, tensors: list[Tensor]) -> Tensor:
-        """``[W, b]`` (or gradients, or changes, of them) as one C_out x N(+1) matrix."""
-        w = tensors[0].reshape(tensors[0].shape[0], -1)
-        return torch.cat([w, tensors[1].reshape(-1, 1)], dim=1) if self.bias else w
-
-    def project_in_place(self, tensors: list[Tensor]) -> None:
-        """Project ``tensors`` (shaped as :meth:`params`) jointly with the old subspace."""
-        flat = self.circuit.project(self.flat_update(tensors))
-        n = tensors[0][0].numel()
-        tensors[0].copy_(flat[:, :n].reshape(tensors[0].shape))
-        if self.bias:
-            tensors[1].copy_(flat[:, n])
-
-
-def _plain_sgd(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether every step of ``optimizer`` is ``-lr * grad`` (torch's or hlop's SGD with no
-    momentum, weight decay, Nesterov or maximisation)."""
-    if not isinstance(optimizer, torch.optim.SGD | optim.SGD):
-        return False
-    return all(
-        g.get("momentum", 0) == 0
-        and g.get("weight_decay", 0) == 0
-        and not g.get("nesterov", False)
-        and not g.get("maximize", False)
-        for g in optimizer.param_groups
-    )
-
-
-def _check_layer(name: str, layer: nn.Module) -> None:
-    if not isinstance(layer, SUPPORTED):
-        raise ValueError(
-            f"hlop.HLOP: layer '{name}' is a {type(layer).__name__}; only nn.Linear and "
-            "nn.Conv2d (and their subclasses) can be given lateral circuits"
-        )
-    if isinstance(layer, nn.Conv2d):
-        if layer.groups != 1:
-            raise ValueError(
-                f"hlop.HLOP: layer '{name}' is a grouped convolution (groups={layer.groups}); "
-                "its weight sees a different input slice per group, which one circuit cannot "
-                "project: grouped and depthwise convolutions are not supported"
-            )
-        if layer.padding_mode != "zeros":
-            raise ValueError(
-                f"hlop.HLOP: layer '{name}' pads with {layer.padding_mode!r}; only zero "
-                "padding is supported"
-            )
+from hlop.layers.attached import HEBBIAN_MODES, SUPPORTED, AttachedLayer, check_layer, plain_sgd
 
 
 class HLOP:
@@ -215,11 +115,11 @@ class HLOP:
         sizes: str | Sequence[int] | Sequence[Sequence[int]] | None = "auto",
         threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
         max_rows: int | Sequence[int] | None = None,
-        lrs: float | Sequence[float] = 0.01,
-        iterations: int = 5,
-        spiking: bool = False,
-        spike_scale: float = 20.0,
-        spike_steps: int = 1000,
+        lrs: float | Sequence[float] = DEFAULTS.lr,
+        iterations: int = DEFAULTS.iterations,
+        spiking: bool = DEFAULTS.spiking,
+        spike_scale: float = DEFAULTS.spike_scale,
+        spike_steps: int = DEFAULTS.spike_steps,
         hebbian: str = "per-call",
         protect_bias: bool = True,
     ) -> None:
@@ -231,7 +131,7 @@ class HLOP:
             raise ValueError("hlop.HLOP: no nn.Linear or nn.Conv2d layer to attach to")
         self.names = [name for name, _ in chosen]
         rates = per_circuit([lrs] if isinstance(lrs, int | float) else lrs, self.names, "lrs")
-        self._layers: dict[str, _Attached] = {}
+        self._layers: dict[str, AttachedLayer] = {}
         for (name, layer), lr in zip(chosen, rates, strict=True):
             n = layer.in_features if isinstance(layer, nn.Linear) else (layer.weight[0].numel())
             bias = protect_bias and layer.bias is not None and layer.bias.requires_grad
@@ -244,7 +144,7 @@ class HLOP:
                 spike_steps=spike_steps,
                 name=name,
             ).to(layer.weight.device)
-            self._layers[name] = _Attached(name, layer, circuit, bias)
+            self._layers[name] = AttachedLayer(name, layer, circuit, bias)
         if isinstance(sizes, Sequence) and not isinstance(sizes, str):
             sizes = list(sizes)
             if sizes and not isinstance(sizes[0], Sequence):
@@ -276,7 +176,7 @@ class HLOP:
                 raise ValueError(f"hlop.HLOP: the model has no layer named {unknown}")
             chosen = [(n, modules[n]) for n in layers]
         for name, layer in chosen:
-            _check_layer(name, layer)
+            check_layer(name, layer)
         return chosen
 
     @property
@@ -295,7 +195,7 @@ class HLOP:
             else:
                 a.handles.append(a.layer.weight.register_hook(self._grad_hook(a)))
 
-    def _forward_hook(self, a: _Attached):
+    def _forward_hook(self, a: AttachedLayer):
         def hook(module: nn.Module, args: tuple) -> None:
             if not (module.training and a.circuit.learning):
                 return
@@ -320,7 +220,7 @@ class HLOP:
 
         return hook
 
-    def _accumulated_hook(self, a: _Attached, key: str):
+    def _accumulated_hook(self, a: AttachedLayer, key: str):
         def hook(param: Tensor) -> None:
             a.accumulated.add(key)
             if len(a.accumulated) < 2:
@@ -334,7 +234,7 @@ class HLOP:
 
         return hook
 
-    def _grad_hook(self, a: _Attached):
+    def _grad_hook(self, a: AttachedLayer):
         def hook(grad: Tensor) -> Tensor:
             self._flush(a)
             c = a.circuit
@@ -344,7 +244,7 @@ class HLOP:
 
         return hook
 
-    def _flush(self, a: _Attached) -> None:
+    def _flush(self, a: AttachedLayer) -> None:
         if a.pending is None:
             return
         x, a.pending, calls = a.pending, None, a.calls
@@ -378,7 +278,7 @@ class HLOP:
         if updates not in ("auto", "on", "off"):
             raise ValueError(f"updates must be 'auto', 'on' or 'off', got {updates!r}")
         if updates == "auto":
-            updates = "off" if _plain_sgd(optimizer) else "on"
+            updates = "off" if plain_sgd(optimizer) else "on"
         if updates == "off":
             return False
         before: dict[str, list[Tensor]] = {}
@@ -488,7 +388,7 @@ class HLOP:
         covs: dict[str, Tensor] = {}
         counts = dict.fromkeys(self._layers, 0)
 
-        def capture(a: _Attached):
+        def capture(a: AttachedLayer):
             def hook(module: nn.Module, args: tuple) -> None:
                 rows = a.rows(args[0].detach()).double()
                 cov = rows.t() @ rows

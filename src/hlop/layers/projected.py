@@ -43,6 +43,7 @@ from hlop.core.choices import (
 )
 from hlop.core.circuit import LateralCircuit
 from hlop.core.precision import product
+from hlop.core.projection import project_weight_grad, unfold_patches
 from hlop.spiking.fast_parts import FastParts, over_time
 from hlop.spiking.layout import TimeLayout, time_layout
 
@@ -307,34 +308,6 @@ class ProjectedLayer(nn.Module):
             self.layout,
             projected,
         )
-
-
-def project_weight_grad(grad_w: Tensor, project: Callable[[Tensor], Tensor]) -> Tensor:
-    """Weight-mode projection of a weight gradient: ``grad_W (I - H^T H)``.
-
-    ``grad_w`` (C_out x N, or a convolution's C_out x C_in x k_h x k_w, flattened to
-    C_out x C_in k_h k_w as its patches) is projected row by row by ``project`` (a
-    circuit's :meth:`~hlop.core.circuit.LateralCircuit.project`)."""
-    return project(grad_w.reshape(grad_w.shape[0], -1)).reshape(grad_w.shape)
-
-
-def unfold_patches(
-    x: Tensor,
-    kernel_size: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int, int, int],
-    dilation: tuple[int, int],
-) -> Tensor:
-    """A convolution's input patches as rows (B * L x C_in k_h k_w), ordered as the
-    flattened columns of its weight: the rows of ``F.unfold`` (transposed), taken from
-    strided views of the padded input instead of computed by ``F.unfold``.
-
-    ``padding`` is zero padding in :func:`F.pad` order ``(left, right, top, bottom)``."""
-    (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
-    xp = F.pad(x, padding)
-    v = xp.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)
-    v = v[..., ::dh, ::dw]  # B, C, H_out, W_out, kh, kw
-    return v.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1] * kh * kw)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

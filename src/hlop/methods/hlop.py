@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hlop.core.choices import HEBBIAN_SOURCES, HEBBIAN_STRIDES, PRECISIONS, PROJ_TYPES
-from hlop.core.circuit import DEFAULT_THRESHOLD
+from hlop.core.circuit import DEFAULT_THRESHOLD, DEFAULTS, CircuitSettings
 from hlop.core.lifecycle import TaskLifecycle, check_block_sizes
 from hlop.core.settings import Settings, require, require_choice
 from hlop.errors import CircuitError, ConfigError
@@ -17,8 +17,10 @@ class HLOPSettings(Settings):
     """The ``hlop`` section: the lateral circuits (read when the network is built, for
     every method that uses circuits) and HLOP's schedule of them."""
 
+    # the circuits' settings (hlop.core.circuit.CircuitSettings: defaults and checks); lrs:
+    # one rate for every circuit or one per circuit (the paper's PMNIST rates by default)
     lrs: list[float] = field(default_factory=lambda: [0.001, 0.01, 0.01])
-    iterations: int = 5
+    iterations: int = DEFAULTS.iterations
     # block sizes added to each circuit before each task (one list per task), or "auto": a
     # block of max_rows learns while the task trains and keeps the fewest rows that bring
     # what the circuit holds to `threshold` of the task's activity energy
@@ -32,19 +34,28 @@ class HLOPSettings(Settings):
     # convolutions learn from patches at their own stride ("layer") or at stride 1 ("one",
     # as the authors' code does); projection always uses the layer's own patches
     hebbian_stride: str = "layer"
-    spiking: bool = False
-    spike_scale: float = 20.0
-    spike_steps: int = 1000
+    spiking: bool = DEFAULTS.spiking
+    spike_scale: float = DEFAULTS.spike_scale
+    spike_steps: int = DEFAULTS.spike_steps
     proj_type: str = "input"
     # the old block's products (residual of the update, projection): "auto" (as the
     # network's precision), "fp32" or "bf16"; H and its update stay fp32
     precision: str = "auto"
 
     def check(self) -> None:
-        require(
-            self.iterations >= 0 and self.start_epochs >= 0,
-            "hlop.iterations and start_epochs must be >= 0",
-        )
+        for lr in self.lrs or [DEFAULTS.lr]:  # the circuits check their own settings
+            try:
+                CircuitSettings(
+                    lr=lr,
+                    iterations=self.iterations,
+                    spiking=self.spiking,
+                    spike_scale=self.spike_scale,
+                    spike_steps=self.spike_steps,
+                )
+            except CircuitError as e:
+                key = "lrs (each rate)" if str(e).startswith("lr ") else ""
+                raise ConfigError(f"hlop.{key}{str(e)[2:] if key else e}") from None
+        require(self.start_epochs >= 0, f"hlop.start_epochs must be >= 0: {self.start_epochs}")
         require_choice("hlop.hebbian_on", self.hebbian_on, HEBBIAN_SOURCES)
         require_choice("hlop.hebbian_stride", self.hebbian_stride, HEBBIAN_STRIDES)
         require_choice("hlop.proj_type", self.proj_type, PROJ_TYPES)
@@ -55,11 +66,6 @@ class HLOPSettings(Settings):
             "rows, which only the input projection has: use hlop.proj_type=input "
             "(--proj-type input)",
         )
-        require(
-            self.spike_scale > 0 and self.spike_steps >= 1,
-            "hlop.spike_scale and spike_steps must be > 0",
-        )
-        require(all(lr > 0 for lr in self.lrs), f"hlop.lrs must all be > 0, got {self.lrs}")
         require(
             self.sizes == "auto" or not isinstance(self.sizes, str),
             f"hlop.sizes must be auto or one list of block sizes per task, got {self.sizes!r}",

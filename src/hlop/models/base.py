@@ -2,9 +2,9 @@
 
 Every network takes one :class:`~hlop.models.settings.NetworkSettings` and derives from
 :class:`SpikingNetwork`, which owns what is common: the training rule (neurons, time
-layout), the projected layers and their circuits, the size schedule operations
-(``add_subspaces``, ``merge_circuits``), task preparation (``begin_task``), the classifier
-heads and the readout.  A network only writes its layers and its ``features`` method.
+layout), the projected layers and their circuits (their task schedule is
+:class:`hlop.core.lifecycle.TaskLifecycle`'s), task preparation (``begin_task``), the
+classifier heads and the readout.  A network only writes its layers and its ``features`` method.
 """
 
 from __future__ import annotations
@@ -184,10 +184,6 @@ class SpikingNetwork(nn.Module):
         layers = self.projected_layers()
         sizes = check_block_sizes(sizes, [n for n, _ in layers])
         return [m.circuit.add_subspace(n) for (_, m), n in zip(layers, sizes, strict=True)]
-
-    def merge_circuits(self) -> None:
-        for c in self.circuits():
-            c.merge()
 
     def circuit_sizes(self) -> list[int]:
         return [c.rows for c in self.circuits()]

@@ -237,8 +237,8 @@ def _markdown_diagnostics(diag: list[dict]) -> list[str]:
 def report_run(path: Path) -> Path:
     """Figures and report.md of one run directory; returns report.md's path."""
     res = read_json_dict(path / "results.json")
-    cfg = read_json_dict(path / "config.json") or {}
-    title = f"{cfg.get('benchmark', '?')}, {cfg.get('method', '?')}"
+    saved = read_json_dict(path / "config.json") or {}
+    title = f"{saved.get('benchmark', '?')}, {saved.get('method', '?')}"
     if res is None:
         lines = [f"# {title}", "", "No results yet: the run has not finished a task."]
         (path / "report.md").write_text("\n".join(lines) + "\n")
@@ -378,10 +378,10 @@ def report_study(path: Path, log: Callable[[str], None] = print) -> Path:
     rows = method_rows(path, runs)
     benchmark, replaying = "?", set()
     for run in runs:
-        cfg = read_json_dict(run / "config.json") or {}
+        saved = read_json_dict(run / "config.json") or {}
         if benchmark == "?":
-            benchmark = cfg.get("benchmark", "?")
-        if (cfg.get("replay") or {}).get("enabled"):
+            benchmark = saved.get("benchmark", "?")
+        if (saved.get("replay") or {}).get("enabled"):
             replaying.add(RUN_DIR.match(run.name)["method"])
     paper = {r["method"]: paper_result(benchmark, r["method"], r["method"] in replaying)
              for r in rows}  # fmt: skip

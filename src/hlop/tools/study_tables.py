@@ -164,8 +164,8 @@ def replaying_methods(out_dir: str | Path, results: Sequence[RunResult]) -> set[
     """The methods with a run in ``out_dir`` that replays memory (its config.json)."""
     methods = set()
     for r in results:
-        cfg = read_json_dict(Path(out_dir) / f"{r.method}-s{r.seed}" / "config.json")  # run_dir
-        if cfg and (cfg.get("replay") or {}).get("enabled"):
+        saved = read_json_dict(Path(out_dir) / f"{r.method}-s{r.seed}" / "config.json")  # run_dir
+        if saved and (saved.get("replay") or {}).get("enabled"):
             methods.add(r.method)
     return methods
 

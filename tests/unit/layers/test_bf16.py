@@ -1,70 +1,17 @@
-"""Speed work that must not change what is computed: the reused last test of a task, the
-residual Hebbian form shared with the input projection, and the bf16 weight products."""
-
-import io
+"""bf16 weight products: what is rounded and what stays fp32, in layers, circuits and whole
+networks; the residual Hebbian form shared with the input projection; the precision keys."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TINY_PMNIST
 
 from hlop import CircuitSettings, NetworkSettings, SpikingMLP
 from hlop.core.circuit import LateralCircuit
 from hlop.layers.projected import ProjectedConv2d, ProjectedLinear
-from hlop.loop import continual as loop
 from hlop.models.testing import as_during_task
 from hlop.run.config import ConfigError, apply_overrides, validate
-from hlop.run.experiment import train
 from hlop.run.presets import preset
-
-TINY = [
-    "tasks=2",
-    "hidden=40",
-    "timesteps=3",
-    "train_limit=120",
-    "test_limit=60",
-    "hlop.sizes=[[10,10,5],[5,5,5]]",
-]
-
-
-def _run(tmp_path, name, *extra):
-    cfg = apply_overrides(preset("pmnist-subset"), [*TINY, *extra])
-    return train(cfg, tmp_path / name, stream=io.StringIO())
-
-
-@pytest.mark.parametrize("extra", [[], ["replay.enabled=true", "method=baseline"]])
-def test_last_test_of_a_task_is_reused_only_for_unchanged_weights(tmp_path, monkeypatch, extra):
-    calls = []
-    evaluate = loop.evaluate
-
-    def counting(model, split, task, *args):
-        calls.append(task)
-        return evaluate(model, split, task, *args)
-
-    monkeypatch.setattr(loop, "evaluate", counting)
-    reused = _run(tmp_path, "reused", *extra)
-    n_reused = len(calls)
-    # never equal versions: every row evaluated afresh
-    monkeypatch.setattr(loop, "model_version", lambda model: object())
-    calls.clear()
-    fresh = _run(tmp_path, "fresh", *extra)
-    assert reused["acc_matrix"] == fresh["acc_matrix"]
-    # one epoch per task: each task's row reuses its own last test (replay then retrains
-    # and evaluates its row again, with new weights: nothing reused there)
-    assert n_reused == len(calls) - 2
-
-
-def test_model_version_follows_in_place_changes_and_replacements():
-    m = SpikingMLP(20, 8, 3)
-    v = loop.model_version(m)
-    assert loop.model_version(m) == v
-    with torch.no_grad():
-        m.fc1.weight.add_(1.0)
-    assert loop.model_version(m) != v
-    v = loop.model_version(m)
-    m.add_subspaces([2, 2, 2])  # circuit buffers replaced: an evaluation never reads them
-    assert loop.model_version(m) == v
-    m.fc2.weight = torch.nn.Parameter(m.fc2.weight.detach().clone())
-    assert loop.model_version(m) != v
 
 
 def _late_task_mlp(precision, proj_type="input"):
@@ -238,23 +185,6 @@ def test_projected_residual_shared_for_static_rows(monkeypatch):
     assert calls.count("fc2") == 2  # Hebbian rows (wfr) differ from the projected (rate) rows
 
 
-@pytest.mark.slow
-def test_gpu_check_script_runs_on_cpu(capsys):
-    """benchmarks/gpu_check.py is run once per device session: keep it working (its checks
-    pass on the CPU too; --quick shrinks the timings)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
-    spec = importlib.util.spec_from_file_location("gpu_check", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    assert module.main(["--device", "cpu", "--quick", "--skip-full-run"]) == 0
-    out = capsys.readouterr().out
-    summary = out.split("==== summary ====")[1]
-    assert "all checks passed" in summary and summary.count("PASS") == 13
-
-
 @pytest.mark.parametrize(
     ("extra", "layers", "circuits"),
     [
@@ -268,7 +198,7 @@ def test_precision_keys_reach_layers_and_circuits(extra, layers, circuits):
     from hlop.run.build import build_model
     from hlop.run.presets import build_benchmark
 
-    cfg = apply_overrides(preset("pmnist-subset"), [*TINY, *extra])
+    cfg = apply_overrides(preset("pmnist-subset"), [*TINY_PMNIST, *extra])
     validate(cfg)
     model = build_model(cfg, build_benchmark(cfg))
     assert {layer.precision for _, layer in model.projected_layers()} == {layers}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from formats import write_idx
+from helpers import REPO
 
 import hlop.methods as methods
 import hlop.run.presets as presets
@@ -15,7 +16,7 @@ from hlop.data.transforms import MNIST_PADDED_MEAN, MNIST_PADDED_STD
 from hlop.run.presets import BenchmarkSpec, build_benchmark, preset
 from hlop.tools.cli import main
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = REPO / "README.md"
 
 
 def extending_examples() -> list[str]:

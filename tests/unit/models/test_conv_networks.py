@@ -1,19 +1,9 @@
 import pytest
 import torch
-from helpers import as_during_task, net_settings, step_gradients
+from helpers import later_task, net_settings, step_gradients
 
 from hlop.models.cnn import SpikingCNN
 from hlop.models.resnet import SpikingResNet18
-
-
-def later_task(model):
-    """As in task k > 0: circuits with an old block projecting, a new one learning, BN fixed."""
-    # old blocks leave part of every input space free (else that gradient is exactly 0)
-    old = [min(4, c.in_features // 2) for c in model.circuits()]
-    as_during_task(model, [old, [1] * len(old)])
-    model.train()
-    model.begin_task(1, 10)  # the real freezing: BN statistics and affine, thresholds
-    return model
 
 
 @pytest.mark.parametrize("proj_type", ["input", "weight"])

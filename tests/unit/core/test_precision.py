@@ -8,8 +8,7 @@ no bf16 instructions): the tests switch between them and compare on small operan
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import step_gradients
-from test_split import network
+from helpers import network, step_gradients
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import hlop.core.precision

@@ -304,7 +304,7 @@ def test_snntorch_network_per_step_loop():
         grads[projected] = {n: getattr(net, n).weight.grad.clone() for n in hl.names}
     for name, c in hl.circuits.items():
         assert c.old_rows == 8
-        expected = hlop.layers.projected.project_weight_grad(grads[False][name], c.project)
+        expected = hlop.core.projection.project_weight_grad(grads[False][name], c.project)
         assert torch.allclose(grads[True][name], expected, atol=1e-6), name
         assert not torch.allclose(grads[True][name], grads[False][name], atol=1e-3), name
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SUPPORT
 
 import hlop
 import hlop.run.experiment
@@ -55,7 +56,7 @@ def reference(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------- real processes
-PAUSED_RUN = Path(__file__).with_name("paused_run.py")
+PAUSED_RUN = SUPPORT / "paused_run.py"
 
 
 def start(out: Path, when: str, write: int) -> subprocess.Popen:

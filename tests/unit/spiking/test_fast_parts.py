@@ -8,30 +8,10 @@ input rate taken once), so theirs agree to float32 rounding."""
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import net_settings, step_gradients
-from test_conv_networks import later_task
+from helpers import net_settings, network, step_gradients
 
-from hlop.models.cnn import SpikingCNN
 from hlop.models.mlp import SpikingMLP
-from hlop.models.resnet import SpikingResNet18
 from hlop.spiking.fast_parts import FastParts
-
-
-def network(arch, **kw):
-    torch.manual_seed(0)
-    if arch == "cnn":
-        model = SpikingCNN(channels=(8, 16, 32), settings=net_settings(timesteps=5, **kw))
-        x = torch.randn(6, 3, 32, 32) * 2
-    elif arch == "resnet":
-        model = SpikingResNet18(width=4, settings=net_settings(timesteps=5, **kw))
-        x = torch.randn(6, 3, 32, 32) * 2
-    else:
-        model = SpikingMLP(784, 50, settings=net_settings(timesteps=5, **kw))
-        x = torch.rand(6, 784) * 2
-    later_task(model)
-    for c in model.circuits():
-        c.learning = True
-    return model, x, torch.randint(0, 10, (6,))
 
 
 @pytest.mark.parametrize("proj_type", ["input", "weight"])

@@ -21,14 +21,13 @@ from pathlib import Path
 import distributed_worker
 import pytest
 import torch
+from helpers import SUPPORT
 from torch import nn
 
 import hlop
 from hlop.loop import distributed
 from hlop.run.config import ConfigError
 from hlop.tools.cli import main
-
-TESTS = Path(__file__).parent
 
 # pmnist-subset, 2 tasks of 1000 samples in global batches of 37: 27 batches split 18 / 19
 # between the workers, and a last batch of 1 row (worker 0 runs a stand-in of share 0)
@@ -54,7 +53,7 @@ def torchrun(argv: list[str], workers: int = 2, timeout: float = 600, **env: str
         **env,
     }
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += [f"--nproc_per_node={workers}", str(TESTS / "distributed_worker.py"), *argv]
+    command += [f"--nproc_per_node={workers}", str(SUPPORT / "distributed_worker.py"), *argv]
     return subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -162,7 +161,7 @@ def test_collectives_of_two_workers():
     """Batch norm, Hebbian updates, gradients and setup failures across two real workers
     equal the computation on the global batch (tests/distributed_checks.py)."""
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    argv.append(str(TESTS / "distributed_checks.py"))
+    argv.append(str(SUPPORT / "distributed_checks.py"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import REPO
 
 from hlop.loop import memory
 from hlop.run.config import apply_overrides
@@ -132,7 +133,7 @@ def test_allocator_tuning_keeps_steps_free_of_page_faults():
 def test_memory_benchmark_takes_each_measure_away(tmp_path):
     """benchmarks/run_memory.py: torch.optim's optimiser brings torch._dynamo back, ours
     does not (tiny run of the shipped subset)."""
-    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "run_memory.py")
+    script = str(REPO / "benchmarks" / "run_memory.py")
     argv = [sys.executable, script, "--benchmark", "pmnist-subset", "--tasks", "2",
             "--train-limit", "64", "--configs", "hlop,torch-optim", "--precision", "fp32",
             "--out-dir", str(tmp_path)]  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from formats import encode_idx, write_idx
+from helpers import REPO
 
 from hlop.data import MNIST_FILES, DataError, load_dataset, load_embedded_mnist, read_idx
 
@@ -189,5 +190,5 @@ def test_embedded_subset() -> None:
 
 
 def test_embedded_subset_file_size() -> None:
-    path = Path(__file__).parents[1] / "src" / "hlop" / "data" / "mnist_subset.npz"
+    path = REPO / "src" / "hlop" / "data" / "mnist_subset.npz"
     assert path.stat().st_size <= 2 * 1024 * 1024

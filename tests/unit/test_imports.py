@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = REPO / "src"
 PACKAGE_DIR = SRC / "hlop"
 
 
@@ -269,3 +270,53 @@ def test_public_names_resolve():
 
     with pytest.raises(AttributeError, match="no_such_name"):
         hlop.no_such_name  # noqa: B018
+
+
+# ---------------------------------------------------------------- the package's shape
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p, PACKAGE_DIR, "hlop"): p for p in sorted(PACKAGE_DIR.rglob("*.py"))}
+
+
+def test_no_module_is_over_500_lines():
+    long = {m: n for m, p in _modules().items() if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, f"modules over 500 lines (split them by what they hold): {long}"
+
+
+def _names_used(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+        n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)
+    }
+
+
+def test_only_the_run_and_cli_layers_read_the_configuration():
+    """The Config is resolved into components at the top of a run (hlop.run.build): the
+    loop, the methods, the networks and the neurons never see it."""
+    readers = sorted(m for m, p in _modules().items() if _names_used(p) & {"cfg", "Config"})
+    assert len(readers) <= 8, readers
+    assert all(m.startswith(("hlop.run.", "hlop.tools.")) for m in readers), readers
+
+
+def _calls(attribute: str) -> list[str]:
+    """The modules (with line numbers) that call ``.attribute(...)``."""
+    found = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == attribute
+            ):
+                found.append(f"{module}:{node.lineno}")
+    return found
+
+
+def test_hlop_task_schedule_is_written_once():
+    """One call site each of the generous block and of the fit (the task lifecycle), and a
+    circuit's merge in the lifecycle alone, but for GPM's own bases."""
+    assert [c.split(":")[0] for c in _calls("generous_block")] == ["hlop.core.lifecycle"]
+    assert [c.split(":")[0] for c in _calls("fit_block")] == ["hlop.core.lifecycle"]
+    merges = sorted({c.split(":")[0] for c in _calls("merge")})
+    assert merges == ["hlop.core.lifecycle", "hlop.methods.gpm"], merges
