@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from hlop.loop.continual import RunState
+from hlop.loop.state import RunState
 from hlop.run.build import load_checkpoint
 from hlop.run.config import Config
 from hlop.run.diagnostics import circuit_diagnostics

@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import versions
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_AGAINST = "48dd37c"
@@ -114,24 +115,21 @@ def measure(model, x, y, task: int, repeats: int) -> dict:
     }
 
 
-def network_options(spec: dict):
-    """The networks' options of a configuration (fields that both versions have)."""
-    from hlop.models.base import CircuitOptions, NetworkOptions
-
-    circuit = CircuitOptions(lrs=tuple(spec["lrs"]), hebbian_stride=spec["hebbian_stride"])
-    return NetworkOptions(
+def network_settings(spec: dict) -> dict:
+    """The networks' settings of a configuration (fields that both versions have), as the
+    keyword argument the version's constructors take."""
+    return versions.network_kwargs(
         timesteps=spec["timesteps"],
         proj_type=spec["proj"],
         precision=spec["precision"],
-        circuit=circuit,
+        lrs=spec["lrs"],
+        hebbian_stride=spec["hebbian_stride"],
     )
 
 
 def during_task(model, spec: dict):
     """``model`` (training) with the circuits of task ``spec["task"]`` and its path."""
-    from hlop.models.testing import as_during_task
-
-    as_during_task(model, spec["sizes"])
+    versions.as_during_task(model, spec["sizes"])
     model.train()
     model.begin_task(spec["task"], spec["classes"])  # from task 1: batch norm fixed
     model.fast = spec["path"] == "fast"
@@ -140,10 +138,10 @@ def during_task(model, spec: dict):
 
 def build_cnn(spec: dict):
     """The CNN, inputs and labels of a configuration."""
-    from hlop.models.cnn import SpikingCNN
+    from hlop import SpikingCNN
 
     size = spec["image_size"]
-    model = SpikingCNN(3, size, spec["classes"], options=network_options(spec))
+    model = SpikingCNN(3, size, spec["classes"], **network_settings(spec))
     x = torch.randn(spec["batch"], 3, size, size)
     return during_task(model, spec), x
 
@@ -153,8 +151,7 @@ def child(build: Callable[[dict], tuple]) -> None:
     import hlop
 
     spec = json.loads(sys.argv[sys.argv.index("--one") + 1])
-    from hlop.loop import memory
-
+    memory = versions.memory()
     # the process as `hlop train` sets it up, each version with its own settings
     memory.bound_kernel_caches()
     memory.tune_allocator()

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hlop import NetworkOptions, SpikingMLP
+from hlop import NetworkSettings, SpikingMLP
 from hlop.core.circuit import LateralCircuit
 from hlop.data import DataError, locate_files
 from hlop.layers.projected import ProjectedConv2d, ProjectedLinear
@@ -80,10 +80,10 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _mlp(device, precision="fp32", fast=True, proj_type="input", hidden=800, compile=False):
     torch.manual_seed(0)
-    opts = NetworkOptions(precision=precision, fast=fast, proj_type=proj_type, compile=compile)
+    opts = NetworkSettings(precision=precision, fast=fast, proj_type=proj_type, compile=compile)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = as_during_task(SpikingMLP(784, hidden, 10, options=opts), MLP_SIZES)
+        m = as_during_task(SpikingMLP(784, hidden, 10, settings=opts), MLP_SIZES)
     return m.to(device).train()
 
 
@@ -218,16 +218,16 @@ def time_steps(
     variants = [(net, p) for net in ("mlp", "cnn") for p in ("fp32", "bf16")]
     for net, precision in variants + ([("cnn", "fp32 compiled")] if compile else []):
         torch.manual_seed(0)
-        opts = NetworkOptions(timesteps=timesteps, precision=precision.split()[0],
+        opts = NetworkSettings(timesteps=timesteps, precision=precision.split()[0],
                               proj_type="input" if net == "mlp" else "weight",
                               compile=precision.endswith("compiled"))  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if net == "mlp":
-                m = as_during_task(SpikingMLP(options=opts), MLP_SIZES)
+                m = as_during_task(SpikingMLP(settings=opts), MLP_SIZES)
             else:
                 channels = (8, 16, 32) if quick else (64, 128, 256)
-                m = SpikingCNN(options=opts, channels=channels)
+                m = SpikingCNN(settings=opts, channels=channels)
                 as_during_task(m, [[2, 10, 20], [1, 4, 8]] if quick else CNN_SIZES)
                 m.begin_task(1, 10)
         m = m.to(device).train()
@@ -261,7 +261,7 @@ def time_evaluation(report: Report, device, quick: bool) -> None:
     x = torch.rand(n, 784, device=device)
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        m = SpikingMLP(options=NetworkOptions(precision=precision)).to(device).eval()
+        m = SpikingMLP(settings=NetworkSettings(precision=precision)).to(device).eval()
         rates = []
         for batch in batches:
             with torch.no_grad():

@@ -26,20 +26,20 @@ from __future__ import annotations
 import sys
 
 import torch
-from cnn_step import child, compare, during_task, network_options, preset_arguments
+from cnn_step import child, compare, during_task, network_settings, preset_arguments
 
 CLASSES = 5  # per task: 100 classes in 20 tasks (hlop.data.benchmarks.split_miniimagenet)
 
 
 def build_resnet(spec: dict):
     """The ResNet-18 and inputs of a configuration (the constructor of both versions)."""
-    from hlop.models.resnet import SpikingResNet18
+    from hlop import SpikingResNet18
 
     model = SpikingResNet18(
         spec["classes"],
         width=spec["width"],
         stem=spec["stem"],
-        options=network_options(spec),
+        **network_settings(spec),
     )
     size = spec["image_size"]
     x = torch.randn(spec["batch"], 3, size, size)

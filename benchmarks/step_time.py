@@ -24,24 +24,19 @@ import time
 
 import torch
 import torch.nn.functional as F
+import versions
 
-from hlop import NetworkOptions, SpikingMLP
+from hlop import SpikingMLP
 
-try:
-    from hlop.run.presets import pmnist_sizes
-except ImportError:  # an older commit's package (PYTHONPATH=OLD/src): before hlop.run.presets
-    from hlop.benchmarks import pmnist_sizes
-from hlop.models.testing import as_during_task
-
-SIZES = {task: pmnist_sizes(10)[: task + 1] for task in (2, 9)}
+SIZES = {task: versions.pmnist_sizes(10)[: task + 1] for task in (2, 9)}
 PRECISIONS = ("fp32", "bf16")
 PATHS = ("fast", "per-step")
 
 
 def build(task: int, precision: str, fast: bool, proj_type: str) -> SpikingMLP:
     torch.manual_seed(0)
-    options = NetworkOptions(precision=precision, fast=fast, proj_type=proj_type)
-    return as_during_task(SpikingMLP(options=options), SIZES[task])
+    settings = versions.network_kwargs(precision=precision, fast=fast, proj_type=proj_type)
+    return versions.as_during_task(SpikingMLP(**settings), SIZES[task])
 
 
 def matmul_rate(dtype: torch.dtype, n: int = 1024, repeats: int = 10, mm=torch.matmul) -> float:
@@ -54,10 +49,11 @@ def matmul_rate(dtype: torch.dtype, n: int = 1024, repeats: int = 10, mm=torch.m
 
 
 def hlop_bf16_rate() -> str:
-    """The rate of hlop's bf16 products (``hlop.core.precision``: emulated with fp32 kernels where
-    the CPU has no bf16 ones); empty for a commit before that module."""
+    """The rate of hlop's bf16 products (``hlop.core.precision``: emulated with fp32 kernels
+    where the CPU has no bf16 ones); empty for a commit before that module."""
     try:
-        from hlop.core.precision import native, product
+        native = versions.first("hlop.core.precision:native", "hlop.precision:native")
+        product = versions.first("hlop.core.precision:product", "hlop.precision:product")
     except ImportError:
         return ""
     rate = matmul_rate(torch.float32, mm=lambda a, b: product(torch.matmul, torch.bfloat16, a, b))

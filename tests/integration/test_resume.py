@@ -15,7 +15,7 @@ from helpers import SUPPORT
 
 import hlop
 import hlop.run.experiment
-from hlop.loop.continual import Plugin
+from hlop.loop.state import Plugin
 from hlop.run.resume import read_state
 from hlop.tools.cli import main
 

@@ -9,7 +9,8 @@ from helpers import SMALL_PMNIST as SMALL
 from helpers import run_state
 
 import hlop.run.experiment
-from hlop.loop.continual import Plugin, evaluate_seen
+from hlop.loop.continual import evaluate_seen
+from hlop.loop.state import Plugin
 from hlop.methods import Replay
 from hlop.run.build import build_model, method_plugins
 from hlop.run.config import apply_overrides

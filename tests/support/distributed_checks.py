@@ -13,7 +13,7 @@ from torch import nn
 from hlop import LateralCircuit, NetworkSettings, SpikingMLP
 from hlop.data.containers import Benchmark, DataSplit, Task
 from hlop.loop import distributed
-from hlop.loop.continual import RunState
+from hlop.loop.state import RunState
 from hlop.methods.ewc import empirical_fisher
 from hlop.methods.gpm import representation_covariances
 from hlop.run.config import Config

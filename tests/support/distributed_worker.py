@@ -17,7 +17,7 @@ import torch
 
 import hlop.run.experiment
 from hlop.loop import distributed
-from hlop.loop.continual import Plugin
+from hlop.loop.state import Plugin
 from hlop.tools.cli import main as hlop_main
 
 

@@ -49,9 +49,6 @@ if TYPE_CHECKING:  # the loop drives the network by its names
     from hlop.models.base import SpikingNetwork
 
 __all__ = [
-    "Plugin",
-    "Resume",
-    "RunState",
     "TrainingDiverged",
     "evaluate",
     "evaluate_seen",

@@ -10,12 +10,8 @@ from torch import nn
 
 from hlop import SpikingCNN, SpikingMLP
 from hlop.errors import CheckpointError
-from hlop.loop.continual import (
-    Plugin,
-    evaluate_seen,
-    run_continual,
-    train_epoch,
-)
+from hlop.loop.continual import evaluate_seen, run_continual, train_epoch
+from hlop.loop.state import Plugin
 from hlop.methods import ADDONS, METHODS
 from hlop.models.settings import NetworkSettings
 from hlop.run.build import build_model, load_checkpoint

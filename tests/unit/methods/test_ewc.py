@@ -11,7 +11,7 @@ from helpers import run_state
 import hlop.methods as methods
 from hlop import NetworkSettings
 from hlop.data.containers import Benchmark, DataSplit, Task
-from hlop.loop.continual import RunState
+from hlop.loop.state import RunState
 from hlop.methods.ewc import EWC, empirical_fisher
 from hlop.models.mlp import SpikingMLP
 from hlop.run.config import Config, ConfigError, apply_overrides, validate

@@ -10,7 +10,7 @@ from helpers import run_state
 
 from hlop import NetworkSettings
 from hlop.data.containers import Benchmark, DataSplit, Task
-from hlop.loop.continual import RunState
+from hlop.loop.state import RunState
 from hlop.methods.gpm import (
     GPM,
     new_bases,

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from helpers import run_state
 
 from hlop import SpikingCNN, SpikingMLP
-from hlop.loop.continual import Plugin, evaluate, run_continual
+from hlop.loop.continual import evaluate, run_continual
+from hlop.loop.state import Plugin
 from hlop.methods import HAT, METHODS, Baseline
 from hlop.methods.hat import (
     HATGates,

@@ -7,7 +7,7 @@ import pytest
 
 from hlop.core.choices import TRAINING_RULES
 from hlop.core.settings import Settings
-from hlop.loop.continual import Plugin
+from hlop.loop.state import Plugin
 from hlop.methods import ADDONS, METHODS, Method
 from hlop.run.build import method_plugins
 from hlop.run.config import Config, ConfigError, apply_overrides, key_type, keys, validate

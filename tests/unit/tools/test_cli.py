@@ -12,7 +12,7 @@ from formats import write_idx
 
 import hlop.core.precision
 import hlop.run.experiment
-from hlop.loop.continual import Plugin
+from hlop.loop.state import Plugin
 from hlop.methods import METHODS
 from hlop.run.config import apply_overrides
 from hlop.run.experiment import train
