@@ -35,13 +35,13 @@ def one(config: str, args: argparse.Namespace) -> dict:
 
     import torch
 
-    from hlop.loop import continual, memory
+    from hlop.loop import memory, optimisation
     from hlop.run.config import apply_overrides
     from hlop.run.experiment import train
     from hlop.run.presets import preset
 
     if config in ("torch-optim", "none"):
-        continual.optim = torch.optim
+        optimisation.optim = torch.optim  # the optimisers every step makes
     if config in ("no-trim", "none"):
         memory.release_freed_memory = lambda: None
     if config != "glibc-thresholds":

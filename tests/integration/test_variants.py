@@ -63,7 +63,7 @@ def test_replay_memory_is_per_class_seeded_and_sized():
     assert len(a) == 70 and torch.bincount(labels, minlength=10).tolist() == [7] * 10
     assert len(set(a.tolist())) == 70
     assert not torch.equal(a, replay.select(state, 1))  # each task its own draw
-    cfg.seed += 1
+    state.settings.seed += 1  # the run's seed, as the loop's settings carry it
     assert not torch.equal(a, replay.select(state, 0))
     first_per_class = torch.cat(
         [i[:7] for _, i in sorted(bench.tasks[0].train.class_indices().items())]

@@ -17,7 +17,8 @@ its preset values.  Nothing else asks which method is running.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -28,8 +29,21 @@ from hlop.spiking.layout import TimeLayout
 from hlop.spiking.neurons import DSRNeuron, SpikingNeuron
 from hlop.spiking.surrogate import SurrogateLIF
 
-if TYPE_CHECKING:  # pragma: no cover
-    from hlop.models.base import SpikingNetwork
+
+class SpikingNetwork(Protocol):
+    """What a rule reads of the network it trains (:class:`hlop.SpikingNetwork` has it)."""
+
+    fast: bool
+    timesteps: int
+
+    def __call__(self, x: Tensor, task: int | Tensor) -> Tensor: ...
+
+    def batchnorm_training(self) -> bool: ...
+
+    def spiking_input_projection(self) -> bool: ...
+
+    def single_steps(self) -> AbstractContextManager[None]: ...
+
 
 LossCheck = Callable[[Tensor], None]
 
