@@ -12,7 +12,14 @@ For each task, every circuit::
                     blocks merge into its old subspace
 
 :class:`TaskLifecycle` is used by :class:`hlop.HLOP` (hooks on any model) and by the
-command line's HLOP method (:class:`hlop.methods.HLOPPlugin`) alike.
+command line's HLOP method (:class:`hlop.methods.HLOPPlugin`) alike.  Two choices settle
+where the two used to differ:
+
+* projection switches on for each circuit that has old rows (not "from task 1 on"): a
+  circuit with none has nothing to project against (the same wherever task 0 kept rows);
+* the blocks merge at the end of the task's training, before its evaluation (not after it):
+  an evaluation never reads the circuits, so the accuracy matrices are the same, and the
+  task's end state is the same whoever drives the circuits.
 :func:`check_block_sizes` is the one check of a task's block sizes.
 """
 

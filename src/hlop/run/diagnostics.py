@@ -1,6 +1,6 @@
 """Circuit diagnostics: how well each lateral circuit's subspace holds a finished task.
 
-After each task (once the circuits have merged: HLOP after its evaluation, GPM after its
+After each task (once the circuits have merged: HLOP and GPM at the end of the task's
 training), every projected layer's circuit is measured (:func:`hlop.core.subspace.measure`:
 orthonormality error, the captured share of the activity energy, and the most any subspace
 of as many dimensions could hold) on the activity rows ``R`` it sees

@@ -22,6 +22,7 @@ its figure.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -55,6 +56,42 @@ def save(fig, path: Path):
     fig.tight_layout()
     fig.savefig(path, dpi=DPI, format="png")
     return fig
+
+
+def read_results(run: Path) -> dict | None:
+    """A run's results.json; None while the run has written none.  A file that is not a
+    results file (not JSON, not an object, an accuracy matrix that is not rows of numbers)
+    raises :class:`ReportError` naming it."""
+    path = run / "results.json"
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise ReportError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:
+        raise ReportError(
+            f"{path} is corrupt: not JSON ({e}); restore it or run the run again "
+            "(nothing was written)"
+        ) from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path} is not a results file: expected a JSON object of keys")
+    matrix = data.get("acc_matrix") or []
+
+    def accuracy(v) -> bool:
+        return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+
+    if not (
+        isinstance(matrix, list)
+        and all(isinstance(row, list) and all(map(accuracy, row)) for row in matrix)
+    ):
+        shown = repr(matrix)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise ReportError(
+            f"{path}: acc_matrix must be a list of rows of accuracies (numbers or null), got "
+            f"{shown}; nothing was written"
+        )
+    return data
 
 
 def is_run(path: Path) -> bool:
@@ -236,7 +273,7 @@ def _markdown_diagnostics(diag: list[dict]) -> list[str]:
 
 def report_run(path: Path) -> Path:
     """Figures and report.md of one run directory; returns report.md's path."""
-    res = read_json_dict(path / "results.json")
+    res = read_results(path)
     saved = read_json_dict(path / "config.json") or {}
     title = f"{saved.get('benchmark', '?')}, {saved.get('method', '?')}"
     if res is None:
@@ -322,7 +359,7 @@ def method_rows(path: Path, runs: list[Path]) -> list[dict]:
             ]
     by_method: dict[str, list[dict | None]] = {}
     for run in runs:
-        res = read_json_dict(run / "results.json")
+        res = read_results(run)
         done = res if res and res.get("status") == "complete" else None
         by_method.setdefault(RUN_DIR.match(run.name)["method"], []).append(done)
     rows = []
@@ -416,7 +453,7 @@ def report_study(path: Path, log: Callable[[str], None] = print) -> Path:
     ]
     for run in runs:
         report_run(run)
-        res = read_json_dict(run / "results.json") or {}
+        res = read_results(run) or {}
         status = res.get("status", "not started")
         lines.append(f"- [{run.name}]({run.name}/report.md): {status}")
     (path / "report.md").write_text("\n".join(lines) + "\n")
@@ -431,8 +468,11 @@ def report(paths: list[str | Path], log: Callable[[str], None] = print) -> list[
             raise ReportError(f"{p}: no such directory (pass a run or a study directory)")
         if is_run(p):
             targets.append((p, "run"))
+            read_results(p)  # a corrupt file is refused before anything is written
         elif (p / "summary.csv").is_file() or study_runs(p):
             targets.append((p, "study"))
+            for run in study_runs(p):
+                read_results(run)
         else:
             raise ReportError(
                 f"{p} holds neither a run (results.json, config.json) nor a study "

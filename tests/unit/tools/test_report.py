@@ -267,3 +267,31 @@ def test_study_report_shows_the_paper_values_marked(tmp_path):
             assert base.endswith("| ~92.5 | ~-4.7 |") and hlop.endswith("| n.a. | n.a. |")
         else:
             assert base.endswith("| ~70.6 | ~-28.9 |") and hlop.endswith("| 95.15 | ~-1.3 |")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"acc_matrix": [[90.0]], "status": "comp', "is corrupt: not JSON"),
+        ("[1, 2]", "not a results file: expected a JSON object"),
+        ('{"acc_matrix": [90.0, 80.0]}', "acc_matrix must be a list of rows of accuracies"),
+        ('{"acc_matrix": [["90"]]}', "acc_matrix must be a list of rows of accuracies"),
+    ],
+)
+def test_broken_results_are_named_and_nothing_is_written(tmp_path, capsys, content, message):
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    write_run(good, results(MATRIX))
+    write_run(bad, results(MATRIX))
+    (bad / "results.json").write_text(content)
+    assert main(["report", str(good), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(bad / "results.json") in err and "Traceback" not in err
+    assert not (good / "report.md").exists() and not (bad / "report.md").exists()
+    # inside a study too
+    study = tmp_path / "study"
+    write_run(study / "hlop-s1", results(MATRIX))
+    write_run(study / "hlop-s2", results(MATRIX))
+    (study / "hlop-s2" / "results.json").write_text(content)
+    assert main(["report", str(study)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (study / "report.md").exists()
