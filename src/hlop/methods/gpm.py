@@ -192,6 +192,12 @@ class GPM(Plugin):
         self.settings = GPMSettings(thresholds, threshold_step, samples)
 
     def check(self, run: RunState) -> None:
+        require(
+            not getattr(run.model, "external", False),
+            "gpm runs on hlop's built-in networks (its representations are their projected "
+            "layers' inputs); a network of your own (--model) is not supported yet: choose "
+            "hlop, ewc, replay, multitask or baseline",
+        )
         self.thresholds(run)
         self.samples(run)
 

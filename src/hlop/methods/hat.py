@@ -212,6 +212,7 @@ class HAT(Plugin):
     def check(self, run: RunState) -> None:
         """Refuse what HAT cannot run with (before task 0 trains)."""
         model = run.model
+        model.gated_layers()  # a network that cannot say where its gates are is refused
         if model.shared_head:
             bench = run.benchmark
             why = "its benchmark shares one" if bench is None or bench.shared_head else ""
@@ -225,7 +226,6 @@ class HAT(Plugin):
             "HAT masks the gradients between the backward and the optimiser step; OTTT's "
             "online update (--online-update) steps within the batch: leave it off",
         )
-        model.gated_layers()  # a network that cannot say where its gates are is refused
 
     def state_dict(self) -> dict:
         """The embeddings are the model's (``model.hat_gates``); here how many tasks have

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 from hlop.core.choices import HEBBIAN_SOURCES, HEBBIAN_STRIDES, PRECISIONS, PROJ_TYPES
@@ -9,6 +10,7 @@ from hlop.core.circuit import DEFAULT_THRESHOLD, DEFAULTS, CircuitSettings
 from hlop.core.lifecycle import TaskLifecycle, check_block_sizes
 from hlop.core.settings import Settings, require, require_choice
 from hlop.errors import CircuitError, ConfigError
+from hlop.layers.attach import HLOP
 from hlop.loop.state import Plugin, RunState
 
 
@@ -104,6 +106,7 @@ class HLOPPlugin(Plugin):
     def __init__(self, **settings) -> None:
         self.settings = HLOPSettings(**settings)
         self.lifecycle: TaskLifecycle | None = None
+        self._protected = None  # the optimiser whose steps are projected (user networks)
 
     def _lifecycle(self, run: RunState) -> TaskLifecycle:
         """The lifecycle of the model's circuits (made once; it keeps no state a resumed run
@@ -121,7 +124,53 @@ class HLOPPlugin(Plugin):
             )
         return self.lifecycle
 
+    def _attach(self, model) -> None:
+        """Circuits on every ``nn.Linear`` / ``nn.Conv2d`` of a network of the user's own
+        (:class:`hlop.HLOP`'s hooks).  A per-circuit list of the preset (written for the
+        built-in network) that does not fit its circuits gives way to a value for every
+        circuit, with a warning that says how to set it."""
+        s = self.settings
+        names = [n for n, _ in HLOP._choose(model.net, None)]
+
+        def fits(values) -> bool:
+            return not isinstance(values, list) or len(values) in (0, 1, len(names))
+
+        changed = []
+        if not fits(s.lrs):
+            changed.append(f"hlop.lrs={s.lrs} -> [{DEFAULTS.lr}]")
+            s.lrs = [DEFAULTS.lr]
+        if not fits(s.threshold):
+            changed.append(f"hlop.threshold={s.threshold} -> {DEFAULT_THRESHOLD}")
+            s.threshold = DEFAULT_THRESHOLD
+        if not fits(s.max_rows):
+            changed.append(f"hlop.max_rows={s.max_rows} -> []")
+            s.max_rows = []
+        if not s.auto and any(len(row) != len(names) for row in s.sizes):
+            changed.append("hlop.sizes (the built-in network's schedule) -> auto")
+            s.sizes = "auto"
+        if changed:
+            warnings.warn(
+                f"{model.reference} has {len(names)} layers with circuits "
+                f"({', '.join(names)}); the preset's values for another network were "
+                f"replaced: {'; '.join(changed)}. Set them with --set (one value for every "
+                "circuit, or one per circuit)",
+                stacklevel=2,
+            )
+        model.attach_circuits(
+            lambda net: HLOP(
+                net,
+                sizes=None,
+                lrs=s.lrs,
+                iterations=s.iterations,
+                spiking=s.spiking,
+                spike_scale=s.spike_scale,
+                spike_steps=s.spike_steps,
+            )
+        )
+
     def check(self, run: RunState) -> None:
+        if getattr(run.model, "external", False):  # a network of the user's own: hooks
+            self._attach(run.model)
         try:
             lifecycle = self._lifecycle(run)
         except CircuitError as e:  # a setting of the run's hlop section
@@ -146,6 +195,11 @@ class HLOPPlugin(Plugin):
 
     def before_epoch(self, run: RunState) -> None:
         self._lifecycle(run).set_learning(run.epoch >= self.settings.start_epochs)
+        attached = getattr(run.model, "circuits_attached", None)
+        if attached is not None and run.optimizer is not self._protected:
+            # any optimiser keeps old responses: each step's is protected once
+            attached.protect(run.optimizer)
+            self._protected = run.optimizer
 
     def after_training(self, run: RunState) -> None:
         # fit as the settings say: a step resumed inside did not run this begin

@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
+
 from hlop.core.circuit import CircuitSettings
 from hlop.data import Benchmark
 from hlop.errors import CheckpointError, CircuitError, ConfigError
 from hlop.loop.state import Plugin
 from hlop.methods import ADDONS, METHODS
 from hlop.models.base import SpikingNetwork
+from hlop.models.external import external_model, is_factory_reference
 from hlop.models.registry import NETWORKS
 from hlop.models.settings import NetworkSettings
 from hlop.run.config import Config
@@ -76,8 +79,16 @@ def build_model(cfg: Config, benchmark: Benchmark) -> SpikingNetwork:
     shape = benchmark.input_shape
     classes = benchmark.tasks[0].num_classes
     shared = benchmark.shared_head if cfg.shared_head is None else cfg.shared_head
+    if is_factory_reference(cfg.model):  # a network of the user's own, tried on 2 samples
+        model = external_model(cfg.model, shape, classes, cfg.tasks, shared, cfg.timesteps)
+        train = benchmark.tasks[0].train
+        model.probe(train.batch(torch.arange(min(2, len(train))))[0])
+        return model
     if cfg.model not in NETWORKS:
-        raise ConfigError(f"model must be one of {', '.join(NETWORKS)}; got {cfg.model!r}")
+        raise ConfigError(
+            f"model must be one of {', '.join(NETWORKS)}, or your network's factory "
+            f"FILE.py:FUNCTION or package.module:FUNCTION; got {cfg.model!r}"
+        )
     architecture = {"hidden": cfg.hidden, "width": cfg.width, "stem": cfg.stem}
     try:
         return NETWORKS[cfg.model].for_benchmark(shape, classes, shared, settings, **architecture)

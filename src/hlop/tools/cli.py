@@ -57,6 +57,9 @@ class Flag:
 TRAIN_FLAGS: tuple[Flag, ...] = (
     Flag("--data-dir", "data_dir", "data root holding one folder per dataset (mnist/, ...)"),
     Flag("--method", "method", "continual-learning method", METHODS),  # as registered now
+    Flag("--model", "model",
+         "the network: a built-in one (mlp, cnn, resnet18; the benchmark's by default) or "
+         "your own, by its factory FILE.py:FUNCTION or package.module:FUNCTION"),
     Flag("--training", "training", "training method (bptt and ottt presets use T=6)",
          TRAINING_RULES),
     Flag("--epochs", "epochs", "epochs per task"),

@@ -129,6 +129,7 @@ FLAG_VALUES = {
     "--hlop-start-epochs": ("3", 3),
     "--hlop-iterations": ("3", 3),
     "--checkpoint-every": ("3", 3),
+    "--model": ("nets.py:cnn", "nets.py:cnn"),
 }
 
 

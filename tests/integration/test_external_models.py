@@ -1,0 +1,127 @@
+"""A network of the user's own through the whole harness: ``hlop train --model FILE.py:FUNCTION``
+with every method that runs on any model, resume after a kill, ``hlop compare`` and
+``hlop report``."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import SUPPORT
+
+import hlop
+from hlop.tools.cli import main
+
+NETS = """
+from torch import nn
+
+def mlp(input_shape, num_classes):
+    n = 1
+    for d in input_shape:
+        n *= d
+    return nn.Sequential(nn.Flatten(), nn.Linear(n, 24), nn.ReLU(), nn.Linear(24, num_classes))
+"""
+TINY = ["--tasks", "2", "--epochs", "2", "--set", "train_limit=120", "--set", "test_limit=60"]
+
+
+@pytest.fixture
+def nets(tmp_path):
+    path = tmp_path / "nets.py"
+    path.write_text(NETS)
+    return f"{path}:mlp"
+
+
+def cli(capsys, *argv):
+    torch.set_num_threads(1)  # conftest restores the count
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err, err
+    return code, out, err
+
+
+def results(directory: Path) -> dict:
+    return json.loads((directory / "results.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("benchmark", "method"),
+    [
+        ("pmnist-subset", ["--method", "baseline"]),
+        ("pmnist-subset", ["--method", "hlop"]),
+        ("pmnist-subset", ["--method", "ewc"]),
+        ("pmnist-subset", ["--method", "baseline", "--replay"]),
+        ("pmnist-subset", ["--method", "multitask"]),
+        ("split-mnist-subset", ["--method", "hlop"]),
+    ],
+)
+def test_every_method_that_runs_on_any_model(tmp_path, capsys, nets, benchmark, method):
+    out = tmp_path / "run"
+    extra = ["--set", "warmup=0", "--set", "t_max=2"] if benchmark.startswith("split") else []
+    code, _, err = cli(capsys, "train", benchmark, "--model", nets, *method, *TINY, *extra,
+                       "--out-dir", out)  # fmt: skip
+    assert code == 0, err
+    res = results(out)
+    assert res["status"] == "complete" and res["tasks_completed"] == 2
+    assert json.loads((out / "config.json").read_text())["model"] == nets
+    if "hlop" in method:
+        # circuits on both Linear layers (and their biases), found from the data
+        assert len(res["circuit_sizes"]) == 2 and all(n > 0 for n in res["circuit_sizes"])
+        assert "the preset's values for another network were replaced" in err
+
+
+@pytest.mark.parametrize("method", ["gpm", "hat"])
+def test_methods_that_need_the_built_in_networks_refuse(tmp_path, capsys, nets, method):
+    code, _, err = cli(capsys, "train", "split-mnist-subset", "--model", nets, "--method",
+                       method, *TINY, "--out-dir", tmp_path / "run")  # fmt: skip
+    assert code == 2
+    assert ("gpm runs on hlop's built-in networks" if method == "gpm" else "HAT gates") in err
+    assert not (tmp_path / "run").exists()  # refused before anything is written
+
+
+def test_a_wrong_output_is_refused_before_anything_is_written(tmp_path, capsys):
+    path = tmp_path / "bad.py"
+    path.write_text("from torch import nn\ndef f(input_shape):\n    return nn.Flatten()\n")
+    code, _, err = cli(capsys, "train", "--model", f"{path}:f", *TINY, "--out-dir",
+                       tmp_path / "run")  # fmt: skip
+    assert code == 2 and "it must return scores (2, 10)" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_killed_run_of_a_user_model_resumes_to_identical_results(tmp_path, capsys, nets):
+    argv = ["train", "--model", nets, "--method", "hlop", *TINY]
+    reference = tmp_path / "reference"
+    assert cli(capsys, *argv, "--out-dir", reference)[0] == 0
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(hlop.__file__).parents[1]),
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    # paused after the 3rd state.pt (task 1, after its first epoch), then killed
+    child = [sys.executable, str(SUPPORT / "paused_run.py"), "after", "state.pt", "3"]
+    proc = subprocess.Popen([*child, *argv, "--out-dir", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    end = time.monotonic() + 300
+    while not (out / ".paused").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < end, "the run never reached the pause"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    code, stdout, err = cli(capsys, "train", "--resume", out)
+    assert code == 0, err
+    assert "resuming" in stdout
+    assert results(out)["acc_matrix"] == results(reference)["acc_matrix"]
+
+
+def test_compare_and_report_a_user_model(tmp_path, capsys, nets):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "study"
+    study = ["--methods", "baseline,hlop", "--seeds", "1,2", "--out-dir", out]
+    code, _, err = cli(capsys, "compare", "pmnist-subset", "--model", nets, *TINY, *study)
+    assert code == 0, err
+    assert (out / "summary.csv").is_file() and len(list(out.glob("*-s*"))) == 4
+    assert cli(capsys, "report", out)[0] == 0
+    assert (out / "hlop-s1" / "accuracy_matrix.png").is_file()
