@@ -122,7 +122,10 @@ def test_presets_of_subset_and_full_rows_agree(training) -> None:
     quick = {"timesteps": 4, "epochs": 2, "warmup": 0, "t_max": 2}
     assert {k: subset[k] for k in quick} == quick
     assert (full["timesteps"], full["epochs"], full["warmup"], full["t_max"]) == (
-        20 if training == "dsr" else 6, 200, 5, 200
+        20 if training == "dsr" else 6,
+        200,
+        5,
+        200,
     )
     differ = {"benchmark", *quick}
     assert {k: v for k, v in full.items() if k not in differ} == {
