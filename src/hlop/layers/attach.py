@@ -180,6 +180,11 @@ class HLOP:
         return chosen
 
     @property
+    def layers(self) -> dict[str, nn.Module]:
+        """The protected layers by name, in circuit order."""
+        return {name: a.layer for name, a in self._layers.items()}
+
+    @property
     def circuits(self) -> dict[str, LateralCircuit]:
         return {name: a.circuit for name, a in self._layers.items()}
 

@@ -215,7 +215,7 @@ class ExternalModel(nn.Module):
 
     def projected_layers(self) -> list[tuple[str, nn.Module]]:
         hl = self.circuits_attached
-        return [] if hl is None else [(n, hl._layers[n].layer) for n in hl.names]
+        return [] if hl is None else list(hl.layers.items())
 
     def circuits(self) -> list[LateralCircuit]:
         return list(self.lateral)
