@@ -56,6 +56,17 @@ ENERGY_DECAY = 0.95
 #: (README, "Sizes from the data")
 DEFAULT_THRESHOLD = 0.9
 
+#: the default of ``hlop.HLOP`` and of a network of your own in the harness (``--model``),
+#: whose training may be far less gentle than the paper's plain SGD: on a SpikingJelly CNN
+#: with biases under SGD with momentum 0.9 and lr 0.1 (3 permuted-MNIST tasks of the
+#: embedded subset, ``hlop.HLOP`` defaults), 0.9 gave BWT -19.1 and 0.97 -2.5 (README)
+USER_MODEL_THRESHOLD = 0.97
+
+#: a generous block holds at least this many rows (or the whole circuit, if smaller) even
+#: where a quarter of the circuit's dimension is fewer: a circuit of a few inputs (the first
+#: convolution of a 1-channel image: 9 and a bias) may need most of them for one task
+SMALL_BLOCK_ROWS = 128
+
 
 @dataclass(frozen=True)
 class CircuitSettings:
@@ -316,13 +327,13 @@ class LateralCircuit(nn.Module):
     # ------------------------------------------------------------------ sizes from the data
     @property
     def block_bound(self) -> int:
-        """The rows of a generous block when none is given: a quarter of ``in_features``
-        (at least 1)."""
-        return max(self.in_features // 4, 1)
+        """The rows of a generous block when none is given: a quarter of ``in_features``, and
+        at least :data:`SMALL_BLOCK_ROWS` (or ``in_features`` if fewer)."""
+        return max(self.in_features // 4, min(self.in_features, SMALL_BLOCK_ROWS))
 
     def generous_block(self, bound: int | None = None) -> int:
-        """The rows of a block that :meth:`fit_block` will cut to size: ``bound`` (None: a
-        quarter of ``in_features``), no more than fit in the circuit."""
+        """The rows of a block that :meth:`fit_block` will cut to size: ``bound`` (None:
+        :attr:`block_bound`), no more than fit in the circuit."""
         bound = self.block_bound if bound is None else bound
         return min(bound, self.in_features - self.rows)
 

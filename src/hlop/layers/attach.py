@@ -62,17 +62,19 @@ for a copy of those parameters and one projection per step.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from hlop.core.choices import per_circuit
-from hlop.core.circuit import DEFAULT_THRESHOLD, DEFAULTS, LateralCircuit
+from hlop.core.circuit import DEFAULTS, USER_MODEL_THRESHOLD, LateralCircuit
 from hlop.core.lifecycle import TaskLifecycle
 from hlop.core.projection import project_weight_grad
 from hlop.core.subspace import measure
 from hlop.layers.attached import HEBBIAN_MODES, SUPPORTED, AttachedLayer, check_layer, plain_sgd
+from hlop.layers.unprotected import Fixing, check_choice, find_unprotected, message
 
 
 class HLOP:
@@ -91,14 +93,21 @@ class HLOP:
             circuit's old rows and new block together hold: a generous block
             (``max_rows``) learns while the task trains, then
             :meth:`LateralCircuit.fit_block` keeps the fewest orthonormal directions of its
-            span that reach it (default 0.9); one value or one per layer.
+            span that reach it (default 0.97,
+            :data:`~hlop.core.circuit.USER_MODEL_THRESHOLD`); one value or one per layer.
         max_rows: with ``sizes="auto"``, the most rows a layer's block may keep per task:
-            one value or one per layer; None: a quarter of each circuit's dimension.
+            one value or one per layer; None: a quarter of each circuit's dimension, and at
+            least 128 rows (all of a smaller circuit).
         lrs: Hebbian learning rate, one value for every layer or one per layer.
         iterations, spiking, spike_scale, spike_steps: see :class:`LateralCircuit`.
         hebbian: ``"per-call"`` or ``"averaged"`` (see the module docstring).
         protect_bias: protect the biases that train with their weights (the circuit sees
             the input with a constant 1 appended); False leaves biases free.
+        unprotected: what to do with the trainable parameters and norm statistics that no
+            circuit protects (:mod:`hlop.layers.unprotected`; listed in ``unprotected_found``
+            and named in a warning): ``"fix"`` (the default) stops them training from the
+            second task on and norms keep the first task's statistics; ``"train"`` lets
+            them train; None leaves them to the caller, without a warning.
 
     Attributes:
         names: the layers' names, in circuit order.
@@ -113,7 +122,7 @@ class HLOP:
         layers: Sequence[str] | type | tuple[type, ...] | None = None,
         *,
         sizes: str | Sequence[int] | Sequence[Sequence[int]] | None = "auto",
-        threshold: float | Sequence[float] = DEFAULT_THRESHOLD,
+        threshold: float | Sequence[float] = USER_MODEL_THRESHOLD,
         max_rows: int | Sequence[int] | None = None,
         lrs: float | Sequence[float] = DEFAULTS.lr,
         iterations: int = DEFAULTS.iterations,
@@ -122,7 +131,10 @@ class HLOP:
         spike_steps: int = DEFAULTS.spike_steps,
         hebbian: str = "per-call",
         protect_bias: bool = True,
+        unprotected: str | None = "fix",
     ) -> None:
+        if unprotected is not None:
+            check_choice(unprotected, "hlop.HLOP: unprotected")
         if hebbian not in HEBBIAN_MODES:
             raise ValueError(f"hebbian must be one of {HEBBIAN_MODES}, got {hebbian!r}")
         self.model, self.hebbian = model, hebbian
@@ -160,6 +172,18 @@ class HLOP:
         self.threshold = threshold
         self._optimizers: list = []  # hook handles of protect()
         self._attach()
+        #: what no circuit protects (:class:`hlop.layers.unprotected.Unprotected`)
+        self.unprotected_found = find_unprotected(
+            model, [p for a in self._layers.values() for p in a.params()]
+        )
+        self.unprotected = unprotected
+        self._fixing = Fixing()
+        if unprotected is not None and self.unprotected_found:
+            warnings.warn(
+                "hlop.HLOP: "
+                + message(self.unprotected_found, unprotected, "hlop.HLOP(..., unprotected={!r})"),
+                stacklevel=2,
+            )
 
     # ------------------------------------------------------------------ structure
     @staticmethod
@@ -269,6 +293,7 @@ class HLOP:
         for h in self._optimizers:
             h.remove()
         self._optimizers = []
+        self._fixing.release()
 
     # ------------------------------------------------------------------ optimisers
     def protect(self, optimizer: torch.optim.Optimizer, updates: str = "auto") -> bool:
@@ -315,7 +340,10 @@ class HLOP:
     def begin_task(self, sizes: Sequence[int] | None = None) -> list[int]:
         """Add a learning block to every circuit (``sizes``, one per layer, or the schedule's
         entry for this task); from the second task on, gradients are projected with the old
-        subspace.  Returns the rows added (a circuit never exceeds its dimension)."""
+        subspace.  Returns the rows added (a circuit never exceeds its dimension).  From the
+        second task on, with ``unprotected="fix"``, what no circuit protects stops training."""
+        if self.unprotected == "fix" and self.task >= 1:
+            self._fixing.fix(self.model, self.unprotected_found)
         try:
             return self.lifecycle.begin(sizes)
         except RuntimeError as e:

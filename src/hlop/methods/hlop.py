@@ -6,7 +6,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from hlop.core.choices import HEBBIAN_SOURCES, HEBBIAN_STRIDES, PRECISIONS, PROJ_TYPES
-from hlop.core.circuit import DEFAULT_THRESHOLD, DEFAULTS, CircuitSettings
+from hlop.core.circuit import DEFAULT_THRESHOLD, DEFAULTS, USER_MODEL_THRESHOLD, CircuitSettings
 from hlop.core.lifecycle import TaskLifecycle, check_block_sizes
 from hlop.core.settings import Settings, require, require_choice
 from hlop.errors import CircuitError, ConfigError
@@ -28,9 +28,12 @@ class HLOPSettings(Settings):
     # what the circuit holds to `threshold` of the task's activity energy
     sizes: list[list[int]] | str = field(default_factory=list)
     # one value for every circuit, or one per circuit in network order (GPM-style
-    # [0.9, 0.95, 0.97]: deeper layers keep more of their activity)
-    threshold: float | list[float] = DEFAULT_THRESHOLD
-    max_rows: list[int] = field(default_factory=list)  # auto: per task; []: a quarter of N
+    # [0.9, 0.95, 0.97]: deeper layers keep more of their activity); None: the network's
+    # default, 0.9 for the built-in networks, 0.97 for a network of your own (--model)
+    threshold: float | list[float] | None = None
+    max_rows: list[int] = field(
+        default_factory=list
+    )  # auto: per task; []: N / 4, at least min(N, 128)
     start_epochs: int = 0  # epochs of each task before the circuits start learning
     hebbian_on: str = "wfr"  # what circuits learn from: "wfr" (rate over time) or "spikes"
     # convolutions learn from patches at their own stride ("layer") or at stride 1 ("one",
@@ -85,7 +88,7 @@ class HLOPSettings(Settings):
 
     @property
     def thresholds(self) -> list[float]:
-        t = self.threshold
+        t = DEFAULT_THRESHOLD if self.threshold is None else self.threshold
         return [t] if isinstance(t, int | float) else list(t)
 
 
@@ -140,8 +143,10 @@ class HLOPPlugin(Plugin):
             changed.append(f"hlop.lrs={s.lrs} -> [{DEFAULTS.lr}]")
             s.lrs = [DEFAULTS.lr]
         if not fits(s.threshold):
-            changed.append(f"hlop.threshold={s.threshold} -> {DEFAULT_THRESHOLD}")
-            s.threshold = DEFAULT_THRESHOLD
+            changed.append(f"hlop.threshold={s.threshold} -> {USER_MODEL_THRESHOLD}")
+            s.threshold = USER_MODEL_THRESHOLD
+        elif s.threshold is None:  # hlop.HLOP's default for any network
+            s.threshold = USER_MODEL_THRESHOLD
         if not fits(s.max_rows):
             changed.append(f"hlop.max_rows={s.max_rows} -> []")
             s.max_rows = []
@@ -165,6 +170,7 @@ class HLOPPlugin(Plugin):
                 spiking=s.spiking,
                 spike_scale=s.spike_scale,
                 spike_steps=s.spike_steps,
+                unprotected=None,  # the run's model handles them, for every method
             )
         )
 

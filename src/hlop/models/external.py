@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from hlop.core.circuit import LateralCircuit
 from hlop.errors import ConfigError
+from hlop.layers.unprotected import check_choice, find_unprotected, layer_parameters, message
 from hlop.spiking.training import TrainingRule
 
 #: the keywords a factory may take
@@ -121,10 +122,15 @@ class ExternalModel(nn.Module):
         num_classes: the scores ``net`` returns.
         classes_per_task: the classes of one task; below ``num_classes``, each task reads its
             own slice of the scores (a head per task, task-incremental).
+        unprotected: what no method protects (every trainable parameter but the weights
+            and biases of the ``nn.Linear`` / ``nn.Conv2d`` layers, and the norms' running
+            statistics; :mod:`hlop.layers.unprotected`): ``"fix"`` after the first task
+            (as hlop's built-in networks do), or ``"train"``; the same for every method.
 
     Attributes:
         rule: plain training: forward, cross-entropy, backward (the network handles time).
         shared_head: True: the network has one output layer (heads are slices of it).
+        unprotected_found: what no method protects (:class:`Unprotected`).
         circuits_attached: the :class:`hlop.HLOP` giving the network's layers circuits, once
             a method that uses circuits attached one (:meth:`attach_circuits`).
     """
@@ -132,9 +138,15 @@ class ExternalModel(nn.Module):
     external = True
 
     def __init__(
-        self, net: nn.Module, reference: str, num_classes: int, classes_per_task: int
+        self,
+        net: nn.Module,
+        reference: str,
+        num_classes: int,
+        classes_per_task: int,
+        unprotected: str = "fix",
     ) -> None:
         super().__init__()
+        self.unprotected = check_choice(unprotected)
         if num_classes % classes_per_task:
             raise ConfigError(
                 f"--model {reference}: {num_classes} scores are not whole tasks of "
@@ -148,6 +160,22 @@ class ExternalModel(nn.Module):
         self.consolidated = False
         self.circuits_attached = None
         self.lateral = nn.ModuleList()  # the circuits, registered for state dicts
+        self.unprotected_found = find_unprotected(net, layer_parameters(net))
+
+    def unprotected_message(self) -> str | None:
+        """What no method protects and what the run does with it (None: nothing)."""
+        if not self.unprotected_found:
+            return None
+        return f"{self.reference}: " + message(
+            self.unprotected_found, self.unprotected, "--set unprotected={}"
+        )
+
+    def train(self, mode: bool = True) -> ExternalModel:
+        super().train(mode)
+        if mode and self.consolidated and self.unprotected == "fix":
+            for name in self.unprotected_found.statistics:  # the first task's statistics
+                self.net.get_submodule(name).eval()
+        return self
 
     # ------------------------------------------------------------------ what the loop reads
     def forward(self, x: Tensor, task: int | Tensor = 0) -> Tensor:
@@ -195,6 +223,10 @@ class ExternalModel(nn.Module):
                 f"network's tasks {self.classes_per_task}"
             )
         self.consolidated = task > 0
+        if self.consolidated and self.unprotected == "fix":
+            for name, p in self.net.named_parameters():
+                if name in self.unprotected_found.parameters:
+                    p.requires_grad_(False)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.net.parameters() if p.requires_grad]
@@ -234,6 +266,7 @@ def external_model(
     tasks: int,
     shared_head: bool,
     timesteps: int,
+    unprotected: str = "fix",
 ) -> ExternalModel:
     """The user's network of ``reference`` for a benchmark, adapted for the loop."""
     num_classes = classes_per_task if shared_head else classes_per_task * tasks
@@ -244,4 +277,4 @@ def external_model(
         tasks=tasks,
         timesteps=timesteps,
     )
-    return ExternalModel(net, reference, num_classes, classes_per_task)
+    return ExternalModel(net, reference, num_classes, classes_per_task, unprotected)

@@ -80,7 +80,9 @@ def build_model(cfg: Config, benchmark: Benchmark) -> SpikingNetwork:
     classes = benchmark.tasks[0].num_classes
     shared = benchmark.shared_head if cfg.shared_head is None else cfg.shared_head
     if is_factory_reference(cfg.model):  # a network of the user's own, tried on 2 samples
-        model = external_model(cfg.model, shape, classes, cfg.tasks, shared, cfg.timesteps)
+        model = external_model(
+            cfg.model, shape, classes, cfg.tasks, shared, cfg.timesteps, cfg.unprotected
+        )
         train = benchmark.tasks[0].train
         model.probe(train.batch(torch.arange(min(2, len(train))))[0])
         return model

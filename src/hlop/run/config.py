@@ -31,6 +31,7 @@ from hlop.core.choices import (
 )
 from hlop.core.settings import Settings, require, require_choice
 from hlop.errors import ConfigError
+from hlop.layers.unprotected import CHOICES as UNPROTECTED_CHOICES
 from hlop.loop.optimisation import Optimisation
 from hlop.loop.state import LoopSettings
 from hlop.methods import ADDONS, METHODS
@@ -115,6 +116,10 @@ class Config(Settings):
     width: int = 20  # resnet18 base width
     stem: str = "3x3"  # resnet18 stem: 3x3 stride 1, or 5x5 stride 2 (miniImageNet)
     shared_head: bool | None = None  # None: as the benchmark (shared for pmnist, domain)
+    # a network of your own (model FILE.py:FUNCTION): what no method protects (norms'
+    # parameters and statistics, learnable neuron parameters; hlop.layers.unprotected),
+    # for every method alike: "fix" after the first task (as the built-in networks), "train"
+    unprotected: str = "fix"
     train_limit: int | None = None  # samples per task kept (class-stratified); None: all
     # fraction of each task's training data held out for validation; > 0: accuracies are
     # measured on it instead of the test set (hyperparameter searches never see test data)
@@ -160,6 +165,7 @@ class Config(Settings):
             "online_update (--online-update) is OTTT's: use --training ottt or drop it",
         )
         require_choice("stem", self.stem, STEMS)
+        require_choice("unprotected", self.unprotected, UNPROTECTED_CHOICES)
         for name in ("timesteps", "hidden", "width"):
             value = getattr(self, name)
             require(value >= 1, f"{name} must be >= 1, got {value}")

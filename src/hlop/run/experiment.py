@@ -140,6 +140,9 @@ def _train(
         f"{cfg.benchmark}: {cfg.tasks} tasks, method {cfg.method}, T={cfg.timesteps}, "
         f"device {device}{workers}, {len(benchmark.tasks[0].train)} training samples per task"
     )
+    note = getattr(run.model, "unprotected_message", lambda: None)()
+    if note:
+        progress.log(note)
     if resume:
         progress.log(f"resuming {outputs.dir}: {Checkpointer.where(state)}")
     with stop_on_signals():

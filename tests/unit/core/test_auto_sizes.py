@@ -118,10 +118,10 @@ def test_hlop_auto_sizes_by_default():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 6, bias=False))
     hl = hlop.HLOP(model, lrs=0.02, iterations=2, threshold=0.9)
-    assert hl.max_rows == [3]  # a quarter of the dimension
+    assert hl.max_rows == [12]  # a small circuit: all of it (a quarter would be 3)
     batches, _ = spectrum_batches([10.0, 3.0, 1.0])
     hl.begin_task()
-    assert hl.circuits["0"].rows == 3  # the generous block
+    assert hl.circuits["0"].rows == 12  # the generous block
     for x in batches:
         model(x)
     hl.end_task()
@@ -190,3 +190,15 @@ def test_one_threshold_per_circuit(monkeypatch, tmp_path):
     cfg.hlop.threshold = [0.6, 0.7]
     with pytest.raises(ConfigError, match="hlop.threshold needs 1 value or 3"):
         train(cfg, tmp_path / "run", stream=io.StringIO())
+
+
+def test_generous_block_bound_gives_small_circuits_their_dimension():
+    """A quarter of N for wide circuits, at least 128 rows, all of a smaller circuit: the
+    first convolution of a 1-channel image (9 inputs and a bias) may keep 10 rows, where a
+    quarter would give it 2."""
+    bound = {n: LateralCircuit(n, lr=0.01).block_bound for n in (1, 10, 145, 300, 784, 2048)}
+    assert bound == {1: 1, 10: 10, 145: 128, 300: 128, 784: 196, 2048: 512}
+    c = LateralCircuit(10, lr=0.01)
+    c.add_subspace(4)
+    c.merge()
+    assert c.generous_block() == 6  # no more than fit

@@ -49,7 +49,7 @@ def test_projection_only_where_old_rows_exist():
 def test_auto_sizes_take_generous_blocks_fit_them_and_track_energy():
     cs = circuits(16, 8)
     life = TaskLifecycle(cs, ["a", "b"], threshold=[0.5, 0.99], max_rows=[6, None])
-    assert life.begin() == [6, 2]  # max_rows, or a quarter of the dimension
+    assert life.begin() == [6, 8]  # max_rows, or the default bound (all of a small circuit)
     assert life.fitting and all(c.tracking for c in cs)
     x = torch.randn(64, 16) @ torch.diag(torch.tensor([9.0, 1.0] + [0.01] * 14))
     for _ in range(50):

@@ -43,7 +43,9 @@ def test_same_updates_as_builtin_hlop_on_spiking_mlp_per_step(proj_type):
     names = [n for n, _ in builtin.projected_layers()]
     for _, m in attached.projected_layers():
         m.circuit = None
-    hl = hlop.HLOP(attached, names, lrs=[0.001, 0.01, 0.01], protect_bias=False)
+    hl = hlop.HLOP(
+        attached, names, lrs=[0.001, 0.01, 0.01], protect_bias=False, unprotected="train"
+    )
     for block in [[40, 60, 30], [20, 20, 20]]:
         hl.begin_task(block)
         hl.end_task()

@@ -195,7 +195,7 @@ def test_biases_protected_old_responses_unchanged(case):
 def test_unprotected_biases_move_old_responses(case):
     """The control: with biases left free the same training moves old responses."""
     layer, old, new = case()
-    hl = hlop.HLOP(nn.Sequential(layer), protect_bias=False)
+    hl = hlop.HLOP(nn.Sequential(layer), protect_bias=False, unprotected="train")
     before = layer(old).detach()
     train_later_task(layer, hl, old, new, torch.optim.SGD(layer.parameters(), lr=0.5))
     assert (layer(old) - before).abs().max() > 1e-2
