@@ -188,6 +188,14 @@ class HLOP:
     def circuits(self) -> dict[str, LateralCircuit]:
         return {name: a.circuit for name, a in self._layers.items()}
 
+    def rows(self, name: str, x: Tensor) -> Tensor:
+        """The activity rows the circuit of layer ``name`` reads of the layer's input ``x``
+        (:meth:`AttachedLayer.rows`: every step of every sample, a convolution's unfolded
+        patches, the constant 1 of a protected bias)."""
+        if name not in self._layers:
+            raise KeyError(f"hlop.HLOP: no circuit on a layer named {name!r}")
+        return self._layers[name].rows(x)
+
     # ------------------------------------------------------------------ hooks
     def _attach(self) -> None:
         for a in self._layers.values():
