@@ -54,6 +54,7 @@ def results(directory: Path) -> dict:
         ("pmnist-subset", ["--method", "baseline"]),
         ("pmnist-subset", ["--method", "hlop"]),
         ("pmnist-subset", ["--method", "ewc"]),
+        ("pmnist-subset", ["--method", "gpm"]),
         ("pmnist-subset", ["--method", "baseline", "--replay"]),
         ("pmnist-subset", ["--method", "multitask"]),
         ("split-mnist-subset", ["--method", "hlop"]),
@@ -68,18 +69,37 @@ def test_every_method_that_runs_on_any_model(tmp_path, capsys, nets, benchmark, 
     res = results(out)
     assert res["status"] == "complete" and res["tasks_completed"] == 2
     assert json.loads((out / "config.json").read_text())["model"] == nets
-    if "hlop" in method:
+    if "hlop" in method or "gpm" in method:
         # circuits on both Linear layers (and their biases), found from the data
         assert len(res["circuit_sizes"]) == 2 and all(n > 0 for n in res["circuit_sizes"])
         assert "the preset's values for another network were replaced" in err
+        # and measured after each task, by the user's layer names
+        entries = res["circuit_diagnostics"]
+        assert [e["task"] for e in entries] == [0, 1]
+        assert list(entries[-1]["layers"]) == ["1", "3"]
+        last = entries[-1]["layers"].values()
+        assert [d["rows"] for d in last] == res["circuit_sizes"]
+    if "gpm" in method:  # the pmnist-subset preset's 3 thresholds do not fit 2 layers
+        assert "gpm.thresholds=[0.9, 0.97, 0.97] -> [0.97]" in err
+        ck = [
+            torch.load(out / f"checkpoint_task{k}.pt", weights_only=True)["model"] for k in (0, 1)
+        ]
+        for i, layer in enumerate(("1", "3")):
+            h0 = ck[0][f"lateral.{i}.weight"]
+            w = [
+                torch.cat([c[f"net.{layer}.weight"], c[f"net.{layer}.bias"][:, None]], 1)
+                for c in ck
+            ]
+            assert 1 <= h0.shape[0] and (w[1] - w[0]).abs().max() > 1e-4  # task 1 trains it
+            # task 1's change of [W, b] is orthogonal to task 0's bases
+            assert ((w[1] - w[0]) @ h0.t()).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("method", ["gpm", "hat"])
-def test_methods_that_need_the_built_in_networks_refuse(tmp_path, capsys, nets, method):
+def test_hat_needs_the_built_in_networks(tmp_path, capsys, nets):
     code, _, err = cli(capsys, "train", "split-mnist-subset", "--model", nets, "--method",
-                       method, *TINY, "--out-dir", tmp_path / "run")  # fmt: skip
+                       "hat", *TINY, "--out-dir", tmp_path / "run")  # fmt: skip
     assert code == 2
-    assert ("gpm runs on hlop's built-in networks" if method == "gpm" else "HAT gates") in err
+    assert "HAT gates" in err
     assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
@@ -92,8 +112,9 @@ def test_a_wrong_output_is_refused_before_anything_is_written(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_killed_run_of_a_user_model_resumes_to_identical_results(tmp_path, capsys, nets):
-    argv = ["train", "--model", nets, "--method", "hlop", *TINY]
+@pytest.mark.parametrize("method", ["hlop", "gpm"])
+def test_killed_run_of_a_user_model_resumes_to_identical_results(tmp_path, capsys, nets, method):
+    argv = ["train", "--model", nets, "--method", method, *TINY]
     reference = tmp_path / "reference"
     assert cli(capsys, *argv, "--out-dir", reference)[0] == 0
     out = tmp_path / "run"
@@ -114,6 +135,12 @@ def test_killed_run_of_a_user_model_resumes_to_identical_results(tmp_path, capsy
     assert code == 0, err
     assert "resuming" in stdout
     assert results(out)["acc_matrix"] == results(reference)["acc_matrix"]
+    # and the very weights and circuits (GPM: task 0's bases, task 1 trained after them)
+    a = torch.load(reference / "checkpoint_task1.pt", weights_only=True)["model"]
+    b = torch.load(out / "checkpoint_task1.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and any(k.startswith("lateral.") for k in a)
+    for name, value in a.items():
+        assert torch.equal(value, b[name]), name
 
 
 def test_compare_and_report_a_user_model(tmp_path, capsys, nets):

@@ -36,8 +36,8 @@ Two hooks per layer:
   (Oja's subspace rule, :meth:`LateralCircuit.hebbian_update`), before the layer computes;
 - a hook on the weight's gradient: from task 1 on, the gradient is projected in weight mode,
   ``grad_W <- grad_W (I - H_old^T H_old)`` (:func:`hlop.core.projection.project_weight_grad`,
-  as the built-in projected layers do), before any optimiser sees it (with a bias:
-  ``[grad_W, grad_b]`` once both are accumulated).
+  as the built-in projected layers do; the input mode for non-spiking circuits), before any
+  optimiser sees it (with a bias: ``[grad_W, grad_b]`` once both are accumulated).
 
 Hebbian modes (``hebbian``):
 
@@ -48,9 +48,6 @@ Hebbian modes (``hebbian``):
   once per optimiser step from the firing rate of the inputs.  A multi-step call
   (``[T, B, ...]``: a Conv2d's 5-d input, or a Linear with SpikingJelly's
   ``step_mode == "m"``) counts as its T steps: its rate over time.
-
-The weight-mode projection equals the input mode (``G^T (X - X H^T H)``) for non-spiking
-circuits; with spiking lateral neurons (quantised responses) it is the cheap approximation.
 
 Projected gradients keep old tasks' responses only when the optimiser's step is a linear
 combination of them: plain SGD.  Adam's elementwise scaling, weight decay, Nesterov or a
@@ -211,6 +208,14 @@ class HLOP:
     @property
     def circuits(self) -> dict[str, LateralCircuit]:
         return {name: a.circuit for name, a in self._layers.items()}
+
+    def rows(self, name: str, x: Tensor) -> Tensor:
+        """The activity rows the circuit of layer ``name`` reads of the layer's input ``x``
+        (:meth:`AttachedLayer.rows`: every step of every sample, a convolution's unfolded
+        patches, the constant 1 of a protected bias)."""
+        if name not in self._layers:
+            raise KeyError(f"hlop.HLOP: no circuit on a layer named {name!r}")
+        return self._layers[name].rows(x)
 
     # ------------------------------------------------------------------ hooks
     def _attach(self) -> None:

@@ -26,6 +26,13 @@ HLOP's merged circuits do: ``grad_W <- grad_W (I - M M^T)``.  Circuits never lea
 
 ``R R^T`` is accumulated batch by batch (N x N, float64) and its eigendecomposition gives
 ``U`` and ``s^2``: the same subspace as the SVD, without keeping the rows.
+
+A network of the user's own (``--model FILE.py:FUNCTION``) gets circuits on every
+``nn.Linear`` / ``nn.Conv2d`` through :class:`hlop.HLOP`'s hooks, as HLOP's do: ``R`` holds
+the rows :meth:`hlop.HLOP.rows` reads of each layer's input (every time step of a multi-step
+``[T, B, ...]`` input, a convolution's unfolded patches, a constant 1 where the bias is
+protected with the weight), on the same samples; the gradients are projected by the hooks
+and every optimiser step by :meth:`hlop.HLOP.protect` (Adam and momentum too).
 """
 
 from __future__ import annotations
@@ -39,8 +46,10 @@ from torch import Tensor
 from hlop.core.choices import per_circuit
 from hlop.core.settings import Settings, require
 from hlop.errors import ConfigError
+from hlop.layers.attach import HLOP
 from hlop.loop import distributed
 from hlop.loop.state import Plugin, RunState
+from hlop.models.external import fit_preset_lists
 
 
 @dataclass
@@ -109,10 +118,12 @@ def new_bases(cov: Tensor, memory: Tensor, eps: float, first_task: bool | None =
 
 
 def representation_covariances(run: RunState, samples: int | Sequence[int]) -> list[Tensor]:
-    """``R R^T`` (N x N, float64) of every projected layer, in network order: the rows of
-    ``layer.presynaptic``, captured by forward hooks in an evaluation pass, on the first
-    ``samples`` (one count for every layer, or one per layer) of a random permutation of the
-    current task's training samples (seeded by the run's seed and the task)."""
+    """``R R^T`` (N x N, float64) of every layer with a circuit, in network order: the rows
+    its circuit reads of the layer's input (``model.circuit_inputs()``: a built-in layer's
+    ``presynaptic``, :meth:`hlop.HLOP.rows` on a network of the user's own), captured by
+    forward hooks in an evaluation pass, on the first ``samples`` (one count for every
+    layer, or one per layer) of a random permutation of the current task's training samples
+    (seeded by the run's seed and the task)."""
     return representation_statistics(run, samples)[0]
 
 
@@ -122,34 +133,36 @@ def representation_statistics(
 ) -> tuple[list[Tensor], list[int]]:
     """:func:`representation_covariances`, and how many activity rows each one sums.
 
-    One forward pass over the first ``max(samples)`` samples of the permutation, in segments
-    that end where some layer's count ends: every sample of a segment counts for the same
-    layers (those whose count reaches the segment's end), whatever its rows look like."""
+    ``samples`` counts samples, whatever rows each gives (one rate row per sample under
+    DSR, every step of a multi-step input, a convolution's patches).  One forward pass over
+    the first ``max(samples)`` samples of the permutation, in segments that end where some
+    layer's count ends: every sample of a segment counts for the same layers (those whose
+    count reaches the segment's end)."""
     model, split = run.model, run.benchmark.tasks[run.task].train
-    layers = [m for _, m in model.projected_layers()]
-    wanted = [samples] * len(layers) if isinstance(samples, int) else [int(n) for n in samples]
-    if len(wanted) != len(layers):
-        raise ValueError(f"{len(wanted)} sample counts for {len(layers)} projected layers")
+    inputs = model.circuit_inputs()
+    wanted = [samples] * len(inputs) if isinstance(samples, int) else [int(n) for n in samples]
+    if len(wanted) != len(inputs):
+        raise ValueError(f"{len(wanted)} sample counts for {len(inputs)} projected layers")
     g = torch.Generator().manual_seed(run.seed * 1019 + run.task)
     order = torch.randperm(len(split), generator=g)
     wanted = [max(0, min(n, len(order))) for n in wanted]
     covs = [
         torch.zeros(n, n, dtype=torch.float64, device=run.device)
-        for n in (m.circuit.in_features for m in layers)
+        for n in (c.in_features for c in model.circuits())
     ]
-    counts = [0] * len(layers)
-    active = [False] * len(layers)  # the layers the current segment's samples count for
+    counts = [0] * len(inputs)
+    active = [False] * len(inputs)  # the layers the current segment's samples count for
 
-    def capture(i: int):
-        def hook(layer, inputs, _output) -> None:
+    def capture(i: int, rows_of):
+        def hook(_layer, inputs, _output) -> None:
             if active[i]:
-                rows = layer.presynaptic(inputs[0]).double()
+                rows = rows_of(inputs[0]).double()
                 covs[i] += rows.t() @ rows
                 counts[i] += rows.shape[0]
 
         return hook
 
-    hooks = [m.register_forward_hook(capture(i)) for i, m in enumerate(layers)]
+    hooks = [m.register_forward_hook(capture(i, f)) for i, (m, f) in enumerate(inputs)]
     was_training = model.training
     model.eval()
     bounds = sorted({0, *wanted})
@@ -192,19 +205,30 @@ class GPM(Plugin):
         self.settings = GPMSettings(thresholds, threshold_step, samples)
 
     def check(self, run: RunState) -> None:
-        require(
-            not getattr(run.model, "external", False),
-            "gpm runs on hlop's built-in networks (its representations are their projected "
-            "layers' inputs); a network of your own (--model) is not supported yet: choose "
-            "hlop, ewc, replay, multitask or baseline",
-        )
+        if getattr(run.model, "external", False):  # a network of the user's own: hooks
+            self._attach(run.model)
         self.thresholds(run)
         self.samples(run)
+
+    def _attach(self, model) -> None:
+        """Circuits on every ``nn.Linear`` / ``nn.Conv2d`` of a network of the user's own
+        (:class:`hlop.HLOP`'s hooks, biases protected with their weights; the circuits never
+        learn).  A per-circuit list of the preset (written for the built-in network) that
+        does not fit its circuits gives way to GPM's default, with a warning."""
+        model.attach_circuits(lambda net: HLOP(net, sizes=None))
+        names = [n for n, _ in model.projected_layers()]
+        default = GPMSettings()
+        lists = {"thresholds": default.thresholds, "samples": default.samples}
+        fit_preset_lists(model, names, self.settings, "gpm", lists)
 
     def before_task(self, run: RunState) -> None:
         for c in run.model.circuits():
             c.learning = False
             c.projecting = run.task > 0
+
+    def before_epoch(self, run: RunState) -> None:
+        if getattr(run.model, "external", False):  # any optimiser keeps old responses
+            run.model.protect(run.optimizer)
 
     def after_training(self, run: RunState) -> None:
         # here, not after the evaluation: the task's representations at the parameters its

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 from hlop.core.choices import HEBBIAN_SOURCES, HEBBIAN_STRIDES, PRECISIONS, PROJ_TYPES
@@ -12,6 +11,7 @@ from hlop.core.settings import Settings, require, require_choice
 from hlop.errors import CircuitError, ConfigError
 from hlop.layers.attach import HLOP
 from hlop.loop.state import Plugin, RunState
+from hlop.models.external import fit_preset_lists
 
 
 @dataclass
@@ -109,7 +109,6 @@ class HLOPPlugin(Plugin):
     def __init__(self, **settings) -> None:
         self.settings = HLOPSettings(**settings)
         self.lifecycle: TaskLifecycle | None = None
-        self._protected = None  # the optimiser whose steps are projected (user networks)
 
     def _lifecycle(self, run: RunState) -> TaskLifecycle:
         """The lifecycle of the model's circuits (made once; it keeps no state a resumed run
@@ -134,33 +133,14 @@ class HLOPPlugin(Plugin):
         circuit, with a warning that says how to set it."""
         s = self.settings
         names = [n for n, _ in HLOP._choose(model.net, None)]
-
-        def fits(values) -> bool:
-            return not isinstance(values, list) or len(values) in (0, 1, len(names))
-
-        changed = []
-        if not fits(s.lrs):
-            changed.append(f"hlop.lrs={s.lrs} -> [{DEFAULTS.lr}]")
-            s.lrs = [DEFAULTS.lr]
-        if not fits(s.threshold):
-            changed.append(f"hlop.threshold={s.threshold} -> {USER_MODEL_THRESHOLD}")
-            s.threshold = USER_MODEL_THRESHOLD
-        elif s.threshold is None:  # hlop.HLOP's default for any network
-            s.threshold = USER_MODEL_THRESHOLD
-        if not fits(s.max_rows):
-            changed.append(f"hlop.max_rows={s.max_rows} -> []")
-            s.max_rows = []
+        sizes = []
         if not s.auto and any(len(row) != len(names) for row in s.sizes):
-            changed.append("hlop.sizes (the built-in network's schedule) -> auto")
+            sizes.append("hlop.sizes (the built-in network's schedule) -> auto")
             s.sizes = "auto"
-        if changed:
-            warnings.warn(
-                f"{model.reference} has {len(names)} layers with circuits "
-                f"({', '.join(names)}); the preset's values for another network were "
-                f"replaced: {'; '.join(changed)}. Set them with --set (one value for every "
-                "circuit, or one per circuit)",
-                stacklevel=2,
-            )
+        defaults = {"lrs": [DEFAULTS.lr], "threshold": USER_MODEL_THRESHOLD, "max_rows": []}
+        fit_preset_lists(model, names, s, "hlop", defaults, also=sizes)
+        if s.threshold is None:  # hlop.HLOP's default for any network
+            s.threshold = USER_MODEL_THRESHOLD
         model.attach_circuits(
             lambda net: HLOP(
                 net,
@@ -201,11 +181,8 @@ class HLOPPlugin(Plugin):
 
     def before_epoch(self, run: RunState) -> None:
         self._lifecycle(run).set_learning(run.epoch >= self.settings.start_epochs)
-        attached = getattr(run.model, "circuits_attached", None)
-        if attached is not None and run.optimizer is not self._protected:
-            # any optimiser keeps old responses: each step's is protected once
-            attached.protect(run.optimizer)
-            self._protected = run.optimizer
+        if getattr(run.model, "external", False):  # any optimiser keeps old responses
+            run.model.protect(run.optimizer)
 
     def after_training(self, run: RunState) -> None:
         # fit as the settings say: a step resumed inside did not run this begin

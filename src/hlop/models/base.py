@@ -176,6 +176,11 @@ class SpikingNetwork(nn.Module):
     def circuits(self) -> list[LateralCircuit]:
         return [m.circuit for _, m in self.projected_layers()]
 
+    def circuit_inputs(self) -> list[tuple[ProjectedLayer, Callable[[Tensor], Tensor]]]:
+        """Every projected layer (:meth:`projected_layers` order) with the function giving
+        the activity rows its circuit reads of the layer's input (``layer.presynaptic``)."""
+        return [(m, m.presynaptic) for _, m in self.projected_layers()]
+
     def neurons(self) -> list[SpikingNeuron]:
         return [m for m in self.modules() if isinstance(m, SpikingNeuron)]
 

@@ -20,10 +20,12 @@ then the network's own ``reset_state()`` if it has one.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,7 @@ class ExternalModel(nn.Module):
         self.consolidated = False
         self.circuits_attached = None
         self.lateral = nn.ModuleList()  # the circuits, registered for state dicts
+        self._protected = None  # the optimiser whose steps are projected (protect)
         self.unprotected_found = find_unprotected(net, layer_parameters(net))
 
     def unprotected_message(self) -> str | None:
@@ -252,11 +255,60 @@ class ExternalModel(nn.Module):
     def circuits(self) -> list[LateralCircuit]:
         return list(self.lateral)
 
+    def circuit_inputs(self) -> list[tuple[nn.Module, Callable[[Tensor], Tensor]]]:
+        """Every layer with a circuit (:meth:`projected_layers` order) with the function
+        giving the activity rows its circuit reads of the layer's input
+        (:meth:`hlop.HLOP.rows`: every step of a multi-step input, a convolution's unfolded
+        patches, the constant 1 of a protected bias)."""
+        hl = self.circuits_attached
+        if hl is None:
+            return []
+        return [(layer, functools.partial(hl.rows, name)) for name, layer in hl.layers.items()]
+
+    def protect(self, optimizer: torch.optim.Optimizer) -> None:
+        """Project every step of ``optimizer`` with the circuits' old subspaces
+        (:meth:`hlop.HLOP.protect`: Adam, momentum and weight decay keep old responses too);
+        an optimiser already protected is left as it is, and nothing happens without
+        circuits."""
+        if self.circuits_attached is not None and optimizer is not self._protected:
+            self.circuits_attached.protect(optimizer)
+            self._protected = optimizer
+
     def circuit_sizes(self) -> list[int]:
         return [c.rows for c in self.circuits()]
 
     def extra_repr(self) -> str:
         return f"reference={self.reference!r}, num_classes={self.num_classes}"
+
+
+def fit_preset_lists(
+    model: ExternalModel,
+    names: Sequence[str],
+    section: Any,
+    key: str,
+    defaults: dict[str, Any],
+    also: Sequence[str] = (),
+) -> None:
+    """Fit a method's settings ``section`` (the configuration section ``key``) to the
+    circuits on a network of the user's own, named ``names``: each per-circuit list
+    ``section.<field>`` of ``defaults`` whose length is neither 0, 1 nor one per circuit
+    (the preset's, written for a built-in network) gives way to ``defaults[field]``.  A
+    warning lists what was replaced (and the changes ``also`` made by the caller) and says
+    how to set them."""
+    changed = []
+    for name, default in defaults.items():
+        values = getattr(section, name)
+        if isinstance(values, list) and len(values) not in (0, 1, len(names)):
+            changed.append(f"{key}.{name}={values} -> {default}")
+            setattr(section, name, default)
+    changed += also
+    if changed:
+        warnings.warn(
+            f"{model.reference} has {len(names)} layers with circuits ({', '.join(names)}); "
+            f"the preset's values for another network were replaced: {'; '.join(changed)}. "
+            "Set them with --set (one value for every circuit, or one per circuit)",
+            stacklevel=3,
+        )
 
 
 def external_model(

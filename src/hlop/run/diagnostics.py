@@ -4,7 +4,8 @@ After each task (once the circuits have merged: HLOP and GPM at the end of the t
 training), every projected layer's circuit is measured (:func:`hlop.core.subspace.measure`:
 orthonormality error, the captured share of the activity energy, and the most any subspace
 of as many dimensions could hold) on the activity rows ``R`` it sees
-(``layer.presynaptic``) for a sample of the finished task's training data.  The sample has
+(``model.circuit_inputs()``: a built-in layer's ``presynaptic``, :meth:`hlop.HLOP.rows` on a
+network of the user's own) for a sample of the finished task's training data.  The sample has
 at least :data:`~hlop.core.subspace.ROWS_PER_DIMENSION` samples per lateral neuron of the largest
 circuit (each sample gives at least one row), so that ``optimal`` means something; at most
 :data:`MAX_SAMPLES`.
@@ -40,9 +41,8 @@ def circuit_diagnostics(run: RunState, samples: int) -> dict[str, dict]:
     ``samples`` training samples of the task."""
     covs, counts = representation_statistics(run, samples)
     out = {}
-    for name, layer in run.model.projected_layers():
+    for (name, _), c in zip(run.model.projected_layers(), run.model.circuits(), strict=True):
         cov = covs.pop(0)  # in network order; each is freed once its layer is measured
-        c = layer.circuit
         out[name] = measure(c.weight, c.old_rows, cov, counts.pop(0))
     return out
 

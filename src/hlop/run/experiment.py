@@ -22,7 +22,6 @@ from hlop.loop import distributed
 from hlop.loop.continual import run_continual
 from hlop.loop.metrics import format_matrix
 from hlop.loop.state import Plugin, RunState
-from hlop.models.external import is_factory_reference
 from hlop.run.build import build_model, method_plugins
 from hlop.run.config import Config, validate
 from hlop.run.diagnostics import CircuitDiagnostics
@@ -48,9 +47,8 @@ def train(
     had.  SIGINT and SIGTERM stop the run with its state saved (:class:`Interrupted`).
     """
     methods = method_plugins(cfg)
-    # circuit diagnostics measure the built-in networks' projected layers (not yet a user's)
-    builtin = not is_factory_reference(cfg.model)
-    measured = cfg.diagnostics_samples > 0 and builtin and any(m.uses_circuits for m in methods)
+    # circuit diagnostics measure the layers with circuits (a user's network's too)
+    measured = cfg.diagnostics_samples > 0 and any(m.uses_circuits for m in methods)
     diagnostics = [CircuitDiagnostics(cfg.diagnostics_samples)] if measured else []
     if cfg.tensorboard:
         summary_writer_class()  # tensorboard is installed, before anything starts
