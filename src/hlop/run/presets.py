@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hlop.core.circuit import DEFAULT_THRESHOLD
+from hlop.core.circuit import DEFAULT_THRESHOLD, DEFAULTS
 from hlop.data import (
     Benchmark,
     five_datasets,
@@ -326,6 +326,18 @@ def preset(benchmark: str, training: str = "dsr") -> Config:
     cfg.timesteps = rule.timesteps  # the training method's T and Hebbian source
     cfg.hlop.hebbian_on = rule.hebbian_on
     spec.preset(cfg)  # a quick preset of the embedded data may take a smaller T
+    return cfg
+
+
+def for_any_model(cfg: Config) -> Config:
+    """``cfg`` (a preset) for a network of the user's own (``--model``): the preset's values
+    written for the built-in network's layers give way to the defaults for any network, in
+    place: HLOP's sizes found from the data (``hlop.HLOP``'s threshold, one Hebbian rate for
+    every circuit), GPM's one threshold and sample count.  ``--set`` after this still sets
+    them."""
+    cfg.hlop.sizes, cfg.hlop.threshold, cfg.hlop.max_rows = "auto", None, []
+    cfg.hlop.lrs = [DEFAULTS.lr]
+    cfg.gpm.thresholds, cfg.gpm.samples = [0.97], [125]
     return cfg
 
 

@@ -33,8 +33,9 @@ from hlop.errors import CheckpointError, ConfigError, HlopError
 from hlop.loop import distributed, memory
 from hlop.loop.continual import TrainingDiverged
 from hlop.methods import METHODS
+from hlop.models.external import is_factory_reference
 from hlop.run.config import Config, apply_overrides, key_type, read_config_file, validate
-from hlop.run.presets import BENCHMARKS, preset
+from hlop.run.presets import BENCHMARKS, for_any_model, preset
 from hlop.run.resume import Interrupted
 from hlop.tools.paper import PAPER_METHODS
 
@@ -182,7 +183,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--methods",
         default=",".join(PAPER_METHODS),
-        help=f"comma-separated methods (default: the paper's, {','.join(PAPER_METHODS)}); "
+        help=f"comma-separated methods (default: the paper's, {','.join(PAPER_METHODS)}; replay: "
+        "the baseline with --replay); "
         f"registered: {', '.join(METHODS)}",
     )
     c.add_argument("--seeds", default="2022,2023,2024", help="comma-separated seeds")
@@ -228,6 +230,8 @@ def resolve_config(args: argparse.Namespace, log=print) -> Config:
             )
     else:
         cfg = preset(args.benchmark or DEFAULT_BENCHMARK, args.training or "dsr")
+        if args.model is not None and is_factory_reference(args.model):
+            for_any_model(cfg)  # the preset's per-layer values are the built-in network's
     overrides = []
     for f in TRAIN_FLAGS:
         value = getattr(args, f.dest, None)  # hlop compare has no --method, --seed

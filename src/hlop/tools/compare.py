@@ -24,7 +24,7 @@ from pathlib import Path
 from hlop.errors import ConfigError
 from hlop.loop.continual import TrainingDiverged
 from hlop.methods import METHODS
-from hlop.run.config import Config
+from hlop.run.config import Config, apply_overrides
 from hlop.run.config import differences as config_differences
 from hlop.run.files import read_json_dict
 from hlop.tools.study_tables import RunResult
@@ -36,10 +36,22 @@ def run_dir(out_dir: str | Path, method: str, seed: int) -> Path:
     return Path(out_dir) / f"{method}-s{seed}"
 
 
+#: names a study takes beside the registered methods: an add-on on the baseline
+STUDY_METHODS = {"replay": ("baseline", "replay.enabled")}
+
+
+def known(method: str) -> bool:
+    return method in METHODS or method in STUDY_METHODS
+
+
 def run_config(base: Config, method: str, seed: int) -> Config:
-    """``base`` with the run's method and seed (a copy)."""
+    """``base`` with the run's method and seed (a copy); ``replay``: the baseline with
+    memory replay (``--replay``)."""
     cfg = Config.from_dict(base.to_dict())
+    method, switch = STUDY_METHODS.get(method, (method, None))
     cfg.method, cfg.seed = method, seed
+    if switch is not None:
+        apply_overrides(cfg, [f"{switch}=true"])
     return cfg
 
 
@@ -120,7 +132,7 @@ def run_study(
     conflicts = []
     for seed in seeds:
         for method in methods:
-            if method not in METHODS:
+            if not known(method):
                 plan.append((method, seed, None, "unknown"))
                 continue
             cfg = run_config(base, method, seed)
@@ -140,7 +152,8 @@ def run_study(
         directory = run_dir(out_dir, method, seed)
         head = f"[{i}/{len(plan)}] {method}, seed {seed}"
         if cfg is None:
-            log(f"{head}: failed: unknown method (registered: {', '.join(METHODS)})")
+            names = ", ".join([*METHODS, *STUDY_METHODS])
+            log(f"{head}: failed: unknown method (registered: {names})")
             results.append(RunResult(method, seed, "failed", "unknown method"))
             continue
         if state == "complete":

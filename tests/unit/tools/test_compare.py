@@ -258,3 +258,14 @@ def test_tiny_study_end_to_end(tmp_path, capsys, monkeypatch):
     (tmp_path / "baseline-s1" / "results.json").unlink()
     assert compare(capsys, tmp_path, *args, methods="baseline,multitask")[0] == 0
     assert calls == [("baseline", 1)]
+
+
+def test_replay_is_a_study_method_the_baseline_with_replay():
+    from hlop.run.config import Config
+    from hlop.tools.compare import known, run_config
+
+    base = Config()
+    cfg = run_config(base, "replay", 3)
+    assert (cfg.method, cfg.seed, cfg.replay.enabled) == ("baseline", 3, True)
+    assert run_config(base, "ewc", 3).replay.enabled is False and not base.replay.enabled
+    assert known("replay") and known("hlop") and not known("nope")
