@@ -117,6 +117,85 @@ def test_report_of_multitask_and_of_failed_runs(tmp_path):
     assert "No results yet" in (started / "report.md").read_text()
 
 
+AGNOSTIC = [[90.0, None, None], [60.0, 88.0, None], [40.0, 50.0, 91.0]]
+
+
+def with_agnostic(res, matrix=AGNOSTIC, bwt=-44.0):
+    """``res`` with the task-agnostic keys of a run with a head per task."""
+    last = [v for v in matrix[-1] if v is not None]
+    return {
+        **res,
+        "acc_matrix_agnostic": matrix,
+        "acc_agnostic": sum(last) / len(last),
+        "bwt_agnostic": bwt,
+        "forgetting_agnostic": forgetting(matrix, len(last)) if bwt is not None else [],
+    }
+
+
+def test_report_of_a_run_with_the_task_agnostic_matrix(tmp_path):
+    run = tmp_path / "run"
+    write_run(run, with_agnostic(results(MATRIX)))
+    assert main(["report", str(run)]) == 0
+    assert_png(run / "accuracy_matrix_agnostic.png", MATRIX_PX)
+    assert_png(run / "accuracy_curves_agnostic.png", CURVES_PX)
+    text = (run / "report.md").read_text()
+    assert "ACC 86.67%, BWT -1.00%" in text  # task-aware, as before
+    assert "each task's own head) ACC 60.33%, BWT -44.00%." in text
+    assert "Task-agnostic forgetting per task (%): 50.00, 38.00" in text
+    assert "![task-agnostic accuracy matrix](accuracy_matrix_agnostic.png)" in text
+    aware, agnostic = text.split("## Task-agnostic accuracy matrix (%)")
+    assert "| T2 | 80.00 | 88.00 | 92.00 |" in aware and "| T1 | 60.00 | 88.00 |  |" in agnostic
+    assert "| T2 | 40.00 | 50.00 | 91.00 |" in agnostic
+    plain = tmp_path / "plain"  # one shared head: no task-agnostic figures
+    write_run(plain, results(MATRIX))
+    assert main(["report", str(plain)]) == 0
+    assert (
+        not list(plain.glob("*agnostic*")) and "agnostic" not in (plain / "report.md").read_text()
+    )
+
+
+def test_report_of_a_real_split_run_reads_its_results(tmp_path, capsys):
+    """results.json of a real split MNIST run round trip: read back, reported with both
+    matrices."""
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    args = ["split-mnist-subset", "--tasks", "2", "--timesteps", "2", "--epochs", "1"]
+    args += ["--set", "train_limit=64", "--set", "test_limit=40", "--set", "diagnostics_samples=0"]
+    assert main(["train", *args, "--out-dir", str(run)]) == 0
+    capsys.readouterr()
+    res = report.read_results(run)
+    assert len(res["acc_matrix_agnostic"]) == 2 and res["acc_matrix_agnostic"][0][1] is None
+    assert main(["report", str(run)]) == 0
+    text = (run / "report.md").read_text()
+    assert f"ACC {res['acc_agnostic']:.2f}%" in text
+    row = " | ".join(f"{v:.2f}" for v in res["acc_matrix_agnostic"][1])
+    assert f"| T1 | {row} |" in text.split("## Task-agnostic accuracy matrix")[1]
+    assert_png(run / "accuracy_matrix_agnostic.png", (470, 250))
+
+
+@pytest.mark.parametrize("summary", [True, False])
+def test_study_report_has_task_agnostic_columns_where_runs_have_them(tmp_path, summary):
+    out = tmp_path / "study"
+    found = []
+    for method in ("baseline", "hlop"):
+        for seed, shift in ((1, 0.0), (2, 2.0)):
+            g = [[v + shift if v is not None else None for v in r] for r in AGNOSTIC]
+            res = with_agnostic(results(MATRIX, method=method), g)
+            write_run(out / f"{method}-s{seed}", res, {"method": method, "seed": seed})
+            found.append(
+                RunResult(method, seed, "complete", acc=res["acc"], bwt=res["bwt"],
+                          acc_agnostic=res["acc_agnostic"], bwt_agnostic=res["bwt_agnostic"])
+            )  # fmt: skip
+    if summary:
+        write_summary(out, "split-mnist", found)
+    assert main(["report", str(out)]) == 0
+    assert_png(out / "methods.png", (940, 340))  # two methods, four panels
+    text = (out / "report.md").read_text()
+    assert "| method | seeds ok/failed | ACC (%) | BWT (%) | agnostic ACC (%) |" in text
+    assert "| hlop | 2/0 | 86.67 ± 0.00 | -1.00 ± 0.00 | 61.33 ± 1.41 | -44.00 ± 0.00 |" in text
+    assert "Agnostic ACC and BWT: task-agnostic" in text
+
+
 def study(tmp_path, summary: bool):
     out = tmp_path / "study"
     found = []
@@ -276,6 +355,18 @@ def test_study_report_shows_the_paper_values_marked(tmp_path):
         ("[1, 2]", "not a results file: expected a JSON object"),
         ('{"acc_matrix": [90.0, 80.0]}', "acc_matrix must be a list of rows of accuracies"),
         ('{"acc_matrix": [["90"]]}', "acc_matrix must be a list of rows of accuracies"),
+        (
+            '{"acc_matrix": [[90.0]], "acc_matrix_agnostic": [[true]]}',
+            "acc_matrix_agnostic must be a list of rows of accuracies",
+        ),
+        (
+            '{"acc_matrix": [[90.0]], "acc_matrix_agnostic": {"T0": 90.0}}',
+            "acc_matrix_agnostic must be a list of rows of accuracies",
+        ),
+        (
+            '{"acc_matrix": [[90.0]], "acc_matrix_agnostic": [[90.0], [80.0, 70.0]]}',
+            "acc_matrix_agnostic has 2 rows but acc_matrix 1",
+        ),
     ],
 )
 def test_broken_results_are_named_and_nothing_is_written(tmp_path, capsys, content, message):
