@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hlop.loop.metrics import forgetting
-from hlop.tools import report
+from hlop.tools import figures, report
 from hlop.tools.cli import main
 from hlop.tools.study_tables import CSV_FIELDS, RunResult, write_summary
 
@@ -268,13 +268,13 @@ def test_bad_paths_and_missing_matplotlib(tmp_path, capsys, monkeypatch):
 
 # ---------------------------------------------------------------------- what is drawn
 def test_accuracy_range_spans_the_data_with_a_margin():
-    assert report.accuracy_range([94.2, 96.9, None, 95.0]) == (93.0, 98.0)  # a PMNIST run
-    assert report.accuracy_range([80.0, 92.0]) == (78.0, 94.0)  # margin: a tenth of 12
-    assert report.accuracy_range([50.0]) == (49.0, 51.0)  # at least half a point
-    assert report.accuracy_range([99.6, 100.0]) == (99.0, 100.0)  # within 0-100
-    assert report.accuracy_range([0.2, 3.0]) == (0.0, 4.0)
-    assert report.accuracy_range([35.7, 97.0]) == (0.0, 100.0)  # over half of 0-100
-    assert report.accuracy_range([None, math.nan]) == (0.0, 100.0)
+    assert figures.accuracy_range([94.2, 96.9, None, 95.0]) == (93.0, 98.0)  # a PMNIST run
+    assert figures.accuracy_range([80.0, 92.0]) == (78.0, 94.0)  # margin: a tenth of 12
+    assert figures.accuracy_range([50.0]) == (49.0, 51.0)  # at least half a point
+    assert figures.accuracy_range([99.6, 100.0]) == (99.0, 100.0)  # within 0-100
+    assert figures.accuracy_range([0.2, 3.0]) == (0.0, 4.0)
+    assert figures.accuracy_range([35.7, 97.0]) == (0.0, 100.0)  # over half of 0-100
+    assert figures.accuracy_range([None, math.nan]) == (0.0, 100.0)
 
 
 PMNIST_LIKE = [
@@ -287,14 +287,14 @@ PMNIST_LIKE = [
 
 @pytest.mark.parametrize("matrix", [MATRIX, PMNIST_LIKE])
 def test_matrix_figure_draws_the_matrix_on_its_own_colour_scale(tmp_path, matrix):
-    fig = report.plot_matrix(results(matrix, tasks=len(matrix)), tmp_path / "m.png")
+    fig = figures.plot_matrix(results(matrix, tasks=len(matrix)), tmp_path / "m.png")
     ax = fig.axes[0]
     (image,) = ax.images
     drawn = np.ma.filled(image.get_array().astype(float), np.nan)
     want = np.array([[np.nan if v is None else v for v in r] for r in matrix])
     assert np.array_equal(drawn, want, equal_nan=True)  # row i: after step i, column j: task j
     values = [v for r in matrix for v in r]
-    assert image.get_clim() == report.accuracy_range(values)
+    assert image.get_clim() == figures.accuracy_range(values)
     lo, hi = image.get_clim()
     assert lo <= min(v for v in values if v) and hi - lo <= 20  # not 0-100: colours differ
     labels = {(t.get_position(), t.get_text()) for t in ax.texts}
@@ -305,7 +305,7 @@ def test_matrix_figure_draws_the_matrix_on_its_own_colour_scale(tmp_path, matrix
 
 
 def test_curves_figure_draws_each_task_from_the_step_that_learnt_it(tmp_path):
-    fig = report.plot_curves(results(PMNIST_LIKE, tasks=4), tmp_path / "c.png")
+    fig = figures.plot_curves(results(PMNIST_LIKE, tasks=4), tmp_path / "c.png")
     ax = fig.axes[0]
     assert [line.get_label() for line in ax.lines] == ["T0", "T1", "T2", "T3"]
     for j, line in enumerate(ax.lines):
@@ -313,7 +313,7 @@ def test_curves_figure_draws_each_task_from_the_step_that_learnt_it(tmp_path):
         assert list(line.get_ydata()) == [PMNIST_LIKE[i][j] for i in range(j, 4)]
     assert ax.get_ylim() == (93.0, 98.0)
     wide = [[97.0, None], [35.7, 97.5]]  # a baseline that forgets: 0-100
-    assert report.plot_curves(results(wide, tasks=2), tmp_path / "w.png").axes[0].get_ylim() == (
+    assert figures.plot_curves(results(wide, tasks=2), tmp_path / "w.png").axes[0].get_ylim() == (
         0.0,
         100.0,
     )
@@ -322,14 +322,14 @@ def test_curves_figure_draws_each_task_from_the_step_that_learnt_it(tmp_path):
 @pytest.mark.parametrize("matrix", [MATRIX, PMNIST_LIKE])
 def test_forgetting_figure_bars_are_the_metric(tmp_path, matrix):
     res = results(matrix, tasks=len(matrix))
-    fig = report.plot_forgetting(res, tmp_path / "f.png")
+    fig = figures.plot_forgetting(res, tmp_path / "f.png")
     ax = fig.axes[0]
     want = forgetting(matrix, len(matrix))
     assert [b.get_height() for b in ax.patches] == pytest.approx(want, abs=1e-12)
     assert [b.get_x() + b.get_width() / 2 for b in ax.patches] == list(range(len(want)))
     assert [t.get_text() for t in ax.get_xticklabels()] == [f"T{j}" for j in range(len(want))]
-    assert report.run_forgetting(res) == want
-    assert report.run_forgetting(results([[90.0, 91.0, 92.0]], bwt=None)) == []  # joint
+    assert figures.run_forgetting(res) == want
+    assert figures.run_forgetting(results([[90.0, 91.0, 92.0]], bwt=None)) == []  # joint
 
 
 def test_study_report_shows_the_paper_values_marked(tmp_path):
