@@ -109,7 +109,8 @@ def train_both(tmp_path: Path, monkeypatch, args: list[str], **env: str) -> tupl
         **env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("accuracy matrix") == 1  # worker 0 alone reports
+    lines = proc.stdout.splitlines()
+    assert sum(line.startswith("accuracy matrix") for line in lines) == 1  # worker 0 reports
     assert [p.name for p in (tmp_path / "two").iterdir()] == ["run"]  # one output directory
     return tmp_path / "one" / "run", tmp_path / "two" / "run"
 
