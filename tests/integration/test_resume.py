@@ -249,6 +249,37 @@ def test_hat_resumes_exactly(tmp_path, capsys, monkeypatch):
     assert outcome(out) == outcome(tmp_path / "ref")
 
 
+SPLIT = ["split-mnist-subset", "--tasks", "2", "--epochs", "2", "--timesteps", "2"]
+SPLIT += ["--set", "train_limit=64", "--set", "test_limit=40", "--batch-size", "32"]
+SPLIT += ["--set", "diagnostics_samples=0"]
+
+
+def test_task_agnostic_matrix_resumes_and_older_states_still_load(tmp_path, capsys, monkeypatch):
+    """Split MNIST stopped after epoch 1 of task 1 continues to both matrices of the
+    uninterrupted run; a state saved before hlop recorded the task-agnostic matrix (no entry)
+    still resumes: the task-aware matrix is the same, the task-agnostic one not recorded (its
+    first row cannot be evaluated again)."""
+    assert cli(capsys, "train", *SPLIT, "--out-dir", tmp_path / "ref")[0] == 0
+    ref = json.loads((tmp_path / "ref" / "results.json").read_text())
+    assert len(ref["acc_matrix_agnostic"]) == 2
+    for name, older in (("run", False), ("older", True)):
+        out = tmp_path / name
+        interrupted(monkeypatch, capsys, out, SPLIT)
+        state = read_state(out / "state.pt")
+        assert state["acc_matrix_agnostic"] == [ref["acc_matrix_agnostic"][0][:1]]
+        if older:
+            del state["acc_matrix_agnostic"]
+            torch.save(state, out / "state.pt")
+        assert cli(capsys, "train", "--resume", out)[0] == 0
+        res = json.loads((out / "results.json").read_text())
+        assert res["acc_matrix"] == ref["acc_matrix"]
+        if older:
+            assert not [k for k in res if k.endswith("_agnostic")]
+        else:
+            for key in ("acc_matrix_agnostic", "acc_agnostic", "bwt_agnostic"):
+                assert res[key] == ref[key], key
+
+
 # ---------------------------------------------------------------------- refusals
 @pytest.fixture
 def stopped(tmp_path, capsys, monkeypatch):

@@ -78,7 +78,7 @@ class RowProbe(Plugin):
         self.rows = []
 
     def after_evaluation(self, run):
-        self.rows.append((list(run.acc_matrix[-1]), evaluate_seen(run)))
+        self.rows.append((list(run.acc_matrix[-1]), evaluate_seen(run).aware))
 
 
 @pytest.mark.parametrize("method", ["hlop", "baseline"])

@@ -1,18 +1,20 @@
 """Checks of :mod:`hlop.loop.distributed` in real worker processes (two, started by torchrun from
 test_distributed.py).  Every check compares the workers' reduction with the computation on
 the global batch in float64, with unequal parts, stand-ins and missing gradients; EWC's
-Fisher and GPM's covariances with the values one process computes."""
+Fisher and GPM's covariances with the values one process computes; the task-aware and
+task-agnostic accuracy matrices with hand-computed ones."""
 
 from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from helpers import run_state
+from helpers import FIXED_AGNOSTIC, FIXED_AWARE, fixed_scores_run, run_state
 from torch import nn
 
 from hlop import LateralCircuit, NetworkSettings, SpikingMLP
 from hlop.data.containers import Benchmark, DataSplit, Task
 from hlop.loop import distributed
+from hlop.loop.continual import evaluate_seen
 from hlop.loop.state import RunState
 from hlop.methods.ewc import empirical_fisher
 from hlop.methods.gpm import representation_covariances
@@ -131,6 +133,17 @@ def check_statistics(expected: dict[int, tuple]) -> None:
             close(got, value)
 
 
+def check_task_agnostic(batch_size: int) -> None:
+    """Both accuracy matrices of hand-computed scores (tests/support/helpers.py) when each
+    worker evaluates its part of the test batches (a worker may have none of a task's)."""
+    run = fixed_scores_run(batch_size)
+    for k in range(3):
+        run.task = k
+        run.record_row(evaluate_seen(run))
+    assert run.acc_matrix == FIXED_AWARE, run.acc_matrix
+    assert run.acc_matrix_agnostic == FIXED_AGNOSTIC, run.acc_matrix_agnostic
+
+
 def check_setup_failure() -> None:
     """An error on one worker stops every worker: its own error there, WorkerLost elsewhere."""
     try:
@@ -156,6 +169,8 @@ def main() -> None:
         check_hebbian(rows, n, spiking)
     check_gradients()
     check_statistics(expected)
+    for batch_size in (1, 3):
+        check_task_agnostic(batch_size)
     check_setup_failure()
     state = distributed.broadcast_object({"rank": distributed.rank()})
     assert state == {"rank": 0}

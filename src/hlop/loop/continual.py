@@ -11,7 +11,9 @@ For each step ``k`` of the stream (by default task ``k``)::
                           may be changed here), an optimiser step, after_batch
         evaluate the current task; after_epoch (a metrics row)
     after_training        (HLOP: the blocks are fitted, stop learning and merge)
-    evaluate every seen task (its own head, no projection) -> row k of the accuracy matrix
+    evaluate every seen task (no projection) -> row k of the accuracy matrix (task-aware:
+                          its own head) and, with a head per task, of the task-agnostic one
+                          (the argmax over every seen head's scores)
     after_evaluation      (replay: retrain on memory, re-evaluate; circuit diagnostics)
     after_task            (outputs: checkpoint, results)
     ...
@@ -43,7 +45,7 @@ import torch
 from hlop.core.circuit import LateralCircuit
 from hlop.data.containers import DataSplit, JointSplit, Task, joint_task
 from hlop.loop import distributed, memory
-from hlop.loop.state import Plugin, Resume, RunState, set_rng_state
+from hlop.loop.state import AccuracyRow, Plugin, Resume, RunState, set_rng_state
 
 if TYPE_CHECKING:  # the loop drives the network by its names
     from hlop.models.base import SpikingNetwork
@@ -51,6 +53,7 @@ if TYPE_CHECKING:  # the loop drives the network by its names
 __all__ = [
     "TrainingDiverged",
     "evaluate",
+    "evaluate_among",
     "evaluate_seen",
     "loss_check",
     "run_continual",
@@ -103,6 +106,46 @@ def evaluate(
         correct += int((out.argmax(1) == y.to(device)).sum())
     correct = distributed.sum_over_workers(correct)
     return 100.0 * correct / max(len(split), 1)
+
+
+@torch.no_grad()
+def evaluate_among(
+    model: SpikingNetwork,
+    split: DataSplit,
+    heads: Sequence[int],
+    widths: Sequence[int],
+    own: int,
+    batch_size: int,
+    device,
+) -> tuple[float, float]:
+    """Task-aware and task-agnostic accuracy (percent) on ``split``, the data of task
+    ``heads[own]``, from one pass through the heads of the tasks ``heads`` (``widths``: their
+    classes), their scores concatenated in that order (``model(x, heads)``).
+
+    Task-aware: the argmax over the task's own head's scores (:func:`evaluate`'s).
+    Task-agnostic: the argmax over all of them, against the sample's label shifted by the
+    classes of the heads before its own, ``sum(widths[:own]) + y``.  Batches in data order,
+    no projection."""
+    lo = sum(widths[:own])
+    hi = lo + widths[own]
+    model.eval()
+    aware = agnostic = 0
+    # several workers: each takes a part of the batches, and the counts are summed
+    for start in distributed.shard(range(0, len(split), batch_size)):
+        index = torch.arange(start, min(start + batch_size, len(split)))
+        x, y = split.batch(index)
+        y = y.to(device)
+        scores = model(x.to(device), list(heads))
+        if scores.shape[1] != sum(widths):
+            raise ValueError(
+                f"the heads of tasks {list(heads)} gave {scores.shape[1]} scores; their tasks "
+                f"have {sum(widths)} classes"
+            )
+        aware += int((scores[:, lo:hi].argmax(1) == y).sum())
+        agnostic += int((scores.argmax(1) == y + lo).sum())
+    aware, agnostic = distributed.sum_over_workers(aware, agnostic)
+    n = max(len(split), 1)
+    return 100.0 * aware / n, 100.0 * agnostic / n
 
 
 def loss_check(run: RunState, batch: int):
@@ -197,7 +240,7 @@ def run_task(run: RunState, plugins: Sequence[Plugin], resume: Resume | None = N
             p.after_epoch(run, {**row, "test_acc": test_acc})
     for p in plugins:
         p.after_training(run)
-    run.acc_matrix.append(evaluate_seen(run))
+    run.record_row(evaluate_seen(run))
     memory.release_freed_memory()
     for p in plugins:
         p.after_evaluation(run)
@@ -207,8 +250,11 @@ def run_task(run: RunState, plugins: Sequence[Plugin], resume: Resume | None = N
         p.after_task(run)
 
 
-def evaluate_seen(run: RunState) -> list[float]:
-    """Accuracy on every task seen so far, each with its own head (a row of the matrix)."""
+def evaluate_seen(run: RunState) -> AccuracyRow:
+    """Accuracy on every task seen so far, in the stream's order: a row of each accuracy
+    matrix.  Task-aware: each task through its own head.  Task-agnostic, where the run
+    records it (``run.acc_matrix_agnostic`` is not None: a head per task): the argmax over
+    the scores of every seen task's head (:func:`evaluate_among`), in the same pass."""
     seen = [t for step in run.stream[: run.task + 1] for t in step]
     bs, dev, tasks = run.settings.test_batch_size, run.device, run.benchmark.tasks
     known = {}  # the current task's last epoch was tested on these very weights
@@ -217,9 +263,20 @@ def evaluate_seen(run: RunState) -> list[float]:
         same = distributed.sum_over_workers(int(same)) == distributed.world_size()
     if same:
         known[run.last_test[1]] = run.last_test[2]
-    return [
-        known[t] if t in known else evaluate(run.model, tasks[t].test, t, bs, dev) for t in seen
-    ]
+    if run.acc_matrix_agnostic is None:
+        return AccuracyRow(
+            [
+                known[t] if t in known else evaluate(run.model, tasks[t].test, t, bs, dev)
+                for t in seen
+            ]
+        )
+    widths = [tasks[t].num_classes for t in seen]
+    aware, agnostic = [], []
+    for i, t in enumerate(seen):  # the agnostic figure needs every task's pass, its own too
+        own, among = evaluate_among(run.model, tasks[t].test, seen, widths, i, bs, dev)
+        aware.append(known.get(t, own))
+        agnostic.append(among)
+    return AccuracyRow(aware, agnostic)
 
 
 def run_continual(
@@ -241,6 +298,8 @@ def run_continual(
     try:
         for p in plugins:
             p.before_run(run)
+        if run.acc_matrix_agnostic is None and not run.acc_matrix and run.model.task_heads:
+            run.acc_matrix_agnostic = []  # a head per task: the task-agnostic matrix too
         if resume is not None and resume.rng is not None:
             set_rng_state(resume.rng, run.generator)
         for k in range(len(run.acc_matrix), len(run.stream)):

@@ -4,7 +4,7 @@ point a saved run resumes from, and the random generators' states."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -34,9 +34,30 @@ class LoopSettings(Settings):
             require(value >= 1, f"{name} must be >= 1, got {value}")
 
 
+class AccuracyRow(NamedTuple):
+    """The accuracies (percent) of every task seen after a step, in the stream's order: a row
+    of the accuracy matrices (:func:`hlop.loop.continual.evaluate_seen`).
+
+    ``aware``: task-aware (task-incremental), each task through its own head.  ``agnostic``:
+    task-agnostic (class-incremental), the prediction the argmax over the scores of every
+    seen task's head; None where it is not recorded (see :attr:`RunState.acc_matrix_agnostic`).
+    """
+
+    aware: list[float]
+    agnostic: list[float] | None = None
+
+
 @dataclass
 class RunState:
-    """What the loop and its plugins share."""
+    """What the loop and its plugins share.
+
+    ``acc_matrix`` is the task-aware accuracy matrix, row ``k`` after step ``k``;
+    ``acc_matrix_agnostic`` its task-agnostic twin (:class:`AccuracyRow`), which the loop
+    records where the model has a head per task (``model.task_heads``).  It is None where it
+    is not recorded: tasks that share one head (permuted MNIST, domain-incremental: the two
+    matrices would be the same), or a run resumed from a state saved before hlop recorded it
+    (its earlier rows cannot be evaluated again).
+    """
 
     settings: LoopSettings
     model: SpikingNetwork
@@ -62,10 +83,29 @@ class RunState:
     circuit_diagnostics: list[dict] = field(default_factory=list)
     #: the latest test accuracy of the current task: (model version, task, accuracy)
     last_test: tuple[tuple, int, float] | None = None
+    #: the task-agnostic accuracy matrix (see the class's docstring; the loop starts it
+    #: where the model has a head per task)
+    acc_matrix_agnostic: list[list[float]] | None = None
 
     def __post_init__(self) -> None:
         if not self.stream:
             self.stream = [[k] for k in range(self.settings.tasks)]
+
+    def record_row(self, row: AccuracyRow) -> None:
+        """Make ``row`` row ``task`` of the accuracy matrices: appended after the previous
+        steps' rows, or replacing the step's own row (replay evaluates it again)."""
+        k = self.task
+        if not k <= len(self.acc_matrix) <= k + 1:
+            raise ValueError(f"row {k} of an accuracy matrix of {len(self.acc_matrix)} rows")
+        self.acc_matrix[k:] = [list(row.aware)]
+        if self.acc_matrix_agnostic is None:
+            return
+        if row.agnostic is None or len(self.acc_matrix_agnostic) not in (k, k + 1):
+            raise ValueError(
+                f"step {k}: the task-agnostic matrix has {len(self.acc_matrix_agnostic)} rows "
+                f"and the row is {'missing' if row.agnostic is None else 'given'}"
+            )
+        self.acc_matrix_agnostic[k:] = [list(row.agnostic)]
 
     @property
     def tasks(self) -> int:

@@ -30,8 +30,10 @@ equation and the reference code; the denominator has ``e``, not ``s e``).  After
 optimiser step the embeddings are clamped to ``[-emb_clamp, emb_clamp]`` (the reference: 6).
 
 HAT needs the task at test (one head per task); the classifier heads are per task, so they
-are not masked.  OTTT's online update steps the optimiser inside a batch, where gradients
-cannot be masked: refused.  Replay steps (``--replay``) are not masked either.
+are not masked.  The task-agnostic evaluation (:func:`hlop.loop.continual.evaluate_seen`)
+reads each seen head's scores through its own task's gates (one forward per head).  OTTT's
+online update steps the optimiser inside a batch, where gradients cannot be masked: refused.
+Replay steps (``--replay``) are not masked either.
 """
 
 from __future__ import annotations
@@ -162,6 +164,10 @@ class HATGates(nn.Module):
 
     def _read_task(self, module, args, kwargs) -> None:
         task = kwargs.get("task", args[1] if len(args) > 1 else 0)
+        if isinstance(task, list | tuple):  # several heads: one forward per head, read here
+            if not module.features_per_task:
+                raise RuntimeError("HAT's gates need one forward per task: features_per_task")
+            return
         self.task = int(task)
         if not 0 <= self.task < len(self.embeddings):
             raise IndexError(f"HAT has embeddings for {len(self.embeddings)} tasks, not {task}")
@@ -256,6 +262,8 @@ class HAT(Plugin):
             self.topology = run.model.gated_layers()
             self.gates = HATGates(run.model, self.topology.gates, self.settings.s_max)
             run.model.hat_gates = self.gates
+            # the body is gated per task: each head's scores from its own task's gates
+            run.model.features_per_task = True
         while len(self.gates.embeddings) < tasks:
             g = torch.Generator().manual_seed(run.seed * 7919 + len(self.gates.embeddings))
             self.gates.add_task(g, run.device)

@@ -33,9 +33,10 @@ class ReplaySettings(Settings):
 class Replay(Plugin):
     """After each task k >= 1 (and after HLOP's merge), train on a memory of
     ``memory_size`` samples per class of every seen task, without projection, then
-    re-evaluate the task's row.  One optimiser step accumulates a batch from every seen
-    task's memory.  The memory is drawn at random per class with the run's seed (the
-    reference code keeps the first samples of each class).
+    re-evaluate the task's row (of the task-aware and the task-agnostic matrix).  One
+    optimiser step accumulates a batch from every seen task's memory.  The memory is drawn
+    at random per class with the run's seed (the reference code keeps the first samples of
+    each class).
 
     Args: see :class:`ReplaySettings` (``memory_size``, ``epochs``, ``batch_size``, ``lr``,
     ``t_max``)."""
@@ -102,4 +103,4 @@ class Replay(Plugin):
                 distributed.average_gradients(model.trainable_parameters(), share=1.0 / world)
                 optimizer.step()
             scheduler.step()
-        run.acc_matrix[-1] = evaluate_seen(run)
+        run.record_row(evaluate_seen(run))  # both matrices' rows of the step

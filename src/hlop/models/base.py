@@ -47,6 +47,9 @@ class SpikingNetwork(nn.Module):
         timesteps: T.
         fast: use the DSR fast path where it applies (see :mod:`hlop.spiking.neurons`).
         shared_head: one classifier for all tasks (with its own circuit) or one head per task.
+        features_per_task: the features depend on the task (a method's per-task gates, HAT's):
+            the scores of several heads (``forward(x, [heads])``) then take one forward per
+            head instead of one pass of the body read by every head.
     """
 
     default_lrs: Sequence[float] = (0.01,)
@@ -58,6 +61,7 @@ class SpikingNetwork(nn.Module):
         self.timesteps = settings.timesteps
         self.fast = settings.fast
         self.shared_head = shared_head
+        self.features_per_task = False
         self.consolidated = False  # after task 0: batch-norm statistics stay fixed
         self.heads = nn.ModuleList()
         self._time_weights = self.rule.neuron(self.timesteps, settings.neuron).time_weights()
@@ -194,6 +198,12 @@ class SpikingNetwork(nn.Module):
         return [c.rows for c in self.circuits()]
 
     # ------------------------------------------------------------------ tasks
+    @property
+    def task_heads(self) -> bool:
+        """Whether each task has its own head (task-incremental): a task-agnostic evaluation
+        reads the scores of every seen head at once (``forward(x, [heads])``)."""
+        return not self.shared_head
+
     def add_head(self, num_classes: int) -> None:
         """Add a classifier head for a new task (multi-head networks only)."""
         if self.shared_head:
@@ -282,13 +292,20 @@ class SpikingNetwork(nn.Module):
             return layer(x).repeat(t + 1, *([1] * (x.dim() - 1)))
         return layer(x.repeat(t, *([1] * (x.dim() - 1))))
 
-    def forward(self, x: Tensor, task: int | Tensor = 0) -> Tensor:
+    def forward(self, x: Tensor, task: int | Tensor | Sequence[int] = 0) -> Tensor:
         """Class scores (B x classes): the readout rate of the per-step head outputs, or,
         inside :meth:`single_steps`, the scores of one time step.
 
-        ``task``: the task whose head reads out, or one task id per sample (joint training:
-        each sample through its own task's head; scores of a narrower head are padded with
-        -inf)."""
+        ``task``: the task whose head reads out; one task id per sample (a tensor; joint
+        training: each sample through its own task's head, scores of a narrower head padded
+        with -inf); or a list of tasks (a head per task only): the scores of each of their
+        heads, concatenated in that order (B x the sum of their classes; a task-agnostic
+        evaluation), from one pass of the body unless :attr:`features_per_task`."""
+        if isinstance(task, list | tuple):
+            if self.shared_head:
+                raise ValueError("one shared head: there are no heads of tasks to concatenate")
+            if self.features_per_task:  # each head on the features of its own task
+                return torch.cat([self(x, t) for t in task], dim=1)
         layout = TimeLayout.ONLINE if self._single_steps else self.rule.layout(self)
         if layout != self._layout:
             self.set_layout(layout)
@@ -311,11 +328,17 @@ class SpikingNetwork(nn.Module):
         return self._task_scores(read, task, h)
 
     def _task_scores(
-        self, read: Callable[[int, Tensor | None], Tensor], task: int | Tensor, like: Tensor
+        self,
+        read: Callable[[int, Tensor | None], Tensor],
+        task: int | Tensor | Sequence[int],
+        like: Tensor,
     ) -> Tensor:
         """Scores from ``read(head, samples)`` (``samples`` a mask, or ``None`` for all): one
-        head for all samples, or each sample through its task's head, scores of a narrower head
-        padded with -inf (``like``: a tensor of the scores' device and dtype)."""
+        head for all samples, each sample through its task's head (scores of a narrower head
+        padded with -inf; ``like``: a tensor of the scores' device and dtype), or every head
+        of a list of tasks for all samples, concatenated."""
+        if isinstance(task, list | tuple):
+            return torch.cat([read(j, None) for j in task], dim=1)
         if self.shared_head or not isinstance(task, Tensor):
             return read(0 if self.shared_head else task, None)
         task = task.to(like.device)

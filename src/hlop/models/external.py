@@ -181,7 +181,16 @@ class ExternalModel(nn.Module):
         return self
 
     # ------------------------------------------------------------------ what the loop reads
-    def forward(self, x: Tensor, task: int | Tensor = 0) -> Tensor:
+    @property
+    def task_heads(self) -> bool:
+        """Whether each task reads its own slice of the scores (task-incremental): a
+        task-agnostic evaluation reads the slices of every seen task (``forward(x, [tasks])``)."""
+        return self.classes_per_task < self.num_classes
+
+    def forward(self, x: Tensor, task: int | Tensor | Sequence[int] = 0) -> Tensor:
+        """The network's scores of ``task``: its slice (a task id), each sample's own task's
+        slice (one id per sample), or the slices of a list of tasks concatenated in that order
+        (a task-agnostic evaluation); all the scores where the tasks share them."""
         try:
             out = self.net(x)
         finally:
@@ -193,6 +202,11 @@ class ExternalModel(nn.Module):
                 f"{x.shape[0]}; it must return scores ({x.shape[0]}, {self.num_classes})"
             )
         c = self.classes_per_task
+        if isinstance(task, list | tuple):
+            if not self.task_heads:
+                raise ValueError("the tasks share every score: there are no slices to concatenate")
+            columns = torch.tensor(task, dtype=torch.int64).view(-1, 1) * c + torch.arange(c)
+            return out[:, columns.flatten().to(out.device)]
         if c == self.num_classes:
             return out
         if isinstance(task, Tensor):  # each sample its own task's slice

@@ -152,6 +152,23 @@ def _train(
             raise Interrupted(signum, outputs.dir if lead else None, saved) from None
     results = outputs.results if lead else summarise(run, cfg)
     progress.log("accuracy matrix (%):\n" + format_matrix(run.acc_matrix))
-    bwt = "n.a. (joint training)" if results["bwt"] is None else f"{results['bwt']:.2f}%"
-    progress.log(f"ACC {results['acc']:.2f}%  BWT {bwt}  -> {outputs.dir}")
+    if run.acc_matrix_agnostic:
+        progress.log(
+            "task-agnostic accuracy matrix (%, argmax over every seen head):\n"
+            + format_matrix(run.acc_matrix_agnostic)
+        )
+    progress.log(
+        f"ACC {results['acc']:.2f}%  BWT {_bwt(results['bwt'])}"
+        + (
+            f"  task-agnostic ACC {results['acc_agnostic']:.2f}%  BWT "
+            f"{_bwt(results['bwt_agnostic'])}"
+            if results.get("acc_agnostic") is not None
+            else ""
+        )
+        + f"  -> {outputs.dir}"
+    )
     return results
+
+
+def _bwt(value: float | None) -> str:
+    return "n.a. (joint training)" if value is None else f"{value:.2f}%"

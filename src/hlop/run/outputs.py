@@ -5,7 +5,9 @@ An output directory holds::
     config.json          the fully resolved configuration
     metrics.csv          one row per epoch: task, epoch, train_loss, train_acc, test_acc
     results.json         accuracy matrix (percent), ACC, BWT, forgetting, seconds per task,
-                         circuit diagnostics after each task (HLOP, GPM; hlop.run.diagnostics)
+                         circuit diagnostics after each task (HLOP, GPM; hlop.run.diagnostics);
+                         with a head per task also the task-agnostic (class-incremental)
+                         matrix and its ACC, BWT, forgetting (see :func:`summarise`)
     checkpoint_task{k}.pt  after each task; loads with torch.load(weights_only=True)
     state.pt             what a run needs to continue (hlop train --resume DIR), see
                          :mod:`hlop.run.resume`
@@ -119,6 +121,7 @@ class RunOutputs(Plugin):
                 "task": run.task,
                 "config": self.cfg.to_dict(),
                 "acc_matrix": run.acc_matrix,
+                "acc_matrix_agnostic": run.acc_matrix_agnostic,
                 "version": __version__,
             },
             path,
@@ -128,21 +131,40 @@ class RunOutputs(Plugin):
 
 def summarise(run: RunState, cfg: Config, status: str = "complete") -> dict:
     """results.json: accuracy matrix (percent, a row per training step, null where a task
-    is not yet learnt) and metrics; joint training (one step) has one row and BWT null."""
+    is not yet learnt) and metrics; joint training (one step) has one row and BWT null.
+
+    The matrix is task-aware (each task through its own head).  Where the run records the
+    task-agnostic one (a head per task: ``run.acc_matrix_agnostic``), ``acc_matrix_agnostic``,
+    ``acc_agnostic``, ``bwt_agnostic`` and ``forgetting_agnostic`` follow, the same for the
+    argmax over every seen head's scores; where the tasks share one head (PMNIST) the keys
+    are left out (the two matrices would be the same)."""
     n_tasks = cfg.tasks
     a, learnt = run.acc_matrix, run.learnt()
-    matrix = [row + [None] * (n_tasks - len(row)) for row in a]
+
+    def padded(m: list[list[float]]) -> list[list[float | None]]:
+        return [row + [None] * (n_tasks - len(row)) for row in m]
+
+    agnostic = {}
+    g = run.acc_matrix_agnostic
+    if g is not None:
+        agnostic = {
+            "acc_matrix_agnostic": padded(g),
+            "acc_agnostic": average_accuracy(g, learnt) if g else None,
+            "bwt_agnostic": backward_transfer(g, learnt) if g else None,
+            "forgetting_agnostic": forgetting(g, learnt) if g else [],
+        }
     return {
         "benchmark": cfg.benchmark,
         "method": cfg.method,
         "status": status,
         "tasks_completed": learnt,
         "task_names": [t.name for t in run.benchmark.tasks[:n_tasks]],
-        "acc_matrix": matrix,
+        "acc_matrix": padded(a),
         "evaluated_on": "validation" if cfg.validation else "test",
         "acc": average_accuracy(a, learnt) if a else None,
         "bwt": backward_transfer(a, learnt) if a else None,
         "forgetting": forgetting(a, learnt) if a else [],
+        **agnostic,
         "seconds_per_task": [round(s, 2) for s in run.seconds],
         "circuit_sizes": run.model.circuit_sizes(),
         "circuit_blocks": run.circuit_blocks,
@@ -205,6 +227,8 @@ class Progress(Plugin):
 
     def after_task(self, run: RunState) -> None:
         row = " ".join(f"{v:.2f}" for v in run.acc_matrix[-1])
+        if run.acc_matrix_agnostic:
+            row += "; task-agnostic " + " ".join(f"{v:.2f}" for v in run.acc_matrix_agnostic[-1])
         self.log(f"after task {run.task + 1}: accuracies {row} ({run.seconds[-1]:.1f}s)")
 
     def after_run(self, run: RunState, status: str) -> None:

@@ -7,6 +7,9 @@ had never stopped (the same accuracy matrix, bit for bit, on the same machine)::
     task, epoch                  the resume point: step ``task`` after ``epoch`` epochs
                                  (epoch 0: the step has not started)
     acc_matrix, seconds, stream, elapsed   the loop's records (elapsed: seconds of the step)
+    acc_matrix_agnostic          the task-agnostic matrix (None where not recorded; a state
+                                 saved before hlop recorded it has no entry: a run resumed
+                                 from it after its first step records none)
     heads, model, trainable, consolidated, circuits
                                  the number of heads, the model's state dict (circuits and
                                  their momentum are buffers), which parameters train, the
@@ -74,6 +77,7 @@ def collect_state(
             "task": task,
             "epoch": epoch,
             "acc_matrix": run.acc_matrix,
+            "acc_matrix_agnostic": run.acc_matrix_agnostic,
             "seconds": run.seconds,
             "stream": run.stream,
             "circuit_diagnostics": run.circuit_diagnostics,
@@ -176,6 +180,13 @@ def restore(run: RunState, plugins: Sequence[Plugin], state: dict) -> Resume:
             c.learning, c.projecting = flags[0], flags[1]
             c.tracking = len(flags) > 2 and bool(flags[2])  # energy averages (sizes "auto")
         run.acc_matrix = [list(r) for r in state["acc_matrix"]]
+        agnostic = state.get("acc_matrix_agnostic")  # None, or no entry (an older state)
+        run.acc_matrix_agnostic = None if agnostic is None else [list(r) for r in agnostic]
+        if agnostic is not None and len(agnostic) != len(run.acc_matrix):
+            raise ValueError(
+                f"{len(agnostic)} rows of the task-agnostic matrix, {len(run.acc_matrix)} "
+                "of the task-aware one"
+            )
         run.seconds = list(state["seconds"])
         run.stream = [list(s) for s in state["stream"]]
         run.circuit_diagnostics = list(state.get("circuit_diagnostics", []))

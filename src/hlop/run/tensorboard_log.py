@@ -6,6 +6,8 @@ otherwise)::
     epoch/train_loss, epoch/train_acc, epoch/test_acc    after every epoch
     accuracy/task{j}                                      row k of the accuracy matrix
     metrics/acc, metrics/bwt                              ACC and BWT after task k
+    accuracy_agnostic/task{j}, metrics/acc_agnostic, metrics/bwt_agnostic
+                                the same of the task-agnostic matrix (a head per task)
     circuits/{layer}/{rows,captured,optimal,orthonormality_error}   (hlop.run.diagnostics)
 
 Writing uses ``torch.utils.tensorboard``, which needs the ``tensorboard`` package (the
@@ -57,15 +59,19 @@ class TensorBoardLog(Plugin):
             self.writer.add_scalar(f"epoch/{key}", row[key], step)
 
     def after_task(self, run: RunState) -> None:
-        k, a = run.task, run.acc_matrix
+        k = run.task
         seen = [t for step in run.stream[: k + 1] for t in step]
-        for t, value in zip(seen, a[-1], strict=True):
-            self.writer.add_scalar(f"accuracy/task{t}", value, k)
         learnt = run.learnt()
-        self.writer.add_scalar("metrics/acc", average_accuracy(a, learnt), k)
-        bwt = backward_transfer(a, learnt)
-        if bwt is not None:
-            self.writer.add_scalar("metrics/bwt", bwt, k)
+        matrices = [("", run.acc_matrix)]
+        if run.acc_matrix_agnostic is not None:
+            matrices.append(("_agnostic", run.acc_matrix_agnostic))
+        for kind, a in matrices:
+            for t, value in zip(seen, a[-1], strict=True):
+                self.writer.add_scalar(f"accuracy{kind}/task{t}", value, k)
+            self.writer.add_scalar(f"metrics/acc{kind}", average_accuracy(a, learnt), k)
+            bwt = backward_transfer(a, learnt)
+            if bwt is not None:
+                self.writer.add_scalar(f"metrics/bwt{kind}", bwt, k)
         diagnostics = run.circuit_diagnostics
         if diagnostics and diagnostics[-1]["task"] == k:
             for layer, values in diagnostics[-1]["layers"].items():

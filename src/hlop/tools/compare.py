@@ -3,7 +3,8 @@
 ``--out-dir DIR`` holds::
 
     DIR/METHOD-sSEED/   one ordinary ``hlop train`` run per (method, seed)
-    DIR/summary.csv     the study's summary per method (:mod:`hlop.tools.study_tables`)
+    DIR/summary.csv     the study's summary per method (:mod:`hlop.tools.study_tables`;
+                        task-agnostic ACC and BWT too where the runs have a head per task)
     DIR/summary.md      the same as a markdown table, then one line per run
 
 Rerunning the same command keeps each completed run (results.json status "complete" and
@@ -112,6 +113,8 @@ def _from_results(method: str, seed: int, res: dict, kept: bool = False) -> RunR
         bwt=res.get("bwt"),
         seconds=sum(seconds) if seconds else None,
         kept=kept,
+        acc_agnostic=res.get("acc_agnostic"),
+        bwt_agnostic=res.get("bwt_agnostic"),
     )
 
 

@@ -6,56 +6,50 @@ A run directory (``hlop train``: results.json) gets::
     accuracy_curves.png    each task's accuracy after every later step
     forgetting.png         each task's forgetting (from two learnt tasks on; not joint training)
     circuits.png           circuit diagnostics per layer over tasks (HLOP, GPM)
+    accuracy_matrix_agnostic.png, accuracy_curves_agnostic.png
+                           the same of the task-agnostic matrix, where the run has one (a
+                           head per task: results.json's ``acc_matrix_agnostic``)
     report.md              status, ACC, BWT, the matrix and diagnostics as tables, the figures
+                           (task-agnostic ACC, BWT, forgetting and matrix too, where present)
 
-The matrix's colours and the curves' axis span the accuracies (:func:`accuracy_range`), so
-that a run whose accuracies all lie within a few points is not one flat band.
+The figures are drawn by :mod:`hlop.tools.figures`.
 
 A study directory (``hlop compare``: METHOD-sSEED/ runs, summary.csv) gets ``methods.png``
 (ACC and BWT per method: mean and sample standard deviation over the completed seeds, from
-summary.csv or else from the runs' results.json) and ``report.md`` (the same with the paper's
-values, ``~`` marking approximate ones); each of its runs gets its own report.  Figures need
-matplotlib (``pip install 'hlop[plot]'``), drawn with Agg; each ``plot_*`` function returns
-its figure.
+summary.csv or else from the runs' results.json; the task-agnostic ACC and BWT beside them
+where the runs have them) and ``report.md`` (the same with the paper's values, ``~`` marking
+approximate ones); each of its runs gets its own report.  Figures need matplotlib
+(``pip install 'hlop[plot]'``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 from hlop.errors import ReportError
-from hlop.loop.metrics import forgetting
 from hlop.run.files import read_json_dict
+from hlop.tools.figures import (
+    AGNOSTIC,
+    AWARE,
+    figure,
+    has_agnostic,
+    matrix_of,
+    plot_circuits,
+    plot_curves,
+    plot_forgetting,
+    plot_matrix,
+    plot_methods,
+    run_forgetting,
+    step_labels,
+)
 from hlop.tools.paper import PaperValue, paper_result
 from hlop.tools.stats import Stats
 
-DPI = 100
-INSTALL = "pip install 'hlop[plot]' (or pip install matplotlib)"
 RUN_DIR = re.compile(r"^(?P<method>.+)-s(?P<seed>-?\d+)$")
-
-
-def figure(width: float, height: float):
-    """A matplotlib figure on the Agg canvas (no pyplot, no global backend state)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ReportError(f"hlop report draws its figures with matplotlib: {INSTALL}") from None
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save(fig, path: Path):
-    """Write ``fig`` to ``path`` (PNG); returns ``fig``."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI, format="png")
-    return fig
 
 
 def read_results(run: Path) -> dict | None:
@@ -76,20 +70,27 @@ def read_results(run: Path) -> dict | None:
         ) from None
     if not isinstance(data, dict):
         raise ReportError(f"{path} is not a results file: expected a JSON object of keys")
-    matrix = data.get("acc_matrix") or []
 
     def accuracy(v) -> bool:
         return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
 
-    if not (
-        isinstance(matrix, list)
-        and all(isinstance(row, list) and all(map(accuracy, row)) for row in matrix)
-    ):
-        shown = repr(matrix)
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    for key in (AWARE, AGNOSTIC):
+        matrix = data.get(key) or []
+        if not (
+            isinstance(matrix, list)
+            and all(isinstance(row, list) and all(map(accuracy, row)) for row in matrix)
+        ):
+            shown = repr(matrix)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            raise ReportError(
+                f"{path}: {key} must be a list of rows of accuracies (numbers or null), got "
+                f"{shown}; nothing was written"
+            )
+    rows = [len(data.get(key) or []) for key in (AWARE, AGNOSTIC)]
+    if data.get(AGNOSTIC) and rows[0] != rows[1]:
         raise ReportError(
-            f"{path}: acc_matrix must be a list of rows of accuracies (numbers or null), got "
-            f"{shown}; nothing was written"
+            f"{path}: {AGNOSTIC} has {rows[1]} rows but {AWARE} {rows[0]} (a row per training "
+            "step in both); nothing was written"
         )
     return data
 
@@ -108,142 +109,12 @@ def _fmt(v: float | None, digits: int = 2, unit: str = "") -> str:
     return "n.a." if v is None else f"{v:.{digits}f}{unit}"
 
 
-def _matrix(res: dict) -> list[list[float | None]]:
-    return [list(row) for row in res.get("acc_matrix") or []]
-
-
-def _step_labels(res: dict, rows: int) -> list[str]:
-    if rows == 1 and res.get("bwt") is None and res.get("tasks_completed", 1) > 1:
-        return ["joint"]
-    return [f"T{i}" for i in range(rows)]
-
-
-def accuracy_range(values: Iterable[float | None]) -> tuple[float, float]:
-    """The colour and axis range of accuracies (percent): the values' own, widened by a tenth
-    of their spread (at least half a point) each side and rounded out to whole points,
-    within 0-100; 0-100 when they spread over half of it or more (or there are none)."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite or max(finite) - min(finite) >= 50:
-        return 0.0, 100.0
-    lo, hi = min(finite), max(finite)
-    margin = max(0.1 * (hi - lo), 0.5)
-    return max(0.0, float(math.floor(lo - margin))), min(100.0, float(math.ceil(hi + margin)))
-
-
-def run_forgetting(res: dict) -> list[float]:
-    """Each task's forgetting (:func:`hlop.loop.metrics.forgetting`) of the run's matrix: tasks
-    0..n-2; empty for joint training, one task, or a matrix that is not one task a step."""
-    a = _matrix(res)
-    try:
-        return forgetting(a, res.get("tasks_completed", len(a))) if a else []
-    except (ValueError, TypeError):  # rows missing values
-        return []
-
-
-def plot_matrix(res: dict, path: Path):
-    """The accuracy matrix as an image (row i: after step i, column j: task j), annotated,
-    colours over :func:`accuracy_range`."""
-    a = _matrix(res)
-    rows, cols = len(a), max(len(r) for r in a)
-    values = [[math.nan if v is None else v for v in r + [None] * (cols - len(r))] for r in a]
-    lo, hi = accuracy_range(v for r in a for v in r)
-    fig = figure(min(3.6 + 0.55 * cols, 10), min(1.6 + 0.45 * rows, 8))
-    ax = fig.add_subplot()
-    im = ax.imshow(values, vmin=lo, vmax=hi, cmap="viridis", aspect="auto")
-    fig.colorbar(im, ax=ax, label="accuracy (%)")
-    if cols <= 20:
-        size = 8 if cols <= 10 else 6
-        for i, r in enumerate(values):
-            for j, v in enumerate(r):
-                if not math.isnan(v):
-                    color = "black" if v > lo + 0.6 * (hi - lo) else "white"  # on viridis
-                    ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=size, color=color)
-    ax.set_xticks(range(cols), [f"T{j}" for j in range(cols)], fontsize=8)
-    ax.set_yticks(range(rows), _step_labels(res, rows), fontsize=8)
-    ax.set_xlabel("accuracy on task")
-    ax.set_ylabel("after training step")
-    ax.set_title(f"{res.get('benchmark', '')}, {res.get('method', '')}", fontsize=9)
-    return save(fig, path)
-
-
-def plot_curves(res: dict, path: Path):
-    """A line per task: its accuracy after each step from the one that learnt it; y axis
-    over :func:`accuracy_range`."""
-    a = _matrix(res)
-    cols = max(len(r) for r in a)
-    fig = figure(6, 3.6)
-    ax = fig.add_subplot()
-    for j in range(cols):
-        steps = [i for i, r in enumerate(a) if j < len(r) and r[j] is not None]
-        ax.plot(steps, [a[i][j] for i in steps], marker="o", markersize=3, label=f"T{j}")
-    ax.set_xticks(range(len(a)), _step_labels(res, len(a)), fontsize=8)
-    ax.set_xlabel("after training step")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(*accuracy_range(v for r in a for v in r))
-    ax.grid(alpha=0.3)
-    ax.set_title("each task's accuracy after every later step")
-    if cols <= 10:
-        ax.legend(fontsize=7, ncol=2, loc="best")
-    return save(fig, path)
-
-
-def plot_forgetting(res: dict, path: Path):
-    """A bar per task but the last: its forgetting (:func:`run_forgetting`), in points."""
-    values = run_forgetting(res)
-    fig = figure(min(4.0 + 0.4 * len(values), 10), 3.2)
-    ax = fig.add_subplot()
-    bars = ax.bar(range(len(values)), values, color="tab:red", alpha=0.8)
-    if len(values) <= 20:
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
-    ax.set_xticks(range(len(values)), [f"T{j}" for j in range(len(values))], fontsize=8)
-    ax.axhline(0, color="black", linewidth=0.6)
-    ax.margins(y=0.15)  # room for the labels
-    ax.set_xlabel("task")
-    ax.set_ylabel("forgetting (points)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_title("forgetting: best earlier accuracy - last accuracy", fontsize=9)
-    return save(fig, path)
-
-
-def _layers(diagnostics: list[dict]) -> list[str]:
-    return list(dict.fromkeys(name for e in diagnostics for name in e.get("layers", {})))
-
-
-def plot_circuits(res: dict, path: Path):
-    diag = res["circuit_diagnostics"]
-    layers = _layers(diag)
-    fig = figure(min(3.2 * len(layers), 12), 5)
-    for c, name in enumerate(layers):
-        points = [(e["task"], e["layers"][name]) for e in diag if name in e["layers"]]
-        tasks = [t for t, _ in points]
-        top = fig.add_subplot(2, len(layers), c + 1)
-        for key, style in (("captured", "o-"), ("optimal", "s--")):
-            ys = [math.nan if d[key] is None else d[key] for _, d in points]
-            top.plot(tasks, ys, style, markersize=3, label=key)
-        top.set_ylim(0, 1.02)
-        top.set_title(f"{name} ({points[-1][1]['rows']} rows)", fontsize=9)
-        top.set_ylabel("energy fraction" if c == 0 else "")
-        top.grid(alpha=0.3)
-        if c == 0:
-            top.legend(fontsize=7, loc="lower right")
-        bottom = fig.add_subplot(2, len(layers), len(layers) + c + 1)
-        errors = [max(d["orthonormality_error"], 1e-16) for _, d in points]
-        bottom.semilogy(tasks, errors, "o-", markersize=3, color="tab:red")
-        bottom.set_xlabel("after task")
-        bottom.set_ylabel("max |HH^T - I|" if c == 0 else "")
-        bottom.grid(alpha=0.3)
-        for ax in (top, bottom):
-            ax.set_xticks(tasks)
-    fig.suptitle("circuits: old subspace's share of the finished task's activity", fontsize=10)
-    return save(fig, path)
-
-
-def _markdown_matrix(res: dict) -> list[str]:
-    a = _matrix(res)
+def _markdown_matrix(res: dict, key: str = AWARE) -> list[str]:
+    a = matrix_of(res, key)
     cols = max(len(r) for r in a)
     lines = ["| after \\ on | " + " | ".join(f"T{j}" for j in range(cols)) + " |"]
     lines.append("|---" * (cols + 1) + "|")
-    for label, r in zip(_step_labels(res, len(a)), a, strict=True):
+    for label, r in zip(step_labels(res, len(a)), a, strict=True):
         cells = ["" if v is None else f"{v:.2f}" for v in r + [None] * (cols - len(r))]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
@@ -292,7 +163,7 @@ def report_run(path: Path) -> Path:
     if status != "complete":
         lines.append(f"The run is {status if status != 'running' else 'unfinished'}: "
                      "what follows covers the tasks it finished.")  # fmt: skip
-    if not _matrix(res):
+    if not matrix_of(res):
         lines += ["", "No task finished: nothing to plot."]
         (path / "report.md").write_text("\n".join(lines) + "\n")
         return path / "report.md"
@@ -302,6 +173,20 @@ def report_run(path: Path) -> Path:
     forgotten = run_forgetting(res)
     if forgotten:
         lines.append("Forgetting per task (%): " + ", ".join(f"{f:.2f}" for f in forgotten))
+    agnostic = bool(matrix_of(res, AGNOSTIC))
+    if agnostic:
+        bwt = res.get("bwt_agnostic")
+        lines.append(
+            f"Task-agnostic (class-incremental: the argmax over every seen task's head; the "
+            f"figures above: each task's own head) ACC {_fmt(res.get('acc_agnostic'), unit='%')}"
+            f", BWT {'n.a. (joint training)' if bwt is None else _fmt(bwt, unit='%')}."
+        )
+        forgotten_agnostic = run_forgetting(res, AGNOSTIC)
+        if forgotten_agnostic:
+            lines.append(
+                "Task-agnostic forgetting per task (%): "
+                + ", ".join(f"{f:.2f}" for f in forgotten_agnostic)
+            )
     blocks = res.get("circuit_blocks") or []
     if blocks:
         rows = "; ".join(f"task {k}: {', '.join(map(str, b))}" for k, b in enumerate(blocks))
@@ -319,11 +204,22 @@ def report_run(path: Path) -> Path:
     if forgotten:
         plot_forgetting(res, path / "forgetting.png")
         lines += ["![forgetting per task](forgetting.png)", ""]
+    if agnostic:
+        plot_matrix(res, path / "accuracy_matrix_agnostic.png", AGNOSTIC)
+        plot_curves(res, path / "accuracy_curves_agnostic.png", AGNOSTIC)
+        lines += [
+            "![task-agnostic accuracy matrix](accuracy_matrix_agnostic.png)",
+            "",
+            "![task-agnostic accuracy of each task over training](accuracy_curves_agnostic.png)",
+            "",
+        ]
     lines += [
         "## Accuracy matrix (%)",
         "",
         *_markdown_matrix(res),
     ]
+    if agnostic:
+        lines += ["", "## Task-agnostic accuracy matrix (%)", "", *_markdown_matrix(res, AGNOSTIC)]
     diag = res.get("circuit_diagnostics") or []
     if diag:
         plot_circuits(res, path / "circuits.png")
@@ -341,10 +237,16 @@ def _float(text: str | None) -> float | None:
         return None
 
 
+#: the metrics of a study's rows: ACC and BWT, task-aware and task-agnostic
+METRICS = ("acc", "bwt", "acc_agnostic", "bwt_agnostic")
+
+
 def method_rows(path: Path, runs: list[Path]) -> list[dict]:
-    """Per method: completed, failed, acc/bwt mean and std (None where not defined), from
-    summary.csv when the study has one, else from its runs' results.json."""
+    """Per method: completed, failed, the mean and std of each of :data:`METRICS` (None
+    where not defined, or the runs have no task-agnostic matrix), from summary.csv when the
+    study has one, else from its runs' results.json."""
     summary = path / "summary.csv"
+    stats = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
     if summary.is_file():
         with summary.open(newline="") as f:
             return [
@@ -352,8 +254,7 @@ def method_rows(path: Path, runs: list[Path]) -> list[dict]:
                     "method": r["method"],
                     "completed": int(r.get("seeds_completed") or 0),
                     "failed": int(r.get("seeds_failed") or 0),
-                    **{k: _float(r.get(k)) for k in ("acc_mean", "acc_std", "bwt_mean")},
-                    "bwt_std": _float(r.get("bwt_std")),
+                    **{k: _float(r.get(k)) for k in stats},
                 }
                 for r in csv.DictReader(f)
             ]
@@ -365,44 +266,17 @@ def method_rows(path: Path, runs: list[Path]) -> list[dict]:
     rows = []
     for method, results in by_method.items():
         done = [r for r in results if r is not None]
-        acc = Stats.of([r["acc"] for r in done if r.get("acc") is not None])
-        bwt = Stats.of([r["bwt"] for r in done if r.get("bwt") is not None])
-        rows.append(
-            {
-                "method": method,
-                "completed": len(done),
-                "failed": len(results) - len(done),
-                "acc_mean": acc.mean if acc else None,
-                "acc_std": acc.std if acc else None,
-                "bwt_mean": bwt.mean if bwt else None,
-                "bwt_std": bwt.std if bwt else None,
-            }
-        )
+        row = {"method": method, "completed": len(done), "failed": len(results) - len(done)}
+        for m in METRICS:
+            values = Stats.of([r[m] for r in done if r.get(m) is not None])
+            row[f"{m}_mean"] = values.mean if values else None
+            row[f"{m}_std"] = values.std if values else None
+        rows.append(row)
     return rows
 
 
 def _mean_std(mean: float | None, std: float | None) -> str:
     return _fmt(mean) + ("" if mean is None or std is None else f" ± {std:.2f}")
-
-
-def plot_methods(rows: list[dict], path: Path, title: str):
-    fig = figure(min(2.5 + 1.1 * len(rows), 12), 3.4)
-    names = [r["method"] for r in rows]
-    for c, (key, label) in enumerate((("acc", "ACC (%)"), ("bwt", "BWT (%)"))):
-        ax = fig.add_subplot(1, 2, c + 1)
-        means = [r[f"{key}_mean"] for r in rows]
-        errors = [r[f"{key}_std"] or 0.0 for r in rows]
-        heights = [0.0 if m is None else m for m in means]
-        ax.bar(range(len(rows)), heights, yerr=errors, capsize=4, color="tab:blue", alpha=0.8)
-        for i, m in enumerate(means):
-            if m is None:
-                ax.text(i, 0, "n.a.", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(range(len(rows)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(label)
-        ax.axhline(0, color="black", linewidth=0.6)
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{title}: mean ± sample std over seeds", fontsize=10)
-    return save(fig, path)
 
 
 def _paper(v: PaperValue | None) -> str:
@@ -426,17 +300,27 @@ def report_study(path: Path, log: Callable[[str], None] = print) -> Path:
     if any(r["acc_mean"] is not None for r in rows):
         plot_methods(rows, path / "methods.png", benchmark)
         lines += ["![ACC and BWT per method](methods.png)", ""]
+    agnostic = has_agnostic(rows)
+    shown = METRICS if agnostic else METRICS[:2]
+    columns = ["method", "seeds ok/failed", "ACC (%)", "BWT (%)"]
+    columns += ["agnostic ACC (%)", "agnostic BWT (%)"] if agnostic else []
     lines += [
-        "| method | seeds ok/failed | ACC (%) | BWT (%) | paper ACC | paper BWT |",
-        "|---|---|---|---|---|---|",
+        "| " + " | ".join([*columns, "paper ACC", "paper BWT"]) + " |",
+        "|" + "---|" * (len(columns) + 2),
         *(
             f"| {r['method']} | {r['completed']}/{r['failed']} | "
-            f"{_mean_std(r['acc_mean'], r['acc_std'])} | {_mean_std(r['bwt_mean'], r['bwt_std'])} "
-            f"| {_paper(paper[r['method']][0])} | {_paper(paper[r['method']][1])} |"
+            + "".join(f"{_mean_std(r.get(f'{m}_mean'), r.get(f'{m}_std'))} | " for m in shown)
+            + f"{_paper(paper[r['method']][0])} | {_paper(paper[r['method']][1])} |"
             for r in rows
         ),
         "",
-        "Mean ± sample standard deviation over the completed seeds (n.a.: undefined, e.g. "
+        (
+            "Agnostic ACC and BWT: task-agnostic (class-incremental), the argmax over the "
+            "scores of every seen task's head; ACC and BWT: each task through its own head. "
+            if agnostic
+            else ""
+        )
+        + "Mean ± sample standard deviation over the completed seeds (n.a.: undefined, e.g. "
         "BWT of joint training, or the std of one seed)"
         + (", from summary.csv." if (path / "summary.csv").is_file() else ".")
         + " Paper values: ~ marks an approximate value (not read from the paper's table); "

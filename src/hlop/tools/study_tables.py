@@ -4,6 +4,11 @@
                   time per run, seeds completed / failed, the paper's values
     summary.md    the same as a markdown table, then one line per run
 
+Where the runs record the task-agnostic (class-incremental) matrix (a head per task:
+results.json's ``acc_agnostic``, ``bwt_agnostic``), both files have the same statistics of
+its ACC and BWT too: columns ``acc_agnostic_*``, ``bwt_agnostic_*`` in the CSV, "agnostic ACC"
+and "agnostic BWT" in the table; a study whose runs share one head (PMNIST) has none.
+
 Each run of the study is a :class:`RunResult`; :func:`summarise_study` gathers them per
 method (statistics from :mod:`hlop.tools.stats`, the paper's values from
 :mod:`hlop.tools.paper`: its memory-replay row for the baseline when the runs replay
@@ -35,6 +40,9 @@ class RunResult:
     bwt: float | None = None
     seconds: float | None = None
     kept: bool = False  # completed by an earlier invocation, not retrained
+    #: the task-agnostic ACC and BWT (None where the run records no task-agnostic matrix)
+    acc_agnostic: float | None = None
+    bwt_agnostic: float | None = None
 
 
 @dataclass
@@ -48,6 +56,13 @@ class MethodSummary:
     paper_acc: PaperValue | None
     paper_bwt: PaperValue | None
     failures: list[str] = field(default_factory=list)  # "seed 2023: reason"
+    acc_agnostic: Stats | None = None  # task-agnostic ACC and BWT, where the runs have them
+    bwt_agnostic: Stats | None = None
+
+    @property
+    def agnostic(self) -> bool:
+        """Whether the method's runs recorded the task-agnostic matrix."""
+        return self.acc_agnostic is not None
 
 
 def summarise_study(
@@ -73,6 +88,8 @@ def summarise_study(
                 paper_acc=paper_acc,
                 paper_bwt=paper_bwt,
                 failures=[f"seed {r.seed}: {r.reason}" for r in runs if r.status != "complete"],
+                acc_agnostic=Stats.of([r.acc_agnostic for r in done if r.acc_agnostic is not None]),
+                bwt_agnostic=Stats.of([r.bwt_agnostic for r in done if r.bwt_agnostic is not None]),
             )
         )
     return rows
@@ -100,11 +117,14 @@ def _notes(row: MethodSummary) -> str:
 
 
 def markdown_table(benchmark: str, rows: Sequence[MethodSummary]) -> str:
-    head = (
-        "| method | seeds ok/failed | ACC (%) | ACC 95% CI | BWT (%) | BWT 95% CI "
-        "| wall s/run | paper ACC | paper BWT | notes |"
-    )
-    lines = [head, "|" + "---|" * 10]
+    """The summary table; task-agnostic columns where a method's runs have them."""
+    agnostic = any(r.agnostic for r in rows)
+    columns = ["method", "seeds ok/failed", "ACC (%)", "ACC 95% CI", "BWT (%)", "BWT 95% CI"]
+    if agnostic:
+        columns += ["agnostic ACC (%)", "agnostic ACC 95% CI"]
+        columns += ["agnostic BWT (%)", "agnostic BWT 95% CI"]
+    columns += ["wall s/run", "paper ACC", "paper BWT", "notes"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         cells = [
             r.method,
@@ -113,6 +133,11 @@ def markdown_table(benchmark: str, rows: Sequence[MethodSummary]) -> str:
             _ci(r.acc),
             _mean_std(r.bwt),
             _ci(r.bwt),
+        ]
+        if agnostic:
+            cells += [_mean_std(r.acc_agnostic), _ci(r.acc_agnostic)]
+            cells += [_mean_std(r.bwt_agnostic), _ci(r.bwt_agnostic)]
+        cells += [
             _num(r.seconds, 1) or "n.a.",
             str(r.paper_acc) if r.paper_acc else "n.a.",
             str(r.paper_bwt) if r.paper_bwt else "n.a.",
@@ -129,6 +154,21 @@ CSV_FIELDS = (
     "wall_s_mean", "paper_acc", "paper_acc_approximate", "paper_bwt", "paper_bwt_approximate",
     "failures",
 )  # fmt: skip
+#: the task-agnostic columns, after ``bwt_ci95_high`` where a method's runs have them
+AGNOSTIC_FIELDS = tuple(
+    f"{metric}_agnostic_{stat}"
+    for metric in ("acc", "bwt")
+    for stat in ("mean", "std", "ci95_low", "ci95_high")
+)
+
+
+def csv_fields(rows: Sequence[MethodSummary]) -> tuple[str, ...]:
+    """summary.csv's columns: :data:`CSV_FIELDS`, with :data:`AGNOSTIC_FIELDS` where a
+    method's runs recorded the task-agnostic matrix."""
+    if not any(r.agnostic for r in rows):
+        return CSV_FIELDS
+    at = CSV_FIELDS.index("bwt_ci95_high") + 1
+    return CSV_FIELDS[:at] + AGNOSTIC_FIELDS + CSV_FIELDS[at:]
 
 
 def _csv_row(r: MethodSummary) -> dict:
@@ -153,6 +193,8 @@ def _csv_row(r: MethodSummary) -> dict:
         "seeds_failed": r.failed,
         **stats(r.acc, "acc"),
         **stats(r.bwt, "bwt"),
+        **stats(r.acc_agnostic, "acc_agnostic"),
+        **stats(r.bwt_agnostic, "bwt_agnostic"),
         "wall_s_mean": _num(r.seconds, 1),
         **paper(r.paper_acc, "paper_acc"),
         **paper(r.paper_bwt, "paper_bwt"),
@@ -176,15 +218,22 @@ def write_summary(out_dir: str | Path, benchmark: str, results: Sequence[RunResu
     out_dir.mkdir(parents=True, exist_ok=True)
     replaying = replaying_methods(out_dir, results)
     rows = summarise_study(benchmark, results, replaying)
+    fields = csv_fields(rows)
     with (out_dir / "summary.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(_csv_row(r) for r in rows)
     table = markdown_table(benchmark, rows)
     runs = [
         f"- {r.method}, seed {r.seed}: "
         + (
-            f"ACC {_num(r.acc)}, BWT {_num(r.bwt) or 'n.a.'}, {_num(r.seconds, 1)} s"
+            f"ACC {_num(r.acc)}, BWT {_num(r.bwt) or 'n.a.'}, "
+            + (
+                f"task-agnostic ACC {_num(r.acc_agnostic)}, BWT {_num(r.bwt_agnostic) or 'n.a.'}, "
+                if r.acc_agnostic is not None
+                else ""
+            )
+            + f"{_num(r.seconds, 1)} s"
             + (" (kept from an earlier invocation)" if r.kept else "")
             if r.status == "complete"
             else f"failed: {r.reason}"
@@ -199,7 +248,14 @@ def write_summary(out_dir: str | Path, benchmark: str, results: Sequence[RunResu
             "",
             "ACC and BWT: mean ± sample standard deviation over the completed seeds; 95% CI: "
             "Student t interval of the mean (n - 1 degrees of freedom, 3 or more seeds). "
-            "Paper values: ~ marks an approximate value (not read from the paper's table); "
+            + (
+                "Agnostic ACC and BWT: task-agnostic (class-incremental), the argmax over "
+                "the scores of every seen task's head; ACC and BWT: task-aware, each task "
+                "through its own head. "
+                if any(r.agnostic for r in rows)
+                else ""
+            )
+            + "Paper values: ~ marks an approximate value (not read from the paper's table); "
             "n.a.: the paper gives none."
             + (
                 f" Runs of {', '.join(sorted(replaying))} replay memory (--replay): the "

@@ -142,6 +142,37 @@ def test_gate_scales_every_time_slice_of_dsr_layouts(layout):
     assert out[-1].abs().max() < 1e-6  # every slice, the rate slice included
 
 
+def test_task_agnostic_scores_read_each_head_through_its_own_tasks_gates():
+    """``model(x, [tasks])`` under HAT: each head's scores from a forward with its own task's
+    gates (one forward per head), side by side; without the gates' flag, a clear refusal."""
+    model = tiny_cnn()
+    model.begin_task(1, 3)  # two heads
+    run, plugin = hat_run(model)
+    run.task = 1
+    plugin.before_task(run)  # task 1's embeddings
+    assert model.features_per_task
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(8)  # weights that spike
+        for e in plugin.gates.embeddings[0]:
+            e.fill_(10.0)  # task 0 opens every gate
+        for e in plugin.gates.embeddings[1]:
+            e.fill_(-10.0)  # task 1 shuts every gate: its head sees nothing of the body
+        model.heads[1].bias.fill_(0.5)
+    model.eval()
+    x = torch.rand(4, 1, 8, 8) * 4
+    with torch.no_grad():
+        both = model(x, [0, 1])
+        own = torch.cat([model(x, 0), model(x, 1)], dim=1)
+    assert torch.equal(both, own)
+    assert both[:, :3].abs().sum() > 0  # task 0's head through task 0's open gates
+    assert torch.equal(both[:, 3:], torch.full((4, 3), 0.5))  # task 1's: its bias alone
+    model.features_per_task = False
+    with pytest.raises(RuntimeError, match="one forward per task"):
+        model(x, [0, 1])
+
+
 def test_gate_scales_ottt_spikes_and_traces():
     model = tiny_cnn("ottt")
     _, plugin = hat_run(model)

@@ -107,6 +107,39 @@ def test_per_sample_heads_match_each_tasks_own_head():
     assert model.heads[2].weight.grad is None or model.heads[2].weight.grad.abs().sum() == 0
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_list_of_tasks_gives_their_heads_side_by_side_from_one_pass(fast):
+    """``model(x, [tasks])``, the task-agnostic evaluation's scores, is each head's own scores
+    in the list's order, bit for bit, with the body run once (DSR's fast layout and steps)."""
+    torch.set_num_threads(1)
+    cfg = config("split-mnist-subset", *SPLIT)
+    bench = build_benchmark(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, bench)
+    model.fast = fast
+    model.add_head(2)
+    model.add_head(3)  # a head of another width
+    for head in model.heads:
+        torch.nn.init.normal_(head.weight, 0.0, 1.0)
+    model.eval()
+    x, _ = bench.tasks[0].test.batch(torch.arange(6))
+    calls = []
+    model.features = lambda x, inner=model.features: calls.append(1) or inner(x)
+    with torch.no_grad():
+        each = [model(x, j) for j in range(3)]
+        calls.clear()
+        side_by_side = model(x, [2, 0, 1])
+    assert len(calls) == 1  # one pass of the body for every head
+    assert side_by_side.shape == (6, 7)
+    assert torch.equal(side_by_side, torch.cat([each[2], each[0], each[1]], dim=1))
+    shared = build_model(
+        config("pmnist-subset", *PMNIST), build_benchmark(config("pmnist-subset", *PMNIST))
+    )
+    assert model.task_heads and not shared.task_heads
+    with pytest.raises(ValueError, match="one shared head"):
+        shared(torch.rand(2, 784), [0, 1])
+
+
 @pytest.mark.parametrize("benchmark, extra", BOTH)
 def test_results_one_row_bwt_null(tmp_path, benchmark, extra):
     torch.set_num_threads(1)

@@ -91,6 +91,22 @@ def test_each_task_reads_its_own_slice_of_the_scores():
         ExternalModel(nn.Linear(5, 5), "x.py:f", num_classes=5, classes_per_task=2)
 
 
+def test_a_list_of_tasks_reads_their_slices_side_by_side():
+    """The task-agnostic evaluation's scores: the seen tasks' slices in the list's order."""
+    torch.manual_seed(0)
+    net = nn.Linear(5, 6)
+    model = ExternalModel(net, "x.py:f", num_classes=6, classes_per_task=2)
+    assert model.task_heads
+    x = torch.randn(4, 5)
+    full = net(x)
+    assert torch.equal(model(x, [0, 1]), full[:, :4])
+    assert torch.equal(model(x, [2, 0]), torch.cat([full[:, 4:6], full[:, 0:2]], dim=1))
+    one = ExternalModel(nn.Linear(5, 3), "x.py:f", num_classes=3, classes_per_task=3)
+    assert not one.task_heads  # domain-incremental: no task-agnostic matrix to record
+    with pytest.raises(ValueError, match="share every score"):
+        one(x, [0, 1])
+
+
 def test_wrong_outputs_and_inputs_are_refused_before_training():
     model = ExternalModel(nn.Linear(5, 4), "x.py:f", num_classes=3, classes_per_task=3)
     with pytest.raises(ConfigError, match=r"returned \(2, 4\) for a batch of 2; it must return"):

@@ -56,6 +56,24 @@ def test_scalars_of_a_run():
     assert s["circuits/fc1/rows"] == [(0, 20.0), (1, 40.0)]
     assert len(s["circuits/heads.0/captured"]) == 2
     assert writer.closed
+    assert not [tag for tag in s if "agnostic" in tag]  # one shared head: one matrix
+
+
+def test_task_agnostic_scalars_of_a_run_with_a_head_per_task():
+    torch.set_num_threads(1)
+    tiny = ["tasks=2", "timesteps=2", "train_limit=64", "test_limit=40", "epochs=1"]
+    cfg = apply_overrides(preset("split-mnist-subset"), [*tiny, "method=baseline"])
+    benchmark = build_benchmark(cfg)
+    torch.manual_seed(cfg.seed)
+    run = run_state(cfg, build_model(cfg, benchmark), benchmark, torch.device("cpu"))
+    writer = FakeWriter()
+    run_continual(run, [METHODS["baseline"].build(None), TensorBoardLog("unused", writer)])
+    s, g = writer.scalars, run.acc_matrix_agnostic
+    assert s["accuracy_agnostic/task0"] == [(0, g[0][0]), (1, g[1][0])]
+    assert s["accuracy_agnostic/task1"] == [(1, g[1][1])]
+    assert s["metrics/acc_agnostic"][-1] == (1, pytest.approx((g[1][0] + g[1][1]) / 2))
+    assert s["metrics/bwt_agnostic"][-1] == (1, pytest.approx(g[1][0] - g[0][0]))
+    assert s["accuracy/task1"] == [(1, run.acc_matrix[1][1])]
 
 
 def test_event_files_written(tmp_path, capsys):

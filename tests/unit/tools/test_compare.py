@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from hlop.loop.continual import TrainingDiverged
 from hlop.tools.cli import main
 from hlop.tools.paper import PaperValue, paper_result
 from hlop.tools.stats import Stats, confidence_interval, mean, sample_std, t975
+from hlop.tools.study_tables import AGNOSTIC_FIELDS, CSV_FIELDS
 
 STUDY = ["--tasks", "2", "--timesteps", "2", "--set", "hidden=32", "--set", "train_limit=200"]
 STUDY += ["--set", "test_limit=100", "--set", "hlop.sizes=[[8,8,8],[8,8,8]]"]
@@ -233,6 +235,51 @@ def test_replay_study_shows_the_paper_replay_row(tmp_path, capsys, fake, replay)
     assert rows["baseline"]["paper_acc_approximate"] == "True"
     assert rows["baseline"]["paper_bwt_approximate"] == "True"
     assert base in out  # the printed table is the file's
+
+
+class FakeSplitTrain(FakeTrain):
+    """FakeTrain with the task-agnostic ACC and BWT of a run with a head per task."""
+
+    def __call__(self, cfg, out_dir, overwrite=False, stream=None, resume=False):
+        res = super().__call__(cfg, out_dir, overwrite, stream, resume)
+        res["acc_agnostic"] = res["acc"] - 20.0
+        res["bwt_agnostic"] = None if res["bwt"] is None else res["bwt"] - 10.0
+        (Path(out_dir) / "results.json").write_text(json.dumps(res))
+        return res
+
+
+def test_task_agnostic_columns_where_the_runs_have_them(tmp_path, capsys, monkeypatch, fake):
+    """Runs with a head per task: the task-agnostic ACC and BWT over seeds (mean ± std, 95%
+    CI) beside the task-aware ones, in summary.csv, the table and the run lines; a study of
+    one shared head keeps the columns it had."""
+    code, out, _ = compare(capsys, tmp_path / "shared", seeds="1,2,3")
+    header = next(csv.reader((tmp_path / "shared" / "summary.csv").open()))
+    assert code == 0 and tuple(header) == CSV_FIELDS and "agnostic ACC" not in out
+    monkeypatch.setattr(hlop.run.experiment, "train", FakeSplitTrain())
+    code, out, _ = compare(capsys, tmp_path / "split", methods="baseline,multitask", seeds="1,2,3")
+    assert code == 0
+    header = next(csv.reader((tmp_path / "split" / "summary.csv").open()))
+    at = header.index("bwt_ci95_high") + 1
+    assert tuple(header[at : at + len(AGNOSTIC_FIELDS)]) == AGNOSTIC_FIELDS
+    assert [f for f in header if f not in AGNOSTIC_FIELDS] == list(CSV_FIELDS)
+    rows = {r["method"]: r for r in csv.DictReader((tmp_path / "split" / "summary.csv").open())}
+    base = rows["baseline"]  # ACC 71, 72, 73 -> 51, 52, 53; BWT -1, -2, -3 -> -11, -12, -13
+    assert float(base["acc_agnostic_mean"]) == 52.0 and float(base["acc_agnostic_std"]) == 1.0
+    half = 4.302653 / math.sqrt(3)  # t_{0.975, 2} s / sqrt(n), s = 1
+    assert float(base["acc_agnostic_ci95_low"]) == pytest.approx(52 - half, abs=1e-4)
+    assert float(base["bwt_agnostic_mean"]) == -12.0
+    assert float(base["bwt_agnostic_ci95_high"]) == pytest.approx(-12 + half, abs=1e-4)
+    assert rows["multitask"]["acc_agnostic_mean"] == "77.0000"  # 97, 98, 99 - 20
+    assert rows["multitask"]["bwt_agnostic_mean"] == ""  # joint training: undefined
+    md = (tmp_path / "split" / "summary.md").read_text()
+    assert "| agnostic ACC (%) | agnostic ACC 95% CI | agnostic BWT (%) |" in md
+    assert (
+        "| baseline | 3/0 | 72.00 ± 1.00 | [69.52, 74.48] | -2.00 ± 1.00 | [-4.48, 0.48] "
+        "| 52.00 ± 1.00 | [49.52, 54.48] | -12.00 ± 1.00 | [-14.48, -9.52] |" in md
+    )
+    assert "| multitask | 3/0 | 97.00 ± 1.00 | [94.52, 99.48] | n.a. | n.a. | 77.00 ± 1.00 |" in md
+    assert "- baseline, seed 2: ACC 72.00, BWT -2.00, task-agnostic ACC 52.00, BWT -12.00" in md
+    assert "Agnostic ACC and BWT: task-agnostic (class-incremental)" in md
 
 
 # ---------------------------------------------------------------------- real runs

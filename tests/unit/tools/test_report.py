@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hlop.loop.metrics import forgetting
-from hlop.tools import report
+from hlop.tools import figures, report
 from hlop.tools.cli import main
 from hlop.tools.study_tables import CSV_FIELDS, RunResult, write_summary
 
@@ -117,6 +117,85 @@ def test_report_of_multitask_and_of_failed_runs(tmp_path):
     assert "No results yet" in (started / "report.md").read_text()
 
 
+AGNOSTIC = [[90.0, None, None], [60.0, 88.0, None], [40.0, 50.0, 91.0]]
+
+
+def with_agnostic(res, matrix=AGNOSTIC, bwt=-44.0):
+    """``res`` with the task-agnostic keys of a run with a head per task."""
+    last = [v for v in matrix[-1] if v is not None]
+    return {
+        **res,
+        "acc_matrix_agnostic": matrix,
+        "acc_agnostic": sum(last) / len(last),
+        "bwt_agnostic": bwt,
+        "forgetting_agnostic": forgetting(matrix, len(last)) if bwt is not None else [],
+    }
+
+
+def test_report_of_a_run_with_the_task_agnostic_matrix(tmp_path):
+    run = tmp_path / "run"
+    write_run(run, with_agnostic(results(MATRIX)))
+    assert main(["report", str(run)]) == 0
+    assert_png(run / "accuracy_matrix_agnostic.png", MATRIX_PX)
+    assert_png(run / "accuracy_curves_agnostic.png", CURVES_PX)
+    text = (run / "report.md").read_text()
+    assert "ACC 86.67%, BWT -1.00%" in text  # task-aware, as before
+    assert "each task's own head) ACC 60.33%, BWT -44.00%." in text
+    assert "Task-agnostic forgetting per task (%): 50.00, 38.00" in text
+    assert "![task-agnostic accuracy matrix](accuracy_matrix_agnostic.png)" in text
+    aware, agnostic = text.split("## Task-agnostic accuracy matrix (%)")
+    assert "| T2 | 80.00 | 88.00 | 92.00 |" in aware and "| T1 | 60.00 | 88.00 |  |" in agnostic
+    assert "| T2 | 40.00 | 50.00 | 91.00 |" in agnostic
+    plain = tmp_path / "plain"  # one shared head: no task-agnostic figures
+    write_run(plain, results(MATRIX))
+    assert main(["report", str(plain)]) == 0
+    assert (
+        not list(plain.glob("*agnostic*")) and "agnostic" not in (plain / "report.md").read_text()
+    )
+
+
+def test_report_of_a_real_split_run_reads_its_results(tmp_path, capsys):
+    """results.json of a real split MNIST run round trip: read back, reported with both
+    matrices."""
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    args = ["split-mnist-subset", "--tasks", "2", "--timesteps", "2", "--epochs", "1"]
+    args += ["--set", "train_limit=64", "--set", "test_limit=40", "--set", "diagnostics_samples=0"]
+    assert main(["train", *args, "--out-dir", str(run)]) == 0
+    capsys.readouterr()
+    res = report.read_results(run)
+    assert len(res["acc_matrix_agnostic"]) == 2 and res["acc_matrix_agnostic"][0][1] is None
+    assert main(["report", str(run)]) == 0
+    text = (run / "report.md").read_text()
+    assert f"ACC {res['acc_agnostic']:.2f}%" in text
+    row = " | ".join(f"{v:.2f}" for v in res["acc_matrix_agnostic"][1])
+    assert f"| T1 | {row} |" in text.split("## Task-agnostic accuracy matrix")[1]
+    assert_png(run / "accuracy_matrix_agnostic.png", (470, 250))
+
+
+@pytest.mark.parametrize("summary", [True, False])
+def test_study_report_has_task_agnostic_columns_where_runs_have_them(tmp_path, summary):
+    out = tmp_path / "study"
+    found = []
+    for method in ("baseline", "hlop"):
+        for seed, shift in ((1, 0.0), (2, 2.0)):
+            g = [[v + shift if v is not None else None for v in r] for r in AGNOSTIC]
+            res = with_agnostic(results(MATRIX, method=method), g)
+            write_run(out / f"{method}-s{seed}", res, {"method": method, "seed": seed})
+            found.append(
+                RunResult(method, seed, "complete", acc=res["acc"], bwt=res["bwt"],
+                          acc_agnostic=res["acc_agnostic"], bwt_agnostic=res["bwt_agnostic"])
+            )  # fmt: skip
+    if summary:
+        write_summary(out, "split-mnist", found)
+    assert main(["report", str(out)]) == 0
+    assert_png(out / "methods.png", (940, 340))  # two methods, four panels
+    text = (out / "report.md").read_text()
+    assert "| method | seeds ok/failed | ACC (%) | BWT (%) | agnostic ACC (%) |" in text
+    assert "| hlop | 2/0 | 86.67 ± 0.00 | -1.00 ± 0.00 | 61.33 ± 1.41 | -44.00 ± 0.00 |" in text
+    assert "Agnostic ACC and BWT: task-agnostic" in text
+
+
 def study(tmp_path, summary: bool):
     out = tmp_path / "study"
     found = []
@@ -189,13 +268,13 @@ def test_bad_paths_and_missing_matplotlib(tmp_path, capsys, monkeypatch):
 
 # ---------------------------------------------------------------------- what is drawn
 def test_accuracy_range_spans_the_data_with_a_margin():
-    assert report.accuracy_range([94.2, 96.9, None, 95.0]) == (93.0, 98.0)  # a PMNIST run
-    assert report.accuracy_range([80.0, 92.0]) == (78.0, 94.0)  # margin: a tenth of 12
-    assert report.accuracy_range([50.0]) == (49.0, 51.0)  # at least half a point
-    assert report.accuracy_range([99.6, 100.0]) == (99.0, 100.0)  # within 0-100
-    assert report.accuracy_range([0.2, 3.0]) == (0.0, 4.0)
-    assert report.accuracy_range([35.7, 97.0]) == (0.0, 100.0)  # over half of 0-100
-    assert report.accuracy_range([None, math.nan]) == (0.0, 100.0)
+    assert figures.accuracy_range([94.2, 96.9, None, 95.0]) == (93.0, 98.0)  # a PMNIST run
+    assert figures.accuracy_range([80.0, 92.0]) == (78.0, 94.0)  # margin: a tenth of 12
+    assert figures.accuracy_range([50.0]) == (49.0, 51.0)  # at least half a point
+    assert figures.accuracy_range([99.6, 100.0]) == (99.0, 100.0)  # within 0-100
+    assert figures.accuracy_range([0.2, 3.0]) == (0.0, 4.0)
+    assert figures.accuracy_range([35.7, 97.0]) == (0.0, 100.0)  # over half of 0-100
+    assert figures.accuracy_range([None, math.nan]) == (0.0, 100.0)
 
 
 PMNIST_LIKE = [
@@ -208,14 +287,14 @@ PMNIST_LIKE = [
 
 @pytest.mark.parametrize("matrix", [MATRIX, PMNIST_LIKE])
 def test_matrix_figure_draws_the_matrix_on_its_own_colour_scale(tmp_path, matrix):
-    fig = report.plot_matrix(results(matrix, tasks=len(matrix)), tmp_path / "m.png")
+    fig = figures.plot_matrix(results(matrix, tasks=len(matrix)), tmp_path / "m.png")
     ax = fig.axes[0]
     (image,) = ax.images
     drawn = np.ma.filled(image.get_array().astype(float), np.nan)
     want = np.array([[np.nan if v is None else v for v in r] for r in matrix])
     assert np.array_equal(drawn, want, equal_nan=True)  # row i: after step i, column j: task j
     values = [v for r in matrix for v in r]
-    assert image.get_clim() == report.accuracy_range(values)
+    assert image.get_clim() == figures.accuracy_range(values)
     lo, hi = image.get_clim()
     assert lo <= min(v for v in values if v) and hi - lo <= 20  # not 0-100: colours differ
     labels = {(t.get_position(), t.get_text()) for t in ax.texts}
@@ -226,7 +305,7 @@ def test_matrix_figure_draws_the_matrix_on_its_own_colour_scale(tmp_path, matrix
 
 
 def test_curves_figure_draws_each_task_from_the_step_that_learnt_it(tmp_path):
-    fig = report.plot_curves(results(PMNIST_LIKE, tasks=4), tmp_path / "c.png")
+    fig = figures.plot_curves(results(PMNIST_LIKE, tasks=4), tmp_path / "c.png")
     ax = fig.axes[0]
     assert [line.get_label() for line in ax.lines] == ["T0", "T1", "T2", "T3"]
     for j, line in enumerate(ax.lines):
@@ -234,7 +313,7 @@ def test_curves_figure_draws_each_task_from_the_step_that_learnt_it(tmp_path):
         assert list(line.get_ydata()) == [PMNIST_LIKE[i][j] for i in range(j, 4)]
     assert ax.get_ylim() == (93.0, 98.0)
     wide = [[97.0, None], [35.7, 97.5]]  # a baseline that forgets: 0-100
-    assert report.plot_curves(results(wide, tasks=2), tmp_path / "w.png").axes[0].get_ylim() == (
+    assert figures.plot_curves(results(wide, tasks=2), tmp_path / "w.png").axes[0].get_ylim() == (
         0.0,
         100.0,
     )
@@ -243,14 +322,14 @@ def test_curves_figure_draws_each_task_from_the_step_that_learnt_it(tmp_path):
 @pytest.mark.parametrize("matrix", [MATRIX, PMNIST_LIKE])
 def test_forgetting_figure_bars_are_the_metric(tmp_path, matrix):
     res = results(matrix, tasks=len(matrix))
-    fig = report.plot_forgetting(res, tmp_path / "f.png")
+    fig = figures.plot_forgetting(res, tmp_path / "f.png")
     ax = fig.axes[0]
     want = forgetting(matrix, len(matrix))
     assert [b.get_height() for b in ax.patches] == pytest.approx(want, abs=1e-12)
     assert [b.get_x() + b.get_width() / 2 for b in ax.patches] == list(range(len(want)))
     assert [t.get_text() for t in ax.get_xticklabels()] == [f"T{j}" for j in range(len(want))]
-    assert report.run_forgetting(res) == want
-    assert report.run_forgetting(results([[90.0, 91.0, 92.0]], bwt=None)) == []  # joint
+    assert figures.run_forgetting(res) == want
+    assert figures.run_forgetting(results([[90.0, 91.0, 92.0]], bwt=None)) == []  # joint
 
 
 def test_study_report_shows_the_paper_values_marked(tmp_path):
@@ -276,6 +355,18 @@ def test_study_report_shows_the_paper_values_marked(tmp_path):
         ("[1, 2]", "not a results file: expected a JSON object"),
         ('{"acc_matrix": [90.0, 80.0]}', "acc_matrix must be a list of rows of accuracies"),
         ('{"acc_matrix": [["90"]]}', "acc_matrix must be a list of rows of accuracies"),
+        (
+            '{"acc_matrix": [[90.0]], "acc_matrix_agnostic": [[true]]}',
+            "acc_matrix_agnostic must be a list of rows of accuracies",
+        ),
+        (
+            '{"acc_matrix": [[90.0]], "acc_matrix_agnostic": {"T0": 90.0}}',
+            "acc_matrix_agnostic must be a list of rows of accuracies",
+        ),
+        (
+            '{"acc_matrix": [[90.0]], "acc_matrix_agnostic": [[90.0], [80.0, 70.0]]}',
+            "acc_matrix_agnostic has 2 rows but acc_matrix 1",
+        ),
     ],
 )
 def test_broken_results_are_named_and_nothing_is_written(tmp_path, capsys, content, message):
