@@ -90,11 +90,11 @@ class HLOP:
             circuit's old rows and new block together hold: a generous block
             (``max_rows``) learns while the task trains, then
             :meth:`LateralCircuit.fit_block` keeps the fewest orthonormal directions of its
-            span that reach it (default 0.97,
+            span that reach it (default 0.95,
             :data:`~hlop.core.circuit.USER_MODEL_THRESHOLD`); one value or one per layer.
         max_rows: with ``sizes="auto"``, the most rows a layer's block may keep per task:
-            one value or one per layer; None: a quarter of each circuit's dimension, and at
-            least 128 rows (all of a smaller circuit).
+            one value or one per layer; None: every row still free (the threshold alone
+            decides; a smaller bound is cheaper: the block's Hebbian updates cost its rows).
         lrs: Hebbian learning rate, one value for every layer or one per layer.
         iterations, spiking, spike_scale, spike_steps: see :class:`LateralCircuit`.
         hebbian: ``"per-call"`` or ``"averaged"`` (see the module docstring).
@@ -164,7 +164,10 @@ class HLOP:
             self.names,
             sizes=sizes,
             threshold=threshold,
-            max_rows=max_rows,
+            # None: the whole free dimension (the threshold alone sizes each block)
+            max_rows=[c.in_features for c in self.circuits.values()]
+            if max_rows is None
+            else max_rows,
         )
         self.threshold = threshold
         self._optimizers: list = []  # hook handles of protect()
@@ -393,10 +396,7 @@ class HLOP:
     @property
     def max_rows(self) -> list[int]:
         """The most rows each layer's block may keep per task with ``"auto"``."""
-        return [
-            a.circuit.block_bound if m is None else m
-            for a, m in zip(self._layers.values(), self.lifecycle.max_rows, strict=True)
-        ]
+        return list(self.lifecycle.max_rows)
 
     @property
     def chosen_sizes(self) -> list[list[int]]:

@@ -29,7 +29,7 @@ class HLOPSettings(Settings):
     sizes: list[list[int]] | str = field(default_factory=list)
     # one value for every circuit, or one per circuit in network order (GPM-style
     # [0.9, 0.95, 0.97]: deeper layers keep more of their activity); None: the network's
-    # default, 0.9 for the built-in networks, 0.97 for a network of your own (--model)
+    # default, 0.9 for the built-in networks, 0.95 for a network of your own (--model)
     threshold: float | list[float] | None = None
     max_rows: list[int] = field(
         default_factory=list
@@ -121,10 +121,19 @@ class HLOPPlugin(Plugin):
                 names,
                 sizes="auto" if s.auto else None,
                 threshold=s.thresholds,
-                max_rows=s.max_rows or None,
+                max_rows=s.max_rows or self.default_bound(run),
                 prefix="hlop.",
             )
         return self.lifecycle
+
+    @staticmethod
+    def default_bound(run: RunState) -> list[int] | None:
+        """The most rows a block keeps when ``hlop.max_rows`` is empty: for a network of the
+        user's own, every row still free (as :class:`hlop.HLOP`); for the built-in
+        networks, the circuits' own bound (:attr:`LateralCircuit.block_bound`)."""
+        if getattr(run.model, "external", False):
+            return [c.in_features for c in run.model.circuits()]
+        return None
 
     def _attach(self, model) -> None:
         """Circuits on every ``nn.Linear`` / ``nn.Conv2d`` of a network of the user's own
