@@ -38,6 +38,7 @@ __all__ = [
     "TimeLayout",
     "TrainingRule",
     "mean_rate",
+    "train",
     "training_rule",
     "wfr",
 ]
@@ -71,6 +72,7 @@ _LAZY: dict[str, str] = {
     "OTTT": "spiking.training",
     "TrainingRule": "spiking.training",
     "training_rule": "spiking.training",
+    "train": "run.api",
 }
 
 #: names of earlier releases -> (the name now, its module): still resolved, with a warning
@@ -90,6 +92,7 @@ if TYPE_CHECKING:
     from hlop.models.mlp import SpikingMLP
     from hlop.models.resnet import SpikingResNet18
     from hlop.models.settings import NetworkSettings
+    from hlop.run.api import train
     from hlop.spiking.layout import TimeLayout
     from hlop.spiking.neurons import IF, LIF, DSRNeuron, SpikingNeuron, mean_rate, wfr
     from hlop.spiking.surrogate import SurrogateLIF

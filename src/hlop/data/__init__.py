@@ -22,6 +22,7 @@ from hlop.data.embedded import load_embedded_mnist
 from hlop.data.fetch import fetch_dataset
 from hlop.data.idx import MNIST_FILES, read_idx
 from hlop.data.matlab import read_mat
+from hlop.data.yours import class_split, permuted, tasks_from
 from hlop.errors import DataError
 
 __all__ = [
@@ -29,6 +30,9 @@ __all__ = [
     "MNIST_FILES",
     "Benchmark",
     "DataError",
+    "class_split",
+    "permuted",
+    "tasks_from",
     "DatasetSpec",
     "JointSplit",
     "DataSplit",

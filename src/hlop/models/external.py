@@ -48,19 +48,20 @@ def is_factory_reference(model: str) -> bool:
     return ":" in model
 
 
-def load_factory(reference: str) -> Callable[..., nn.Module]:
+def load_factory(reference: str, flag: str = "--model") -> Callable[..., Any]:
     """The function ``reference`` names: ``path/to/file.py:function`` (a path relative to the
     working directory, or absolute) or ``package.module:function``; a clear ConfigError for a
-    file, module or function that cannot be found or imported."""
+    file, module or function that cannot be found or imported (``flag``: where it was
+    given, for messages)."""
     where, _, name = reference.rpartition(":")
     if not where or not name.isidentifier():
         raise ConfigError(
-            f"--model {reference!r}: expected FILE.py:FUNCTION or package.module:FUNCTION"
+            f"{flag} {reference!r}: expected FILE.py:FUNCTION or package.module:FUNCTION"
         )
     if where.endswith(".py"):
         path = Path(where).expanduser()
         if not path.is_file():
-            raise ConfigError(f"--model {reference}: no such file {path}")
+            raise ConfigError(f"{flag} {reference}: no such file {path}")
         module_name = f"hlop_model_{abs(hash(str(path.resolve())))}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
@@ -69,15 +70,15 @@ def load_factory(reference: str) -> Callable[..., nn.Module]:
             spec.loader.exec_module(module)
         except Exception as e:
             del sys.modules[module_name]
-            raise ConfigError(f"--model {reference}: importing {path} failed: {e!r}") from e
+            raise ConfigError(f"{flag} {reference}: importing {path} failed: {e!r}") from e
     else:
         try:
             module = importlib.import_module(where)
         except Exception as e:
-            raise ConfigError(f"--model {reference}: cannot import {where}: {e!r}") from e
+            raise ConfigError(f"{flag} {reference}: cannot import {where}: {e!r}") from e
     factory = getattr(module, name, None)
     if not callable(factory):
-        raise ConfigError(f"--model {reference}: {where} has no function {name!r}")
+        raise ConfigError(f"{flag} {reference}: {where} has no function {name!r}")
     return factory
 
 

@@ -26,7 +26,9 @@ from hlop.data import (
     split_mnist,
 )
 from hlop.data.streams import with_validation
+from hlop.data.yours import call_with_keywords
 from hlop.errors import ConfigError, DataError
+from hlop.models.external import is_factory_reference, load_factory
 from hlop.run.config import Config
 from hlop.spiking.training import training_rule
 
@@ -317,7 +319,7 @@ def preset(benchmark: str, training: str = "dsr") -> Config:
     from per-step spikes: :attr:`hlop.spiking.training.TrainingRule.timesteps` and
     ``hebbian_on``).
     """
-    spec = benchmark_spec(benchmark)
+    spec = None if is_factory_reference(benchmark) else benchmark_spec(benchmark)
     try:
         rule = training_rule(training)
     except ValueError as e:
@@ -325,8 +327,29 @@ def preset(benchmark: str, training: str = "dsr") -> Config:
     cfg = Config(benchmark=benchmark, training=training)
     cfg.timesteps = rule.timesteps  # the training method's T and Hebbian source
     cfg.hlop.hebbian_on = rule.hebbian_on
-    spec.preset(cfg)  # a quick preset of the embedded data may take a smaller T
+    if spec is None:  # your data: the defaults, for every task it has
+        cfg.tasks = len(user_benchmark(cfg).tasks)
+    else:
+        spec.preset(cfg)  # a quick preset of the embedded data may take a smaller T
     return cfg
+
+
+def user_benchmark(cfg: Config) -> Benchmark:
+    """The benchmark that the function ``cfg.benchmark`` (``FILE.py:FUNCTION``) builds from
+    the user's data, called with the keywords it takes of ``seed``."""
+    factory = load_factory(cfg.benchmark, "benchmark")
+    try:
+        benchmark = call_with_keywords(factory, {"seed": cfg.seed})
+    except (ConfigError, DataError):
+        raise
+    except Exception as e:
+        raise DataError(f"benchmark {cfg.benchmark}: the function raised {e!r}") from e
+    if not isinstance(benchmark, Benchmark):
+        raise DataError(
+            f"benchmark {cfg.benchmark} returned {type(benchmark).__name__}; it must return a "
+            "hlop.data.Benchmark (build it with hlop.data.tasks_from, class_split or permuted)"
+        )
+    return benchmark
 
 
 def for_any_model(cfg: Config) -> Config:
@@ -343,6 +366,11 @@ def for_any_model(cfg: Config) -> Config:
 
 def build_benchmark(cfg: Config) -> Benchmark:
     """The benchmark of ``cfg`` (its tasks, data and transforms)."""
+    if is_factory_reference(cfg.benchmark):
+        benchmark = user_benchmark(cfg)
+        if cfg.validation:
+            benchmark = with_validation(benchmark, cfg.validation, cfg.seed)
+        return benchmark
     spec = benchmark_spec(cfg.benchmark)
     if spec.datasets and cfg.data_dir is None:
         raise DataError(

@@ -112,11 +112,12 @@ def _add_config_arguments(t: argparse.ArgumentParser, flags: Sequence[Flag]) -> 
     t.add_argument(
         "benchmark",
         nargs="?",
-        choices=list(BENCHMARKS),
         metavar="BENCHMARK",
         help="; ".join(f"{b.name}: {b.summary}" for b in BENCHMARKS.values())
         + f". All but the *-subset ones read --data-dir. Default: {DEFAULT_BENCHMARK}, or "
-        "the benchmark of --config / --resume.",
+        "the benchmark of --config / --resume. Your own data: FILE.py:FUNCTION or "
+        "package.module:FUNCTION, a function returning a benchmark (hlop.data.tasks_from, "
+        "class_split, permuted).",
     )
     for f in flags:
         if f.switch:
