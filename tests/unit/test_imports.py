@@ -295,7 +295,7 @@ def test_only_the_run_and_cli_layers_read_the_configuration():
     """The Config is resolved into components at the top of a run (hlop.run.build): the
     loop, the methods, the networks and the neurons never see it."""
     readers = sorted(m for m, p in _modules().items() if _names_used(p) & {"cfg", "Config"})
-    assert len(readers) <= 8, readers
+    assert len(readers) <= 9, readers  # hlop.run.api: the harness from Python reads it too
     assert all(m.startswith(("hlop.run.", "hlop.tools.")) for m in readers), readers
 
 
