@@ -57,12 +57,10 @@ def image_shape(input_shape) -> tuple[int, int, int]:
     return (1, side, side)
 
 
-def spikingjelly_cnn(input_shape, num_classes, timesteps, channels: int = 16) -> nn.Module:
+def spikingjelly_cnn_body(c_in: int, h: int, w: int, classes: int, channels: int = 16) -> nn.Module:
     """SpikingJelly, multi-step: conv 3x3 (C -> c) - LIF - avg-pool 2 - conv 3x3 (c -> 2c) -
-    LIF - avg-pool 2 - linear, every layer with its bias; the image at every step."""
+    LIF - avg-pool 2 - linear, every layer with its bias."""
     from spikingjelly.activation_based import layer, neuron, surrogate
-
-    c_in, h, w = image_shape(input_shape)
 
     def lif() -> nn.Module:  # no batch norm: a threshold of 0.5 on undecayed input fires
         return neuron.LIFNode(
@@ -73,15 +71,22 @@ def spikingjelly_cnn(input_shape, num_classes, timesteps, channels: int = 16) ->
             step_mode="m",
         )
 
-    body = nn.Sequential(
+    return nn.Sequential(
         layer.Conv2d(c_in, channels, 3, padding=1, step_mode="m"), lif(),
         layer.AvgPool2d(2, step_mode="m"),
         layer.Conv2d(channels, 2 * channels, 3, padding=1, step_mode="m"), lif(),
         layer.AvgPool2d(2, step_mode="m"),
         layer.Flatten(start_dim=1, step_mode="m"),
-        layer.Linear(2 * channels * (h // 4) * (w // 4), num_classes, step_mode="m"),
+        layer.Linear(2 * channels * (h // 4) * (w // 4), classes, step_mode="m"),
     )  # fmt: skip
-    return Repeated(body, (c_in, h, w), timesteps)
+
+
+def spikingjelly_cnn(input_shape, num_classes, timesteps, channels: int = 16) -> nn.Module:
+    """:func:`spikingjelly_cnn_body`, the image at every step, scores averaged over time."""
+    c_in, h, w = image_shape(input_shape)
+    return Repeated(
+        spikingjelly_cnn_body(c_in, h, w, num_classes, channels), (c_in, h, w), timesteps
+    )
 
 
 def spikingjelly_zoo(input_shape, num_classes, timesteps, channels: int = 16) -> nn.Module:

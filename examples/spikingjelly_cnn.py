@@ -14,31 +14,16 @@ Needs SpikingJelly (``pip install -e ".[spikingjelly]"``).
 from __future__ import annotations
 
 from common import baseline_vs_hlop, optimizer_choice, parser, pmnist_tasks
-from spikingjelly.activation_based import functional, layer, neuron, surrogate
+from models import spikingjelly_cnn_body
+from spikingjelly.activation_based import functional
 from torch import Tensor, nn
 
 
 def spiking_cnn(channels: int = 16) -> nn.Module:
     """conv 3x3 (1 -> c) - LIF - avg-pool 2 - conv 3x3 (c -> 2c) - LIF - avg-pool 2 - linear
-    (2c x 7 x 7 -> 10), multi-step, every layer with its (default) bias."""
-
-    def lif() -> nn.Module:  # no batch norm: a threshold of 0.5 on undecayed input fires
-        return neuron.LIFNode(
-            tau=2.0,
-            decay_input=False,
-            v_threshold=0.5,
-            surrogate_function=surrogate.ATan(),
-            step_mode="m",
-        )
-
-    return nn.Sequential(
-        layer.Conv2d(1, channels, 3, padding=1, step_mode="m"), lif(),
-        layer.AvgPool2d(2, step_mode="m"),
-        layer.Conv2d(channels, 2 * channels, 3, padding=1, step_mode="m"), lif(),
-        layer.AvgPool2d(2, step_mode="m"),
-        layer.Flatten(start_dim=1, step_mode="m"),
-        layer.Linear(2 * channels * 7 * 7, 10, step_mode="m"),
-    )  # fmt: skip
+    (2c x 7 x 7 -> 10), multi-step, every layer with its (default) bias: the network of
+    ``examples/models.py``, which the harness runs with ``--model``."""
+    return spikingjelly_cnn_body(1, 28, 28, 10, channels)
 
 
 def forward(steps: int):
