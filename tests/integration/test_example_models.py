@@ -1,4 +1,4 @@
-"""examples/models.py, the factories the README's studies run with --model: each builds for
+"""examples/models.py, the factories the documentation's studies run with --model: each builds for
 permuted MNIST, returns the classes' scores, and the harness sees what it protects."""
 
 import pytest

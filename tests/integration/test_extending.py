@@ -1,4 +1,4 @@
-"""The README's "Extending hlop" examples, run as written there."""
+"""The examples of the documentation's "Extending hlop" page, run as written there."""
 
 import json
 import re
@@ -16,17 +16,15 @@ from hlop.data.transforms import MNIST_PADDED_MEAN, MNIST_PADDED_STD
 from hlop.run.presets import BenchmarkSpec, build_benchmark, preset
 from hlop.tools.cli import main
 
-README = REPO / "README.md"
+PAGE = REPO / "docs" / "extending.md"
 
 
 def extending_examples() -> list[str]:
-    text = README.read_text()
-    section = text.split("## Extending hlop", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, re.S)
+    return re.findall(r"```python\n(.*?)```", PAGE.read_text(), re.S)
 
 
-def registered_readme_method(monkeypatch) -> None:
-    """The README's method file and its registry line, as written there."""
+def registered_page_method(monkeypatch) -> None:
+    """The page's method file and its registry line, as written there."""
     method_file, registry_line = extending_examples()[:2]
     namespace: dict = {"Method": methods.Method}
     exec(method_file, namespace)
@@ -41,8 +39,8 @@ def weight_change(run: Path, name: str) -> float:
     return float((second - first).norm())
 
 
-def test_readme_method_with_a_setting_runs_from_the_command_line(tmp_path, monkeypatch, capsys):
-    registered_readme_method(monkeypatch)
+def test_documented_method_with_a_setting_runs_from_the_command_line(tmp_path, monkeypatch, capsys):
+    registered_page_method(monkeypatch)
     torch.set_num_threads(1)
     tiny = ["--tasks", "2", "--timesteps", "2", "--batch-size", "10", "--set", "hidden=32",
             "--set", "train_limit=100", "--set", "test_limit=20",
@@ -62,7 +60,7 @@ def test_readme_method_with_a_setting_runs_from_the_command_line(tmp_path, monke
     assert 0 < changes[5] < 0.5 * changes[0], changes
 
 
-def test_readme_benchmark_row_builds_its_tasks(tmp_path, monkeypatch):
+def test_documented_benchmark_row_builds_its_tasks(tmp_path, monkeypatch):
     namespace = {
         "BenchmarkSpec": BenchmarkSpec,
         "split_classes": split_classes,

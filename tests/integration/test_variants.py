@@ -26,7 +26,7 @@ VARIANTS = {
     "weight-projection": ("dsr", ["timesteps=4", "hlop.proj_type=weight"], True),
     "hebbian-on-spikes": ("dsr", ["timesteps=4", "hlop.hebbian_on=spikes"], True),
     # at 1000 samples per task these barely forget even without HLOP (the baseline's BWT is
-    # near zero or positive), so only learning is asserted; full-size runs are in the README
+    # near zero or positive), so only learning is asserted; full-size runs: docs/paper/pmnist.md
     "feedback-alignment": ("dsr", ["timesteps=4", "feedback=feedback-alignment", "lr=0.1"], False),
     "bptt": ("bptt", ["timesteps=4", "lr=0.3"], False),
     "ottt": ("ottt", ["timesteps=4", "lr=0.3"], False),

@@ -181,8 +181,8 @@ def test_hlop_has_no_import_cycles():
     assert not cycles, "import cycles between hlop's modules:\n" + "\n".join(map(_fmt, cycles))
 
 
-#: The layers of the package, one sub-package each, in order (README, "How the code is
-#: organised"): a module imports only modules of its own layer or of layers before it.
+#: The layers of the package, one sub-package each, in order (docs/extending.md, "Where things
+#: are"): a module imports only modules of its own layer or of layers before it.
 #: ``hlop.errors``, the one module beside the sub-packages, is in the first.
 LAYERS = ("core", "spiking", "layers", "models", "data", "loop", "methods", "run", "tools")
 
