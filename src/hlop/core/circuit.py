@@ -83,7 +83,8 @@ class CircuitSettings:
         momentum: momentum of the Hebbian update, in [0, 1).
         clip: the update is clipped to [-clip, clip] (> 0).
         spiking: quantise the lateral responses as spike counts.
-        spike_scale, spike_steps: s (> 0) and T_l (>= 1) of the spiking lateral neurons.
+        spike_scale: s (> 0) of the spiking lateral neurons.
+        spike_steps: T_l (>= 1) of the spiking lateral neurons.
         precision: ``"fp32"``, or ``"bf16"``: the old block's products (the residual of the
             update and the projection) take bf16 operands with fp32 results; ``H``, its
             update and the spiking quantisation stay fp32 (a spiking circuit stays fp32).
@@ -131,12 +132,14 @@ DEFAULTS = CircuitSettings()
 class LateralCircuit(nn.Module):
     """The lateral neurons of one projected layer.
 
+    The keyword arguments ``lr``, ``iterations``, ``momentum``, ``clip``, ``spiking``,
+    ``spike_scale``, ``spike_steps`` and ``precision`` are the circuit's
+    :class:`CircuitSettings` (their defaults and checks); a wrong value raises
+    :class:`~hlop.errors.CircuitError` naming the setting (and the layer).
+    :meth:`from_settings` takes them as one object.
+
     Args:
         in_features: N, the dimension of the presynaptic activity (conv: C_in * k * k).
-        lr, iterations, momentum, clip, spiking, spike_scale, spike_steps, precision: the
-            circuit's :class:`CircuitSettings` (their defaults and checks); a wrong value
-            raises :class:`~hlop.errors.CircuitError` naming the setting (and the layer).
-            :meth:`from_settings` takes them as one object.
         name: the layer's name, used in error messages and warnings.
 
     Attributes:
@@ -330,8 +333,8 @@ class LateralCircuit(nn.Module):
     # ------------------------------------------------------------------ sizes from the data
     @property
     def block_bound(self) -> int:
-        """The rows of a generous block when none is given: a quarter of ``in_features``, and
-        at least :data:`SMALL_BLOCK_ROWS` (or ``in_features`` if fewer)."""
+        """The rows of a generous block when none is given (a quarter of ``in_features``, and
+        at least :data:`~hlop.core.circuit.SMALL_BLOCK_ROWS`, or ``in_features`` if fewer)."""
         return max(self.in_features // 4, min(self.in_features, SMALL_BLOCK_ROWS))
 
     def generous_block(self, bound: int | None = None) -> int:

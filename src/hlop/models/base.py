@@ -44,7 +44,7 @@ class SpikingNetwork(nn.Module):
     Attributes:
         settings: the :class:`~hlop.models.settings.NetworkSettings` it was built with.
         rule: the training rule (``settings.training``).
-        timesteps: T.
+        timesteps: T, the number of time steps.
         fast: use the DSR fast path where it applies (see :mod:`hlop.spiking.neurons`).
         shared_head: one classifier for all tasks (with its own circuit) or one head per task.
         features_per_task: the features depend on the task (a method's per-task gates, HAT's):
@@ -200,7 +200,7 @@ class SpikingNetwork(nn.Module):
     # ------------------------------------------------------------------ tasks
     @property
     def task_heads(self) -> bool:
-        """Whether each task has its own head (task-incremental): a task-agnostic evaluation
+        """Whether each task has its own head (task-incremental); a task-agnostic evaluation
         reads the scores of every seen head at once (``forward(x, [heads])``)."""
         return not self.shared_head
 
@@ -246,7 +246,7 @@ class SpikingNetwork(nn.Module):
 
     @property
     def layout(self) -> TimeLayout:
-        """The time layout: ``STEPS``, ``FAST`` (DSR fast path) or ``ONLINE`` (OTTT)."""
+        """The time layout, ``STEPS``, ``FAST`` (DSR fast path) or ``ONLINE`` (OTTT)."""
         return self._layout
 
     def set_layout(self, layout: str | TimeLayout) -> None:
