@@ -272,7 +272,7 @@ class ProjectedLayer(nn.Module):
         per-step part as in the joined layout, the per-step outputs are computed without
         autograd, and the rate slice goes through the projected update on its ``B`` rows
         (what the joined layout's backward uses).  ``steps=False``: only the rate slice's
-        output (a readout head).  ``affine``: see :meth:`_forward_op`; for the per-step
+        output (a readout head).  ``affine``: see ``_forward_op``; for the per-step
         outputs only (the caller applies it to the rate slice)."""
         self._check(h.rate)
         if self.layout != TimeLayout.FAST:

@@ -36,7 +36,7 @@ class LoopSettings(Settings):
 
 class AccuracyRow(NamedTuple):
     """The accuracies (percent) of every task seen after a step, in the stream's order: a row
-    of the accuracy matrices (:func:`hlop.loop.continual.evaluate_seen`).
+    of the accuracy matrices (``hlop.loop.continual.evaluate_seen``).
 
     ``aware``: task-aware (task-incremental), each task through its own head.  ``agnostic``:
     task-agnostic (class-incremental), the prediction the argmax over the scores of every

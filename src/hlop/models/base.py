@@ -36,8 +36,8 @@ NETWORK_LAYOUTS = (TimeLayout.STEPS, TimeLayout.FAST, TimeLayout.ONLINE)
 class SpikingNetwork(nn.Module):
     """Base of the spiking networks.
 
-    Subclasses build their layers with :meth:`_neuron`, :meth:`_linear` and :meth:`_conv`,
-    then call :meth:`_finish`, and implement ``features(x) -> Tensor`` returning the activity
+    Subclasses build their layers with ``_neuron``, ``_linear`` and ``_conv``, then call
+    ``_finish``, and implement ``features(x) -> Tensor`` returning the activity
     (time-major rows) fed to the head.  The first projected layer sees the static input
     image, which is the same at every time step: it is computed once when it can be.
 
@@ -300,7 +300,7 @@ class SpikingNetwork(nn.Module):
         training: each sample through its own task's head, scores of a narrower head padded
         with -inf); or a list of tasks (a head per task only): the scores of each of their
         heads, concatenated in that order (B x the sum of their classes; a task-agnostic
-        evaluation), from one pass of the body unless :attr:`features_per_task`."""
+        evaluation), from one pass of the body unless ``features_per_task``."""
         if isinstance(task, list | tuple):
             if self.shared_head:
                 raise ValueError("one shared head: there are no heads of tasks to concatenate")

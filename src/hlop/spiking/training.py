@@ -159,7 +159,7 @@ class OTTT(BPTT):
         return f"OTTT(online_update={self.online_update})"
 
 
-#: The rule of every training method, by its name in :data:`hlop.core.choices.TRAINING_RULES`.
+#: The rule of every training method, by its name in ``hlop.core.choices.TRAINING_RULES``.
 RULES: dict[str, type[TrainingRule]] = {"dsr": DSR, "bptt": BPTT, "ottt": OTTT}
 
 
