@@ -158,6 +158,7 @@ class HATGates(nn.Module):
         return [torch.sigmoid(s * e) for e in self.embeddings[task]]
 
     def remove(self) -> None:
+        """Take the hooks off the network and its gated neuron layers."""
         for h in self._handles:
             h.remove()
         self._handles = []

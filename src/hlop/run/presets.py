@@ -234,6 +234,7 @@ def _five_datasets(domain: bool) -> Callable[[Data, Config], Benchmark]:
 
 FIVE = ("cifar10", "mnist", "svhn", "fashion-mnist", "notmnist")
 
+#: every benchmark by its name (``hlop train NAME``, ``hlop.train(model, NAME)``)
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     spec.name: spec
     for spec in (

@@ -52,9 +52,12 @@ class TrainingRule:
     """How a spiking network is simulated and trained (override what differs)."""
 
     name = ""
-    timesteps = 20  # T of the paper's presets
-    hebbian_on = "wfr"  # what lateral circuits learn from by default
-    updates_within_batch = False  # True: the rule steps the optimiser itself
+    #: T of the paper's presets
+    timesteps = 20
+    #: what lateral circuits learn from by default
+    hebbian_on = "wfr"
+    #: True when the rule steps the optimiser itself
+    updates_within_batch = False
 
     def neuron(self, timesteps: int, params: Mapping[str, Any]) -> SpikingNeuron:
         """A layer of this method's neurons."""
