@@ -39,6 +39,9 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_class_signature = "separated"
+# a method that has no docstring of its own (an override of ``nn.Module.forward``, of a plugin
+# event) is not documented with its base's text
+autodoc_inherit_docstrings = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True
@@ -46,3 +49,9 @@ napoleon_use_ivar = True
 html_theme = "furo"
 html_title = f"hlop {release}"
 html_static_path: list[str] = []
+
+# Types of other packages (torch, numpy, the standard library) have no page here: a reference
+# to one, from a signature's annotations, is left as text.
+nitpick_ignore_regex = [
+    ("py:.*", r"(torch|numpy|collections\.abc|pathlib|enum|typing|os)(\..*)?"),
+]

@@ -11,7 +11,7 @@ Oja's subspace rule (Hebbian / anti-Hebbian), run ``iterations`` times per batch
     H[new]   += lr Mom[new]      # frozen (old) rows never change
 
 so the new rows learn the principal subspace of the residual activity that the old
-rows do not explain.  After a task :meth:`LateralCircuit.merge` freezes every row
+rows do not explain.  After a task :meth:`.LateralCircuit.merge` freezes every row
 into the *old* block, which defines the projection used for weight updates::
 
     project(X) = X - (X H_old^T) H_old
@@ -19,8 +19,8 @@ into the *old* block, which defines the projection used for weight updates::
 With spiking lateral neurons, ``Y`` is quantised as spike counts of ``T_l`` steps
 with scale ``s``: ``Y_q = s round(T_l clamp(Y, -s, s) / s) / T_l`` (update and projection).
 
-Block sizes found from the data (:meth:`LateralCircuit.track_energy`,
-:meth:`LateralCircuit.fit_block`): while a generous new block learns, the circuit keeps
+Block sizes found from the data (:meth:`.LateralCircuit.track_energy`,
+:meth:`.LateralCircuit.fit_block`): while a generous new block learns, the circuit keeps
 running averages (factor :data:`ENERGY_DECAY` per batch) of its own activity's energy::
 
     E      = |X|^2 / B                     all of the activity
@@ -29,7 +29,7 @@ running averages (factor :data:`ENERGY_DECAY` per batch) of its own activity's e
 
 After the task the block is replaced by an orthonormal basis of its span outside the old
 rows, ordered by the residual energy ``S`` holds along each direction (``lambda_1 >=
-lambda_2 >= ...``, :meth:`LateralCircuit.fit_block`), and cut to the fewest rows k with
+lambda_2 >= ...``, :meth:`.LateralCircuit.fit_block`), and cut to the fewest rows k with
 ``E_old + lambda_1 + ... + lambda_k >= threshold E``.
 """
 
@@ -47,11 +47,11 @@ from hlop.core.choices import PRECISIONS
 from hlop.core.precision import product
 from hlop.errors import CircuitError
 
-#: per-batch factor of the running energy averages (:meth:`LateralCircuit.track_energy`)
+#: per-batch factor of the running energy averages (:meth:`.LateralCircuit.track_energy`)
 ENERGY_DECAY = 0.95
 
 #: default share of a task's activity energy that sizes found from the data hold
-#: (:meth:`LateralCircuit.fit_block`): on the PMNIST subset, 0.9 gave ACC 88.31 / BWT -1.01
+#: (:meth:`.LateralCircuit.fit_block`): on the PMNIST subset, 0.9 gave ACC 88.31 / BWT -1.01
 #: with 800 lateral neurons, 0.95 86.47 / -1.73 with 1539 and 0.97 81.23 / -7.04 with 1744
 #: (README, "Sizes from the data")
 DEFAULT_THRESHOLD = 0.9
@@ -83,7 +83,8 @@ class CircuitSettings:
         momentum: momentum of the Hebbian update, in [0, 1).
         clip: the update is clipped to [-clip, clip] (> 0).
         spiking: quantise the lateral responses as spike counts.
-        spike_scale, spike_steps: s (> 0) and T_l (>= 1) of the spiking lateral neurons.
+        spike_scale: s (> 0) of the spiking lateral neurons.
+        spike_steps: T_l (>= 1) of the spiking lateral neurons.
         precision: ``"fp32"``, or ``"bf16"``: the old block's products (the residual of the
             update and the projection) take bf16 operands with fp32 results; ``H``, its
             update and the spiking quantisation stay fp32 (a spiking circuit stays fp32).
@@ -131,18 +132,20 @@ DEFAULTS = CircuitSettings()
 class LateralCircuit(nn.Module):
     """The lateral neurons of one projected layer.
 
+    The keyword arguments ``lr``, ``iterations``, ``momentum``, ``clip``, ``spiking``,
+    ``spike_scale``, ``spike_steps`` and ``precision`` are the circuit's
+    :class:`CircuitSettings` (their defaults and checks); a wrong value raises
+    :class:`~hlop.errors.CircuitError` naming the setting (and the layer).
+    :meth:`from_settings` takes them as one object.
+
     Args:
         in_features: N, the dimension of the presynaptic activity (conv: C_in * k * k).
-        lr, iterations, momentum, clip, spiking, spike_scale, spike_steps, precision: the
-            circuit's :class:`CircuitSettings` (their defaults and checks); a wrong value
-            raises :class:`~hlop.errors.CircuitError` naming the setting (and the layer).
-            :meth:`from_settings` takes them as one object.
         name: the layer's name, used in error messages and warnings.
 
     Attributes:
         reducer: None, or a function applied to each Hebbian update ``dH`` before its clip
             and momentum: data-parallel training sets the average over the workers' batches
-            (:func:`hlop.loop.distributed.reduce_hebbian`), so that every worker's circuit stays
+            (``hlop.loop.distributed.reduce_hebbian``), so that every worker's circuit stays
             the same.
         learning: when True, :meth:`hebbian_update` is run on each training batch by the layer.
         projecting: when True, the layer projects its weight updates with the old block.
@@ -330,8 +333,8 @@ class LateralCircuit(nn.Module):
     # ------------------------------------------------------------------ sizes from the data
     @property
     def block_bound(self) -> int:
-        """The rows of a generous block when none is given: a quarter of ``in_features``, and
-        at least :data:`SMALL_BLOCK_ROWS` (or ``in_features`` if fewer)."""
+        """The rows of a generous block when none is given (a quarter of ``in_features``, and
+        at least :data:`~hlop.core.circuit.SMALL_BLOCK_ROWS`, or ``in_features`` if fewer)."""
         return max(self.in_features // 4, min(self.in_features, SMALL_BLOCK_ROWS))
 
     def generous_block(self, bound: int | None = None) -> int:

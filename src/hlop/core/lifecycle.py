@@ -20,6 +20,7 @@ where the two used to differ:
 * the blocks merge at the end of the task's training, before its evaluation (not after it):
   an evaluation never reads the circuits, so the accuracy matrices are the same, and the
   task's end state is the same whoever drives the circuits.
+
 :func:`check_block_sizes` is the one check of a task's block sizes.
 """
 
@@ -82,7 +83,8 @@ class TaskLifecycle:
         prefix: put before the settings' names in messages (``"hlop."``: the run's section).
 
     Attributes:
-        task: tasks begun.  in_task: between :meth:`begin` and :meth:`end`.
+        task: tasks begun.
+        in_task: between :meth:`begin` and :meth:`end`.
         fitting: the current task's blocks are fitted at :meth:`end`.
         kept: the rows each finished task added to each circuit (after fitting).
     """

@@ -10,7 +10,7 @@ circuit::
 The two are equal for non-spiking circuits.  A convolution's activity is its unfolded input
 patches (C_in k_h k_w values each, in the order of its flattened weight's columns).  The
 projection ``X -> X - (X H_old^T) H_old`` itself is :meth:`LateralCircuit.project
-<hlop.core.circuit.LateralCircuit.project>`.
+<hlop.LateralCircuit.project>`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def project_weight_grad(grad_w: Tensor, project: Callable[[Tensor], Tensor]) -> 
 
     ``grad_w`` (C_out x N, or a convolution's C_out x C_in x k_h x k_w, flattened to
     C_out x C_in k_h k_w as its patches) is projected row by row by ``project`` (a
-    circuit's :meth:`~hlop.core.circuit.LateralCircuit.project`)."""
+    circuit's :meth:`~hlop.LateralCircuit.project`)."""
     return project(grad_w.reshape(grad_w.shape[0], -1)).reshape(grad_w.shape)
 
 
@@ -41,7 +41,7 @@ def unfold_patches(
     flattened columns of its weight: the rows of ``F.unfold`` (transposed), taken from
     strided views of the padded input instead of computed by ``F.unfold``.
 
-    ``padding`` is zero padding in :func:`F.pad` order ``(left, right, top, bottom)``."""
+    ``padding`` is zero padding in ``F.pad`` order ``(left, right, top, bottom)``."""
     (kh, kw), (sh, sw), (dh, dw) = kernel_size, stride, dilation
     xp = F.pad(x, padding)
     v = xp.unfold(2, dh * (kh - 1) + 1, sh).unfold(3, dw * (kw - 1) + 1, sw)

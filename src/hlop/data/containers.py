@@ -14,9 +14,9 @@ import torch
 class DataSplit:
     """One split of one task: shared uint8 images, int64 labels and the task's transform."""
 
-    images: torch.Tensor  # uint8 storage shared between tasks, shape (N, ...)
-    labels: torch.Tensor  # int64 (N,)
-    transform: Callable[[torch.Tensor], torch.Tensor]  # uint8 batch -> float32 network input
+    images: torch.Tensor  #: uint8 storage shared between tasks, shape (N, ...)
+    labels: torch.Tensor  #: int64 (N,)
+    transform: Callable[[torch.Tensor], torch.Tensor]  #: uint8 batch -> float32 network input
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -115,5 +115,5 @@ class Benchmark:
 
     name: str
     tasks: list[Task]
-    shared_head: bool  # True: one classifier shared by all tasks (PMNIST)
-    input_shape: tuple[int, ...]  # shape of one transformed sample, e.g. (784,)
+    shared_head: bool  #: whether one classifier is shared by all tasks (PMNIST)
+    input_shape: tuple[int, ...]  #: shape of one transformed sample, e.g. (784,)

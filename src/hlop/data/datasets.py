@@ -57,6 +57,8 @@ class DatasetSpec:
 
 IDX_FORMAT = "IDX files with the MNIST file names, raw or gzip-compressed (.gz)"
 
+#: every dataset hlop reads, by its key (the names of ``hlop data fetch`` and of a benchmark's
+#: datasets)
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec(
         "MNIST",

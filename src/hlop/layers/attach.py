@@ -33,7 +33,7 @@ The task schedule (blocks, sizes from the data, fitting, projection on and off, 
 Two hooks per layer:
 
 - a forward pre-hook: while the model trains, the circuit learns from the layer's input
-  (Oja's subspace rule, :meth:`LateralCircuit.hebbian_update`), before the layer computes;
+  (Oja's subspace rule, :meth:`.LateralCircuit.hebbian_update`), before the layer computes;
 - a hook on the weight's gradient: from task 1 on, the gradient is projected in weight mode,
   ``grad_W <- grad_W (I - H_old^T H_old)`` (:func:`hlop.core.projection.project_weight_grad`,
   as the built-in projected layers do; the input mode for non-spiking circuits), before any
@@ -52,7 +52,7 @@ Hebbian modes (``hebbian``):
 Projected gradients keep old tasks' responses only when the optimiser's step is a linear
 combination of them: plain SGD.  Adam's elementwise scaling, weight decay, Nesterov or a
 momentum buffer carried over from an earlier task move the weights in the old subspace.
-:meth:`HLOP.protect` makes any optimiser exact: after each ``optimizer.step()`` the change of
+:meth:`.HLOP.protect` makes any optimiser exact: after each ``optimizer.step()`` the change of
 every protected weight (and bias) is projected, ``W <- W_before + dW (I - H_old^T H_old)``,
 for a copy of those parameters and one projection per step.
 """
@@ -214,7 +214,7 @@ class HLOP:
 
     def rows(self, name: str, x: Tensor) -> Tensor:
         """The activity rows the circuit of layer ``name`` reads of the layer's input ``x``
-        (:meth:`AttachedLayer.rows`: every step of every sample, a convolution's unfolded
+        (``AttachedLayer.rows``: every step of every sample, a convolution's unfolded
         patches, the constant 1 of a protected bias)."""
         if name not in self._layers:
             raise KeyError(f"hlop.HLOP: no circuit on a layer named {name!r}")

@@ -107,8 +107,9 @@ class ProjectedLayer(nn.Module):
 
     Everything is fixed at construction except the layout, which a network changes for
     all its layers at once (through the validating setter) when its time layout changes.
+    The keyword arguments below are shared by both layer types.
 
-    Args (keyword, shared by both layer types):
+    Keyword Args:
         circuit: the layer's :class:`LateralCircuit` or None.
         feedback: error-propagation rule, one of ``FEEDBACK_RULES``.
         proj_type: ``"input"`` or ``"weight"`` (``PROJ_TYPES``).
@@ -174,8 +175,8 @@ class ProjectedLayer(nn.Module):
 
     @property
     def compute_dtype(self) -> torch.dtype | None:
-        """dtype of the weight products (forward, input and weight gradients); None: the
-        input's.  Circuits, their projections and the layer's output stay fp32."""
+        """The dtype of the weight products (forward, input and weight gradients), or None for
+        the input's.  Circuits, their projections and the layer's output stay fp32."""
         return PRECISIONS[self.precision]
 
     @layout.setter
@@ -271,7 +272,7 @@ class ProjectedLayer(nn.Module):
         per-step part as in the joined layout, the per-step outputs are computed without
         autograd, and the rate slice goes through the projected update on its ``B`` rows
         (what the joined layout's backward uses).  ``steps=False``: only the rate slice's
-        output (a readout head).  ``affine``: see :meth:`_forward_op`; for the per-step
+        output (a readout head).  ``affine``: see ``_forward_op``; for the per-step
         outputs only (the caller applies it to the rate slice)."""
         self._check(h.rate)
         if self.layout != TimeLayout.FAST:

@@ -24,9 +24,11 @@ class Optimisation(Settings):
 
     Attributes:
         optimizer: ``"sgd"`` or ``"adam"`` (hlop's, which step as torch's do:
-            :mod:`hlop.core.optim`).
-        lr: learning rate of the first step; lr_later: of every later step (None: ``lr``).
-        momentum: SGD's; weight_decay: both optimisers'.
+            ``hlop.core.optim``).
+        lr: learning rate of the first step.
+        lr_later: learning rate of every later step (None: ``lr``).
+        momentum: SGD's momentum.
+        weight_decay: weight decay of both optimisers.
         scheduler: ``"step"`` (``gamma`` every ``step_size`` epochs) or ``"cosine"``
             (``warmup`` epochs of linear warmup, then a half cosine to epoch ``t_max``).
     """

@@ -36,7 +36,7 @@ class LoopSettings(Settings):
 
 class AccuracyRow(NamedTuple):
     """The accuracies (percent) of every task seen after a step, in the stream's order: a row
-    of the accuracy matrices (:func:`hlop.loop.continual.evaluate_seen`).
+    of the accuracy matrices (``hlop.loop.continual.evaluate_seen``).
 
     ``aware``: task-aware (task-incremental), each task through its own head.  ``agnostic``:
     task-agnostic (class-incremental), the prediction the argmax over the scores of every
@@ -70,7 +70,7 @@ class RunState:
     acc_matrix: list[list[float]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     generator: torch.Generator = field(default_factory=torch.Generator)
-    #: the tasks trained at each step (``task`` is the step); default: task k at step k
+    #: the tasks trained at each step (``task`` is the step); by default task k at step k
     stream: list[list[int]] = field(default_factory=list)
     #: the current step's optimiser and scheduler (None between steps)
     optimizer: torch.optim.Optimizer | None = None
@@ -79,9 +79,9 @@ class RunState:
     task_started: float = 0.0
     #: the rows each finished task added to each circuit (HLOP; sizes found or given)
     circuit_blocks: list[list[int]] = field(default_factory=list)
-    #: one entry per finished task when circuits are measured (:mod:`hlop.run.diagnostics`)
+    #: one entry per finished task when circuits are measured (``hlop.run.diagnostics``)
     circuit_diagnostics: list[dict] = field(default_factory=list)
-    #: the latest test accuracy of the current task: (model version, task, accuracy)
+    #: the latest test accuracy of the current task, as (model version, task, accuracy)
     last_test: tuple[tuple, int, float] | None = None
     #: the task-agnostic accuracy matrix (see the class's docstring; the loop starts it
     #: where the model has a head per task)
@@ -126,8 +126,8 @@ class Plugin:
     the run's outputs, its progress display."""
 
     name = "plugin"
-    #: a method whose projection lives in the model's lateral circuits (HLOP, GPM): the
-    #: circuits are measured after each task (:mod:`hlop.run.diagnostics`)
+    #: a method whose projection lives in the model's lateral circuits (HLOP, GPM), whose
+    #: circuits are measured after each task (``hlop.run.diagnostics``)
     uses_circuits = False
 
     def check(self, run: RunState) -> None:

@@ -1,6 +1,6 @@
 """Continual-learning methods: each one plugin file, registered here by name.
 
-A method is a :class:`hlop.loop.continual.Plugin` that reacts to the loop's events; ``--method
+A method is a :class:`hlop.loop.state.Plugin` that reacts to the loop's events; ``--method
 NAME`` picks one, and ``--replay`` adds memory replay to any of them.  A method with
 settings declares them as a small :class:`hlop.core.settings.Settings` dataclass next to its
 plugin, whose constructor takes them as keyword arguments; the run's configuration then has

@@ -124,7 +124,7 @@ class HATGates(nn.Module):
     task's), and checkpoints keep them.  A forward pre-hook on the network reads the task of
     each forward (``forward(x, task)``); a forward hook on every gated neuron layer
     multiplies its output by ``sigmoid(s e)`` of that task, with ``s`` the annealed
-    :attr:`s` for the newest task in training mode and ``s_max`` otherwise.
+    ``s`` for the newest task in training mode and ``s_max`` otherwise.
     :meth:`remove` takes the hooks off.
 
     Attributes:
@@ -158,6 +158,7 @@ class HATGates(nn.Module):
         return [torch.sigmoid(s * e) for e in self.embeddings[task]]
 
     def remove(self) -> None:
+        """Take the hooks off the network and its gated neuron layers."""
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -191,10 +192,10 @@ class HAT(Plugin):
     Args: see :class:`HATSettings` (``c``, ``s_max``, ``thr``, ``emb_clamp``).
 
     Attributes:
-        gates: the network's :class:`HATGates` (from task 0 on).
-        topology: where the network's gates are (:meth:`SpikingNetwork.gated_layers`).
+        gates: the network's :class:`~hlop.methods.hat.HATGates` (from task 0 on).
+        topology: where the network's gates are (:meth:`.SpikingNetwork.gated_layers`).
         cumulative: ``a_<=t-1`` of every gate once a task is learnt (None before).
-        factors: the gradient factor of every weight of :attr:`topology` for the next task.
+        factors: the gradient factor of every weight of ``topology`` for the next task.
         regulariser: the value of the attention regulariser on the last batch.
     """
 

@@ -130,7 +130,7 @@ class HLOPPlugin(Plugin):
     def default_bound(run: RunState) -> list[int] | None:
         """The most rows a block keeps when ``hlop.max_rows`` is empty: for a network of the
         user's own, every row still free (as :class:`hlop.HLOP`); for the built-in
-        networks, the circuits' own bound (:attr:`LateralCircuit.block_bound`)."""
+        networks, the circuits' own bound (:attr:`.LateralCircuit.block_bound`)."""
         if getattr(run.model, "external", False):
             return [c.in_features for c in run.model.circuits()]
         return None

@@ -36,15 +36,15 @@ NETWORK_LAYOUTS = (TimeLayout.STEPS, TimeLayout.FAST, TimeLayout.ONLINE)
 class SpikingNetwork(nn.Module):
     """Base of the spiking networks.
 
-    Subclasses build their layers with :meth:`_neuron`, :meth:`_linear` and :meth:`_conv`,
-    then call :meth:`_finish`, and implement ``features(x) -> Tensor`` returning the activity
+    Subclasses build their layers with ``_neuron``, ``_linear`` and ``_conv``, then call
+    ``_finish``, and implement ``features(x) -> Tensor`` returning the activity
     (time-major rows) fed to the head.  The first projected layer sees the static input
     image, which is the same at every time step: it is computed once when it can be.
 
     Attributes:
         settings: the :class:`~hlop.models.settings.NetworkSettings` it was built with.
         rule: the training rule (``settings.training``).
-        timesteps: T.
+        timesteps: T, the number of time steps.
         fast: use the DSR fast path where it applies (see :mod:`hlop.spiking.neurons`).
         shared_head: one classifier for all tasks (with its own circuit) or one head per task.
         features_per_task: the features depend on the task (a method's per-task gates, HAT's):
@@ -200,7 +200,7 @@ class SpikingNetwork(nn.Module):
     # ------------------------------------------------------------------ tasks
     @property
     def task_heads(self) -> bool:
-        """Whether each task has its own head (task-incremental): a task-agnostic evaluation
+        """Whether each task has its own head (task-incremental); a task-agnostic evaluation
         reads the scores of every seen head at once (``forward(x, [heads])``)."""
         return not self.shared_head
 
@@ -246,7 +246,7 @@ class SpikingNetwork(nn.Module):
 
     @property
     def layout(self) -> TimeLayout:
-        """The time layout: ``STEPS``, ``FAST`` (DSR fast path) or ``ONLINE`` (OTTT)."""
+        """The time layout, ``STEPS``, ``FAST`` (DSR fast path) or ``ONLINE`` (OTTT)."""
         return self._layout
 
     def set_layout(self, layout: str | TimeLayout) -> None:
@@ -300,7 +300,7 @@ class SpikingNetwork(nn.Module):
         training: each sample through its own task's head, scores of a narrower head padded
         with -inf); or a list of tasks (a head per task only): the scores of each of their
         heads, concatenated in that order (B x the sum of their classes; a task-agnostic
-        evaluation), from one pass of the body unless :attr:`features_per_task`."""
+        evaluation), from one pass of the body unless ``features_per_task``."""
         if isinstance(task, list | tuple):
             if self.shared_head:
                 raise ValueError("one shared head: there are no heads of tasks to concatenate")

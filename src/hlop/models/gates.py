@@ -1,5 +1,5 @@
 """Where HAT's task gates sit in a network: the neuron layers they scale and the weight
-layers between them (:meth:`hlop.models.base.SpikingNetwork.gated_layers`)."""
+layers between them (:meth:`hlop.SpikingNetwork.gated_layers`)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class GatedWeight:
 @dataclass(frozen=True)
 class GateLayout:
     """Where a network's gates are, and which gates each weight layer connects
-    (:meth:`SpikingNetwork.gated_layers`)."""
+    (:meth:`.SpikingNetwork.gated_layers`)."""
 
     gates: list[Gate]
     weights: list[GatedWeight]

@@ -22,7 +22,7 @@ class NetworkSettings:
     """Everything a network is built with besides its shape.
 
     Attributes:
-        timesteps: T.
+        timesteps: T, the number of time steps.
         training: the training method: a :class:`TrainingRule` or its name.
         neuron: keyword arguments of the rule's neurons (DSR: ``leaky, vth, vth_bound, tau,
             dt, alpha, train_vth``; BPTT/OTTT: ``tau, vth, surrogate_alpha``).
@@ -79,5 +79,5 @@ class NetworkSettings:
 
     @property
     def hebbian_source(self) -> str:
-        """What the circuits learn from: ``hebbian_on``, or the training rule's default."""
+        """What the circuits learn from (``hebbian_on``, or the training rule's default)."""
         return self.hebbian_on or self.rule.hebbian_on

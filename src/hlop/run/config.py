@@ -9,7 +9,7 @@ are declared here; each method's section is the settings dataclass it registers 
 :data:`hlop.methods.METHODS` (or :data:`~hlop.methods.ADDONS`), under its name.  Each
 settings class checks its own values (:class:`hlop.core.settings.Settings`); :func:`validate`
 runs every check of the tree.  Checks that need the built network (circuit counts, the
-training rule) are the methods' :meth:`~hlop.loop.continual.Plugin.check`.
+training rule) are the methods' :meth:`~hlop.loop.state.Plugin.check`.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class Config(Settings):
         return {"neuron": self.neuron, "surrogate": self.surrogate, **self._sections}
 
     def check(self) -> None:
-        """The run's own values, then every section's :meth:`Settings.check`."""
+        """The run's own values, then every section's :meth:`~hlop.core.settings.Settings.check`."""
         require_choice("training", self.training, TRAINING_RULES)
         require(
             not self.online_update or self.training == "ottt",
@@ -223,7 +223,7 @@ def _values(cfg: Config, component: type) -> dict[str, Any]:
 
 def validate(cfg: Config) -> None:
     """Run every check of the tree (values set after construction, e.g. by ``--set``, are
-    checked here); raises :class:`ConfigError` naming the key."""
+    checked here); raises :class:`~hlop.errors.ConfigError` naming the key."""
     cfg.check()
 
 

@@ -1,9 +1,10 @@
 """The benchmark registry: one row per benchmark (its datasets, its tasks, its preset).
 
-A row names the datasets it reads from ``--data-dir`` (keys of :data:`hlop.data.DATASETS`;
-none for the benchmarks on the MNIST subset shipped in the package), builds its tasks from
-the loaded datasets, and sets the paper's settings on a fresh :class:`Config`. Adding a
-benchmark is adding a row.
+A row names the datasets it reads from ``--data-dir`` (keys of
+:data:`hlop.data.DATASETS <hlop.data.datasets.DATASETS>`; none for the benchmarks on the
+MNIST subset shipped in the package), builds its tasks from the loaded datasets, and sets
+the paper's settings on a fresh :class:`~hlop.run.config.Config`. Adding a benchmark is
+adding a row.
 """
 
 from __future__ import annotations
@@ -233,6 +234,7 @@ def _five_datasets(domain: bool) -> Callable[[Data, Config], Benchmark]:
 
 FIVE = ("cifar10", "mnist", "svhn", "fashion-mnist", "notmnist")
 
+#: every benchmark by its name (``hlop train NAME``, ``hlop.train(model, NAME)``)
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     spec.name: spec
     for spec in (
@@ -316,7 +318,7 @@ def preset(benchmark: str, training: str = "dsr") -> Config:
     """The paper's settings for ``benchmark`` (see the spec's protocols).
 
     The training method's rule gives its own values (BPTT and OTTT: T = 6, circuits learn
-    from per-step spikes: :attr:`hlop.spiking.training.TrainingRule.timesteps` and
+    from per-step spikes: :attr:`hlop.TrainingRule.timesteps` and
     ``hebbian_on``).
     """
     spec = None if is_factory_reference(benchmark) else benchmark_spec(benchmark)

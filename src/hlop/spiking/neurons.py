@@ -283,7 +283,9 @@ class DSRNeuron(SpikingNeuron):
     Args:
         timesteps: T, time steps of the simulation.
         vth: initial threshold (a trainable scalar), clamped to ``>= vth_bound`` every forward.
-        tau, dt, alpha: LIF time constant, step length, and threshold fraction to spike at.
+        tau: LIF time constant.
+        dt: step length.
+        alpha: threshold fraction to spike at.
         train_vth: train the threshold in task 0 (it is frozen in later tasks anyway).
 
     Layouts: ``STEPS`` and ``FAST`` (input and output of ``T + 1`` slices).

@@ -71,6 +71,7 @@ class SurrogateLIF(SpikingNeuron):
         self._trace: Tensor | None = None
 
     def reset(self) -> None:
+        """Forget the membrane potential and the trace kept between online calls."""
         self._v = self._trace = None
 
     def _fire(self, v: Tensor) -> Tensor:

@@ -52,9 +52,12 @@ class TrainingRule:
     """How a spiking network is simulated and trained (override what differs)."""
 
     name = ""
-    timesteps = 20  # T of the paper's presets
-    hebbian_on = "wfr"  # what lateral circuits learn from by default
-    updates_within_batch = False  # True: the rule steps the optimiser itself
+    #: T of the paper's presets
+    timesteps = 20
+    #: what lateral circuits learn from by default
+    hebbian_on = "wfr"
+    #: True when the rule steps the optimiser itself
+    updates_within_batch = False
 
     def neuron(self, timesteps: int, params: Mapping[str, Any]) -> SpikingNeuron:
         """A layer of this method's neurons."""
@@ -159,7 +162,7 @@ class OTTT(BPTT):
         return f"OTTT(online_update={self.online_update})"
 
 
-#: The rule of every training method, by its name in :data:`hlop.core.choices.TRAINING_RULES`.
+#: The rule of every training method, by its name in ``hlop.core.choices.TRAINING_RULES``.
 RULES: dict[str, type[TrainingRule]] = {"dsr": DSR, "bptt": BPTT, "ottt": OTTT}
 
 
