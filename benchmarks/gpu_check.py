@@ -21,8 +21,9 @@ Timings (median of ``--repeats`` steps, the device synchronised around each):
 5. a full permuted-MNIST run (``hlop train pmnist``, paper preset, seed 2022) in fp32 and
    bf16 if ``--data-dir`` holds MNIST (else the embedded subset, ``pmnist-subset``; say so).
 
-The summary at the end is what goes into the README.  The same script runs on CPU with
-``--device cpu --quick`` (a smoke test of the script itself, used by the test suite).
+The summary at the end is what goes into the documentation (docs/performance.md).  The same
+script runs on CPU with ``--device cpu --quick`` (a smoke test of the script itself, used by the
+test suite).
 
     python benchmarks/gpu_check.py [--device cuda] [--data-dir DIR] [--repeats 20]
         [--skip-full-run] [--quick]

@@ -4,7 +4,7 @@ Every setting is a `hlop compare` study of one method over the seeds, with
 ``validation=F``: a held-out, class-stratified part of each task's training data replaces
 the test set, so the search never sees test data.  The setting with the best mean
 validation ACC is reported (BWT shown beside it); the chosen values go into the presets
-(hlop.run.presets) by hand, with this script's output in the README.
+(hlop.run.presets) by hand, with this script's output in docs/comparing.md.
 
     python benchmarks/hparam_search.py pmnist-subset --out-dir runs/search \\
         [--seeds 2022,2023] [--validation 0.1] [--set key=value ...]

@@ -53,14 +53,14 @@ ENERGY_DECAY = 0.95
 #: default share of a task's activity energy that sizes found from the data hold
 #: (:meth:`.LateralCircuit.fit_block`): on the PMNIST subset, 0.9 gave ACC 88.31 / BWT -1.01
 #: with 800 lateral neurons, 0.95 86.47 / -1.73 with 1539 and 0.97 81.23 / -7.04 with 1744
-#: (README, "Sizes from the data")
+#: (docs/method.md, "Sizes from the data")
 DEFAULT_THRESHOLD = 0.9
 
 #: the default of ``hlop.HLOP`` and of a network of your own in the harness (``--model``),
 #: whose blocks may take every free row (the threshold alone sizes them) and whose training
 #: may be far less gentle than the paper's plain SGD.  3 permuted-MNIST tasks of the
-#: embedded subset, 1 epoch each (README): a SpikingJelly CNN with biases under SGD with
-#: momentum 0.9 and lr 0.1 gave BWT -19.1 at 0.9, -1.6 at 0.95 (ACC 76.0) and -2.5 at 0.97
+#: embedded subset, 1 epoch each (docs/your-network.md): a SpikingJelly CNN with biases under
+#: SGD with momentum 0.9 and lr 0.1 gave BWT -19.1 at 0.9, -1.6 at 0.95 (ACC 76.0) and -2.5 at 0.97
 #: (ACC 70.9); SpikingJelly's model-zoo MNISTNet under Adam BWT -1.0 at 0.95 (ACC 53.5) and
 #: -1.4 at 0.97 (ACC 48.9, below the baseline's 51.0: too little room left to learn)
 USER_MODEL_THRESHOLD = 0.95

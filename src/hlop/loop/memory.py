@@ -1,7 +1,7 @@
 """The process's memory around a run: oneDNN's kernel caches, and the C heap's policy.
 
-What each measure saves is measured by ``benchmarks/run_memory.py`` (README, "Speed and
-precision"):
+What each measure saves is measured by ``benchmarks/run_memory.py`` (docs/performance.md,
+"Memory"):
 
 * oneDNN (bf16 matrix products and convolutions on the CPU) keeps a compiled kernel for
   every operand shape it meets (1024 in its own cache and 1024 in ideep's by default), and

@@ -45,7 +45,7 @@ class EWCSettings(Settings):
     """The ``ewc`` section."""
 
     # strength of the penalty (lam / 2) sum F (theta - theta*)^2.  The ANN reference
-    # (joansj/hat) uses 5000 with another Fisher scale (see the README); SGD on the penalty
+    # (joansj/hat) uses 5000 with another Fisher scale (docs/comparing.md); SGD on the penalty
     # diverges once lr lam max F >= 2 (the run warns)
     lam: float = 10.0
     samples: int = 500  # training samples of each task whose per-sample gradients give F

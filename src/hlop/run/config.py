@@ -109,7 +109,7 @@ class Config(Settings):
     compile: bool = False
     # dtype of the network's weight products: fp32, or bf16 (with the circuits' old-block
     # products, hlop.precision=auto); membranes, H, the loss and products with projected
-    # rows stay fp32 (README, "Speed and precision")
+    # rows stay fp32 (docs/performance.md, "bf16")
     precision: str = "fp32"
     model: str = "mlp"  # a name of hlop.models.base.NETWORKS: mlp, cnn or resnet18
     hidden: int = 800  # mlp

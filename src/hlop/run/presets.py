@@ -129,11 +129,12 @@ def _pmnist_preset(cfg: Config) -> None:
     # samples for every layer (b=r[0:300], batch_list=[300,300,300])
     cfg.gpm.thresholds, cfg.gpm.samples = [0.95, 0.99, 0.99], [300]
     # with hlop.sizes=auto: deeper layers keep more of their activity, as GPM's thresholds
-    # (README, "Circuit sizes found from the data": full PMNIST 95.37 / -1.19 with 1531
+    # (docs/paper/pmnist.md, "Circuit sizes from the data": full PMNIST 95.37 / -1.19 with 1531
     # lateral neurons, against 95.36 / -1.44 with 937 at 0.9 everywhere)
     cfg.hlop.threshold = [0.9, 0.95, 0.97]
     # chosen by benchmarks/hparam_search.py on full PMNIST, 10% validation split, seed 2022
-    # (README): ewc.lam in {1, 3, 10, 30, 100}, validation ACC 80.43, 84.53, 84.00, 81.17, 79.74
+    # (docs/comparing.md): ewc.lam in {1, 3, 10, 30, 100}, validation ACC 80.43, 84.53, 84.00,
+    # 81.17, 79.74
     cfg.ewc.lam = 3.0
 
 
@@ -143,11 +144,11 @@ def _pmnist_subset_preset(cfg: Config) -> None:
     # (paper rates here: ACC 79.8, BWT -10.0; these: ACC 87.3, BWT -1.5)
     cfg.hlop.lrs = [0.005, 0.05, 0.05]
     # chosen by benchmarks/hparam_search.py on a 10% validation split, seeds 2022-2023
-    # (README): ewc.lam in {3, 10, 30}, gpm.thresholds in {[.9,.97,.97], [.95,.99,.99],
+    # (docs/comparing.md): ewc.lam in {3, 10, 30}, gpm.thresholds in {[.9,.97,.97], [.95,.99,.99],
     # [.97,.995,.995]}
     cfg.ewc.lam = 10.0
     cfg.gpm.thresholds = [0.9, 0.97, 0.97]
-    cfg.hlop.threshold = DEFAULT_THRESHOLD  # measured here (README): 88.31 / -1.01, 800 neurons
+    cfg.hlop.threshold = DEFAULT_THRESHOLD  # measured (docs/method.md): 88.31 / -1.01, 800 neurons
 
 
 def _cnn_preset(tasks: int) -> Callable[[Config], None]:
@@ -166,8 +167,8 @@ def _split_preset(cfg: Config) -> None:
     """The split MNIST / FashionMNIST CNN: the CIFAR CNN's preset over 5 tasks."""
     _cnn_preset(5)(cfg)
     # chosen by benchmarks/hparam_search.py on split FashionMNIST reduced (T=4, 1 epoch of
-    # 4000 images per task), 10% validation split, seed 2022 (README): ewc.lam in {10, 100,
-    # 1000}, validation ACC 92.80, 97.65, 98.90
+    # 4000 images per task), 10% validation split, seed 2022 (docs/paper/split-mnist.md):
+    # ewc.lam in {10, 100, 1000}, validation ACC 92.80, 97.65, 98.90
     cfg.ewc.lam = 1000.0
 
 

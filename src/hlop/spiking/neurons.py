@@ -9,7 +9,8 @@ the ``B`` samples of time step ``t``.  With ``T`` time steps a neuron sees
   them.  Only the rate slice carries gradient.  Because the DSR gradient below
   the output is identical at every time step, the backward pass and the weight
   gradients of all layers can be computed on ``B`` rows instead of ``T * B``,
-  with the same result (see :mod:`hlop.layers.projected` and ``docs`` in the README).
+  with the same result (see :mod:`hlop.layers.projected` and the documentation's page "How
+  HLOP works").
 
 LIF (``beta = exp(-dt / tau)``)::
 
