@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import hlop
 from hlop.loop.metrics import forgetting
 from hlop.tools import figures, report
 from hlop.tools.cli import main
@@ -48,7 +49,7 @@ def results(matrix, method="hlop", status="complete", bwt=-1.0, diagnostics=None
         "seconds_per_task": [1.0] * len(matrix),
         "circuit_sizes": [20, 10, 5],
         "circuit_diagnostics": diagnostics or [],
-        "version": "0.1.0",
+        "version": hlop.__version__,
     }
 
 
