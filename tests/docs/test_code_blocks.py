@@ -602,7 +602,10 @@ def test_page_runs(page, tmp_path, monkeypatch):
     try:
         run_python(ROOT / page, page_blocks, tmp_path)
     except BlockFailed as e:
-        pytest.fail(str(e), pytrace=False)
+        failure = str(e)
+    else:
+        return
+    pytest.fail(failure, pytrace=False)  # outside the except: the page's traceback only
 
 
 @pytest.mark.parametrize(("page", "command"), shell_commands())
