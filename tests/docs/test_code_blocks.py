@@ -59,6 +59,7 @@ from __future__ import annotations
 import argparse
 import functools
 import io
+import json
 import os
 import random
 import re
@@ -462,28 +463,83 @@ def check_hlop(argv: list[str]) -> list[str]:
     return []
 
 
+#: run in one process: ``python SCRIPT --help`` for each script of argv, as JSON
+HELP_RUNNER = """
+import contextlib, io, json, os, runpy, sys
+out = {}
+for path in sys.argv[1:]:
+    folder, buf, rc = os.path.dirname(path), io.StringIO(), 0
+    os.chdir(folder)
+    sys.path[0], sys.argv = folder, [path, "--help"]
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            runpy.run_path(path, run_name="__main__")
+    except SystemExit as e:
+        rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except BaseException as e:
+        rc = 1
+        buf.write(repr(e))
+    for name, module in list(sys.modules.items()):  # the script's own modules
+        if (getattr(module, "__file__", None) or "").startswith(folder + os.sep):
+            del sys.modules[name]
+    out[path] = [rc, buf.getvalue()]
+print(json.dumps(out))
+"""
+
+
 @functools.cache
-def script_flags(path: Path, mtime: float) -> tuple[int, str]:
-    """``(exit status, output)`` of ``python PATH --help`` (once per script and version)."""
+def _helps(paths: tuple[Path, ...], version: int = 0) -> dict[Path, tuple[int, str]]:
+    """``python PATH --help`` of each of ``paths`` (exit status, output), in one process:
+    torch is imported once for all of them (``version``: a key of the files' contents)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(path), "--help"],
+        [sys.executable, "-c", HELP_RUNNER, *map(str, paths)],
         capture_output=True,
         text=True,
-        cwd=path.parent,
         env=env,
-        timeout=300,
+        timeout=600,
     )
-    return proc.returncode, proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        return {p: (proc.returncode, proc.stdout + proc.stderr) for p in paths}
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {Path(k): (rc, text) for k, (rc, text) in found.items()}
+
+
+def _uses_argparse(path: Path) -> bool:
+    return "argparse" in path.read_text(errors="replace")
+
+
+@functools.cache
+def documented_scripts(root: Path = ROOT) -> tuple[Path, ...]:
+    """The argparse scripts that the pages' commands run (``python PATH.py``)."""
+    found = set()
+    for _, text in page_texts(root):
+        for c in page_commands(text):
+            for words in split_commands(c.text):
+                what = checked(words)
+                if what and what[0] == "script":
+                    path = root / what[1][0]
+                    if path.is_file() and _uses_argparse(path):
+                        found.add(path.resolve())
+    return tuple(sorted(found))
+
+
+def script_help(path: Path) -> tuple[int, str]:
+    """``python PATH --help``: (exit status, output); the scripts of the pages are run all
+    at once on the first call."""
+    batch = documented_scripts()
+    if path in batch:
+        return _helps(batch)[path]
+    return _helps((path,), path.stat().st_mtime_ns)[path]  # a file of a page, maybe rewritten
 
 
 def check_script(args: list[str], workdir: Path) -> list[str]:
     path = workdir / args[0]
     if not path.is_file():
         return [f"{args[0]}: no such script"]
-    if "argparse" not in path.read_text(errors="replace"):
+    if not _uses_argparse(path):
         return []
-    rc, text = script_flags(path.resolve(), path.stat().st_mtime)
+    rc, text = script_help(path.resolve())
     if rc != 0:
         return [f"python {args[0]} --help failed ({rc}): {_last_line(text)}"]
     known_flags = set(re.findall(r"(?<![\w-])--[A-Za-z][\w-]*", text))
