@@ -819,3 +819,39 @@ def test_file_blocks(tmp_path, monkeypatch):
         problems = _check_shell(tmp_path, monkeypatch, broken)
         assert len(problems) == 1 and expected in problems[0], problems
     assert "would write into" in markup_problems(FILE_PAGE.replace(": nets.py", ": src/n.py"))[0]
+
+
+def test_blocks_in_directives_and_code_block_fences():
+    text = (
+        "# T\n\n````{note}\nA note.\n\n```python\nx = 1\n```\n````\n\n"
+        "```{code-block} python\n:caption: c\n\ny = 2\n```\n\n```{toctree}\nx\n```\n"
+        "- item\n\n  <!-- not-run: in a list -->\n  ```sh\n  hlop train --nope\n  ```\n"
+    )
+    found = [(b.lang, b.code, b.line, b.first, b.not_run) for b in blocks(text)]
+    assert found == [
+        ("python", "x = 1\n", 6, 7, None),
+        ("python", "y = 2\n", 11, 14, None),
+        ("sh", "hlop train --nope\n", 23, 24, "in a list"),
+    ]
+    assert markup_problems(text) == []
+
+
+def test_page_lists_and_the_slow_marker(tmp_path):
+    for name, text in {
+        "README.md": "```python\npass\n```\n",
+        "docs/guide.md": "<!-- docs-test: slow -->\n```python\npass\n```\n",
+        "docs/api/hlop.md": "```python\nraise\n```\n",
+        "docs/changelog.md": "```python\nraise\n```\n",
+        "docs/_build/old.md": "```python\nraise\n```\n",
+        "docs/no-python.md": "```sh\nls\n```\n",
+    }.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert [p.as_posix() for p in checked_pages(tmp_path)] == [
+        "README.md", "docs/guide.md", "docs/no-python.md",
+    ]  # fmt: skip
+    params = python_pages(tmp_path)
+    assert [(p.id, [m.name for m in p.marks]) for p in params] == [
+        ("README.md", []),
+        ("docs/guide.md", ["slow"]),
+    ]
