@@ -51,7 +51,12 @@ Shell blocks (``sh``, ``bash``, ``shell``, ``console``)
       optional-dependencies; the files of ``-c`` / ``-r`` and the path of ``-e`` exist.
     - anything else (``cd``, ``ruff``, ``pytest``, ``nvidia-smi``...) is not checked.
 
-The page lists come from :func:`doc_pages.checked_pages` (tests/support/doc_pages.py).
+    A command with placeholders (``hlop train BENCHMARK``, ``[--set k=v]``) fails: show real
+    values, or mark the block not-run.
+
+Blocks inside MyST directives written as fences (```` ````{note} ```` around a python fence)
+and in list items count like the others.  The page lists come from
+:func:`doc_pages.checked_pages` (tests/support/doc_pages.py).
 """
 
 from __future__ import annotations
