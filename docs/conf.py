@@ -55,3 +55,12 @@ html_static_path: list[str] = []
 nitpick_ignore_regex = [
     ("py:.*", r"(torch|numpy|collections\.abc|pathlib|enum|typing|os)(\..*)?"),
 ]
+
+
+def _drop_object_base(app, name, obj, options, bases: list) -> None:
+    """A class whose only base is ``object`` gets no "Bases: object" line."""
+    bases[:] = [base for base in bases if base is not object]
+
+
+def setup(app) -> None:
+    app.connect("autodoc-process-bases", _drop_object_base)
