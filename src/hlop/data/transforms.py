@@ -22,7 +22,7 @@ class PermutedTransform:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         flat = images.reshape(images.shape[0], -1).to(torch.float32)
         normalised = (flat / 255.0 - self.mean) / self.std
-        return normalised[:, self.permutation.to(images.device)]
+        return normalised.index_select(1, self.permutation.to(images.device))
 
     def __repr__(self) -> str:
         return (
