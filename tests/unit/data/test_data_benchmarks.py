@@ -179,3 +179,6 @@ def test_batches_are_the_rows_of_the_index(mnist: dict) -> None:
     flat = split.images[index].reshape(len(index), -1).to(torch.float32)
     pixels = (flat / 255.0 - split.transform.mean) / split.transform.std
     assert torch.equal(want_x, pixels[:, split.transform.permutation])
+    stored = split.images[index].to(torch.float32)  # float images are left as they are
+    kept = stored.clone()
+    assert torch.equal(split.transform(stored), want_x) and torch.equal(stored, kept)
