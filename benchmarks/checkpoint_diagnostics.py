@@ -3,7 +3,9 @@
 For runs made before diagnostics were recorded in results.json (or to measure on more
 samples): loads ``checkpoint_task{k}.pt`` of each task k asked for and measures every
 circuit on a sample of task k's training data, as the in-run diagnostics do
-(:mod:`hlop.run.diagnostics`), then prints a markdown table.
+(:mod:`hlop.run.diagnostics`), then prints a markdown table.  A run of a network of one's
+own (``--model FILE.py:FUNCTION``) too: its factory is imported again (a relative FILE.py
+from the directory the run was started in).
 
     python benchmarks/checkpoint_diagnostics.py RUN_DIR --tasks 0,4,9 [--samples 256]
 """
@@ -39,8 +41,10 @@ def main() -> None:
         run = RunState(cfg, model, build_benchmark(cfg), torch.device("cpu"))
         run.task = k
         for name, d in circuit_diagnostics(run, args.samples).items():
+            # no optimum from too few activity rows for the circuit's dimension
+            optimal = "n.a." if d["optimal"] is None else f"{d['optimal']:.4f}"
             print(
-                f"| {k} | {name} | {d['rows']} | {d['captured']:.4f} | {d['optimal']:.4f} | "
+                f"| {k} | {name} | {d['rows']} | {d['captured']:.4f} | {optimal} | "
                 f"{d['orthonormality_error']:.1e} |"
             )
 

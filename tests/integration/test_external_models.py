@@ -15,6 +15,12 @@ import torch
 from helpers import SUPPORT
 
 import hlop
+from hlop.errors import CheckpointError
+from hlop.loop.continual import evaluate
+from hlop.models.external import ExternalModel
+from hlop.run.build import load_checkpoint
+from hlop.run.config import Config
+from hlop.run.presets import build_benchmark
 from hlop.tools.cli import main
 
 NETS = """
@@ -155,3 +161,46 @@ def test_compare_and_report_a_user_model(tmp_path, capsys, nets):
     assert (out / "summary.csv").is_file() and len(list(out.glob("*-s*"))) == 4
     assert cli(capsys, "report", out)[0] == 0
     assert (out / "hlop-s1" / "accuracy_matrix.png").is_file()
+
+
+@pytest.mark.parametrize("method", ["hlop", "gpm"])
+def test_checkpoint_of_a_user_model_loads_with_its_circuits(tmp_path, capsys, nets, method):
+    out = tmp_path / "run"
+    argv = ["train", "--model", nets, "--method", method, *TINY, "--set", "lr=0.3"]
+    assert cli(capsys, *argv, "--out-dir", out)[0] == 0
+    res = results(out)
+    m = res["acc_matrix"]
+    assert min(m[0][0], m[1][1]) > 30  # well above chance (10%): a network that learnt
+    for k in (0, 1):
+        model, ckpt = load_checkpoint(out / f"checkpoint_task{k}.pt")
+        assert isinstance(model, ExternalModel) and ckpt["task"] == k
+        assert model.consolidated == (k > 0)
+        # the circuits as the run left them, on the user's layers, with their hooks
+        layers = dict(model.projected_layers())
+        assert list(layers) == ["1", "3"] and layers["3"] is model.net[3]
+        if k == 1:
+            assert model.circuit_sizes() == res["circuit_sizes"]
+        saved = torch.load(out / f"checkpoint_task{k}.pt", weights_only=True)["model"]
+        for i, c in enumerate(model.circuits()):
+            assert c.rows > 0 and torch.equal(c.weight, saved[f"lateral.{i}.weight"])
+        # and the accuracies of row k of the run's matrix
+        benchmark = build_benchmark(Config.from_dict(ckpt["config"]))
+        for t in range(k + 1):
+            assert evaluate(model, benchmark.tasks[t].test, t, 64, "cpu") == m[k][t]
+
+
+def test_checkpoint_whose_factory_moved(tmp_path, capsys, nets):
+    out = tmp_path / "run"
+    assert cli(capsys, "train", "--model", nets, *TINY, "--out-dir", out)[0] == 0
+    checkpoint = out / "checkpoint_task1.pt"
+    path = Path(nets.rpartition(":")[0])
+    moved = path.rename(tmp_path / "moved.py")
+    with pytest.raises(CheckpointError, match=r"built by .*nets\.py:mlp .*no such file.*factory="):
+        load_checkpoint(checkpoint)
+    model, _ = load_checkpoint(checkpoint, factory=f"{moved}:mlp")
+    assert model.circuit_sizes() == results(out)["circuit_sizes"]
+    with pytest.raises(CheckpointError, match=r"moved\.py:nothing.*has no function 'nothing'"):
+        load_checkpoint(checkpoint, factory=f"{moved}:nothing")
+    moved.write_text(NETS.replace("24", "25"))  # another network: the weights do not fit
+    with pytest.raises(CheckpointError, match="does not fit the checkpoint"):
+        load_checkpoint(checkpoint, factory=f"{moved}:mlp")

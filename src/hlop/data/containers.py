@@ -10,6 +10,15 @@ import numpy as np
 import torch
 
 
+def _is_row_index(index) -> bool:
+    """Whether ``index`` is a 1-D tensor of row numbers (what ``index_select`` takes)."""
+    return (
+        isinstance(index, torch.Tensor)
+        and index.dim() == 1
+        and index.dtype in (torch.int64, torch.int32)
+    )
+
+
 @dataclass
 class DataSplit:
     """One split of one task: shared uint8 images, int64 labels and the task's transform."""
@@ -23,6 +32,10 @@ class DataSplit:
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (transformed images, labels) of the samples at ``index``."""
+        if _is_row_index(index):  # index_select: the same rows, a fraction of the time
+            return self.transform(self.images.index_select(0, index)), self.labels.index_select(
+                0, index
+            )
         return self.transform(self.images[index]), self.labels[index]
 
     def class_indices(self) -> dict[int, torch.Tensor]:

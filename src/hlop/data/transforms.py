@@ -20,9 +20,9 @@ class PermutedTransform:
         self.std = std
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        flat = images.reshape(images.shape[0], -1).to(torch.float32)
-        normalised = (flat / 255.0 - self.mean) / self.std
-        return normalised[:, self.permutation.to(images.device)]
+        flat = images.reshape(images.shape[0], -1).to(torch.float32, copy=True)
+        normalised = flat.div_(255.0).sub_(self.mean).div_(self.std)  # (x / 255 - m) / s
+        return normalised.index_select(1, self.permutation.to(images.device))
 
     def __repr__(self) -> str:
         return (

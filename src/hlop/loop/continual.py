@@ -161,6 +161,26 @@ def loss_check(run: RunState, batch: int):
     return check
 
 
+@torch.no_grad()
+def non_finite_parameters(model: torch.nn.Module) -> list[str]:
+    """The names of the parameters holding a NaN or an infinity.  A parameter's sum is
+    finite when all its values are (a NaN or an infinity carries through a sum); only a sum
+    that is not (a non-finite value, or finite ones that overflow) is checked value by value:
+    one pass of a reduction instead of a mask per parameter, and one read of the results."""
+    named = list(model.named_parameters())
+    floating = [(n, p) for n, p in named if p.is_floating_point()]
+    suspects = [(n, p) for n, p in named if not p.is_floating_point()]
+    if len({p.device for _, p in floating}) == 1:  # one device: one stack, one read
+        sums = torch.stack([p.sum(dtype=torch.float32) for _, p in floating])
+        if not bool(torch.isfinite(sums).all()):
+            finite = torch.isfinite(sums).tolist()
+            suspects += [np for np, ok in zip(floating, finite, strict=True) if not ok]
+    else:
+        suspects += floating
+    bad = {n for n, p in suspects if not torch.isfinite(p).all()}
+    return [n for n, _ in named if n in bad]
+
+
 def train_epoch(run: RunState, optimizer, plugins: Sequence[Plugin]) -> tuple[float, float]:
     """One pass over the current step's training split (shuffled with the run's generator).
 
@@ -182,7 +202,8 @@ def train_epoch(run: RunState, optimizer, plugins: Sequence[Plugin]) -> tuple[fl
         with distributed.sharing(share):
             out, loss = rule.train_batch(model, x, y, heads, loss_check(run, b + 1), optimizer)
         if not rule.updates_within_batch:
-            distributed.average_gradients(model.trainable_parameters(), share)
+            if distributed.is_distributed():  # (the parameters' list costs a walk of the model)
+                distributed.average_gradients(model.trainable_parameters(), share)
             for p in plugins:
                 p.after_backward(run)
             optimizer.step()
@@ -195,7 +216,7 @@ def train_epoch(run: RunState, optimizer, plugins: Sequence[Plugin]) -> tuple[fl
         for p in plugins:
             p.after_batch(run, b + 1, n_batches, total_loss / seen, 100 * total_correct / seen)
     # a NaN weight can hide behind silent neurons (NaN never crosses the threshold)
-    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    bad = non_finite_parameters(model)
     if bad:
         raise TrainingDiverged(
             f"parameters {', '.join(bad)} became NaN or infinite in task {run.task}, "

@@ -105,15 +105,26 @@ def build_network(reference: str, **available: Any) -> nn.Module:
     return net
 
 
-def reset_state(net: nn.Module) -> None:
+def state_resets(net: nn.Module) -> list[tuple[nn.Module, str]]:
+    """What :func:`reset_state` calls, in its order, as (module, method name): ``reset`` of
+    SpikingJelly's memories (what ``functional.reset_net`` resets), then the network's own
+    ``reset_state`` if it has one."""
+    found = [
+        (m, "reset")
+        for m in net.modules()
+        if hasattr(m, "_memories") and callable(getattr(m, "reset", None))
+    ]
+    if callable(getattr(net, "reset_state", None)):
+        found.append((net, "reset_state"))
+    return found
+
+
+def reset_state(net: nn.Module, resets: Sequence[tuple[nn.Module, str]] | None = None) -> None:
     """Forget the state a network keeps between batches: SpikingJelly's memories (what
-    ``functional.reset_net`` resets), then the network's own ``reset_state()``."""
-    for m in net.modules():
-        if hasattr(m, "_memories") and callable(getattr(m, "reset", None)):
-            m.reset()
-    own = getattr(net, "reset_state", None)
-    if callable(own):
-        own()
+    ``functional.reset_net`` resets), then the network's own ``reset_state()``.
+    ``resets``: :func:`state_resets` of ``net``, when already known."""
+    for module, method in state_resets(net) if resets is None else resets:
+        getattr(module, method)()
 
 
 class ExternalModel(nn.Module):
@@ -164,6 +175,7 @@ class ExternalModel(nn.Module):
         self.circuits_attached = None
         self.lateral = nn.ModuleList()  # the circuits, registered for state dicts
         self._protected = None  # the optimiser whose steps are projected (protect)
+        self._resets = None  # what resets the network's state (state_resets), once known
         self.unprotected_found = find_unprotected(net, layer_parameters(net))
 
     def unprotected_message(self) -> str | None:
@@ -195,7 +207,9 @@ class ExternalModel(nn.Module):
         try:
             out = self.net(x)
         finally:
-            reset_state(self.net)
+            if self._resets is None:  # the network's modules, read at its first batch
+                self._resets = state_resets(self.net)
+            reset_state(self.net, self._resets)
         if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[1] != self.num_classes:
             shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
             raise ConfigError(

@@ -14,7 +14,7 @@ import torch
 from hlop.core.circuit import CircuitSettings
 from hlop.data import Benchmark
 from hlop.errors import CheckpointError, CircuitError, ConfigError
-from hlop.loop.state import Plugin
+from hlop.loop.state import Plugin, RunState
 from hlop.methods import ADDONS, METHODS
 from hlop.models.base import SpikingNetwork
 from hlop.models.external import external_model, is_factory_reference
@@ -113,16 +113,62 @@ def read_checkpoint(path: str | Path, device: str = "cpu") -> dict:
     return ckpt
 
 
-def load_checkpoint(path: str | Path, device: str = "cpu") -> tuple[SpikingNetwork, dict]:
-    """A fresh model with the weights and circuits of a checkpoint, and its metadata."""
+def load_checkpoint(
+    path: str | Path, device: str = "cpu", factory: str | None = None
+) -> tuple[SpikingNetwork, dict]:
+    """A fresh model with the weights and circuits of a checkpoint, and its metadata.
+
+    A network of the user's own (a run with ``--model FILE.py:FUNCTION``) is built again by
+    the factory its run's configuration records (``factory``: another one, e.g. where the
+    file moved), given circuits as the run's method gave them (HLOP's or GPM's hooks on its
+    layers), then loaded: an :class:`~hlop.models.external.ExternalModel`, as the run
+    trained it.  :class:`CheckpointError` when the factory cannot be imported or builds a
+    network that does not fit the checkpoint."""
     ckpt = read_checkpoint(path, device)
     cfg = Config.from_dict(ckpt["config"])
+    if factory is not None:
+        if not is_factory_reference(cfg.model):
+            raise CheckpointError(
+                f"{path}: its network is the built-in {cfg.model!r}, not one of a factory; "
+                "load it without factory="
+            )
+        cfg.model = factory
     benchmark = build_benchmark(cfg)
-    model = build_model(cfg, benchmark).to(device)
     task = ckpt["task"]
-    if not model.shared_head:
-        while len(model.heads) <= task:
-            model.add_head(benchmark.tasks[len(model.heads)].num_classes)
-    model.load_state_dict(ckpt["model"])
+    if is_factory_reference(cfg.model):
+        model = user_network(cfg, benchmark, path, device)
+    else:
+        model = build_model(cfg, benchmark).to(device)
+        if not model.shared_head:
+            while len(model.heads) <= task:
+                model.add_head(benchmark.tasks[len(model.heads)].num_classes)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        if not is_factory_reference(cfg.model):
+            raise
+        raise CheckpointError(
+            f"{path}: the network {cfg.model} builds now does not fit the checkpoint ({e}); "
+            "pass factory='FILE.py:FUNCTION' of the network the run trained"
+        ) from e
     model.consolidated = task > 0
     return model, ckpt
+
+
+def user_network(cfg: Config, benchmark: Benchmark, path: str | Path, device: str):
+    """The network of a run with ``--model`` (``cfg.model``, a factory), its circuits
+    attached as the run's methods attach them (:meth:`Plugin.check`), on ``device``."""
+    try:
+        model = build_model(cfg, benchmark).to(device)
+    except ConfigError as e:
+        raise CheckpointError(
+            f"{path}: its network is built by {cfg.model} (the run's --model, in its "
+            f"configuration), which fails now: {e}. Run from the directory the run was started "
+            "in (a relative FILE.py is read from there), or pass factory='FILE.py:FUNCTION' "
+            "where it moved"
+        ) from e
+    run = RunState(cfg.loop_settings(), model, benchmark, torch.device(device), cfg.optimisation())
+    for plugin in method_plugins(cfg):
+        if plugin.uses_circuits:  # HLOP, GPM: hooks and circuits on the network's layers
+            plugin.check(run)
+    return model

@@ -160,3 +160,25 @@ def test_invalid_arguments(kwargs: dict) -> None:
 def test_invalid_mnist_dict() -> None:
     with pytest.raises(ValueError, match="test"):
         permuted_mnist({"train": tiny()["train"]})
+
+
+def test_batches_are_the_rows_of_the_index(mnist: dict) -> None:
+    """A batch of a 1-D integer index (index_select) is the batch of the same rows by
+    indexing, bit for bit; other indices (a mask) are taken by indexing."""
+    split = permuted_mnist(mnist, n_tasks=2).tasks[1].train
+    index = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:70]
+    want_x = split.transform(split.images[index])
+    for i in (index, index.to(torch.int32)):
+        x, y = split.batch(i)
+        assert torch.equal(x, want_x) and torch.equal(y, split.labels[index])
+    mask = torch.zeros(len(split), dtype=torch.bool)
+    mask[index] = True
+    x, y = split.batch(mask)
+    assert torch.equal(x, split.transform(split.images[mask]))
+    assert torch.equal(y, split.labels[mask])
+    flat = split.images[index].reshape(len(index), -1).to(torch.float32)
+    pixels = (flat / 255.0 - split.transform.mean) / split.transform.std
+    assert torch.equal(want_x, pixels[:, split.transform.permutation])
+    stored = split.images[index].to(torch.float32)  # float images are left as they are
+    kept = stored.clone()
+    assert torch.equal(split.transform(stored), want_x) and torch.equal(stored, kept)

@@ -12,6 +12,7 @@ from hlop.models.external import (
     is_factory_reference,
     load_factory,
     reset_state,
+    state_resets,
 )
 
 FACTORIES = """
@@ -157,3 +158,27 @@ def test_state_is_reset_after_every_batch():
     net.mem.v = 5.0
     reset_state(net)
     assert net.mem.v == 0.0
+
+
+class OwnMemory(Memory):
+    """A network that is itself a memory and has its own reset_state too."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.resets = Memory(), 0
+
+    def forward(self, x):
+        return self.inner(super().forward(x))
+
+    def reset_state(self):
+        self.resets += 1
+
+
+def test_every_reset_is_called_at_every_batch():
+    net = OwnMemory()
+    assert state_resets(net) == [(net, "reset"), (net.inner, "reset"), (net, "reset_state")]
+    model = ExternalModel(net, "x.py:f", num_classes=3, classes_per_task=3)
+    x = torch.randn(2, 3)
+    for batch in range(1, 4):
+        assert torch.equal(model(x), x)  # v = 1 in both memories: reset after each batch
+        assert net.v == net.inner.v == 0.0 and net.resets == batch

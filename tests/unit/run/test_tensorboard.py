@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from helpers import run_state
+from helpers import REPO, run_state
 
 from hlop.loop.continual import run_continual
 from hlop.methods import METHODS
@@ -96,6 +96,45 @@ def test_event_files_written(tmp_path, capsys):
     # --overwrite replaces the earlier event files
     assert main(["train", *args, "--tensorboard", "--out-dir", str(out), "--overwrite"]) == 0
     assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1
+
+
+@pytest.mark.parametrize("method", ["baseline", pytest.param("hlop", marks=pytest.mark.slow)])
+def test_event_files_of_a_user_model(tmp_path, capsys, method):
+    """``hlop train --model examples/models.py:ann --tensorboard``: the accuracy matrix, ACC
+    and BWT, the epochs' curves and (HLOP) the circuits of the user's layers, as in
+    results.json."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    model = f"{REPO / 'examples' / 'models.py'}:ann"
+    tiny = ["train_limit=64", "test_limit=64", "batch_size=32", "diagnostics_samples=32"]
+    args = ["--model", model, "--method", method, "--tasks", "2"]
+    args += [a for t in tiny for a in ("--set", t)]
+    assert main(["train", "pmnist-subset", *args, "--tensorboard", "--out-dir", str(out)]) == 0
+    capsys.readouterr()
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    res = json.loads((out / "results.json").read_text())
+    m = res["acc_matrix"]
+    assert len({m[0][0], m[1][0], m[1][1]}) == 3  # distinct entries: a mix-up would show
+
+    def scalars(tag):
+        return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+    assert scalars("accuracy/task0") == [(0, pytest.approx(m[0][0])), (1, pytest.approx(m[1][0]))]
+    assert scalars("accuracy/task1") == [(1, pytest.approx(m[1][1]))]
+    assert scalars("metrics/acc")[-1] == (1, pytest.approx(res["acc"]))
+    assert scalars("metrics/bwt")[-1] == (1, pytest.approx(res["bwt"]))
+    assert scalars("epoch/test_acc") == [(1, pytest.approx(m[0][0])), (2, pytest.approx(m[1][1]))]
+    circuits = {tag for tag in acc.Tags()["scalars"] if tag.startswith("circuits/")}
+    if method == "baseline":
+        assert not circuits
+    else:  # the circuits of the network's own layers (nn.Sequential's 1, 3, 5), by name
+        rows = [scalars(f"circuits/{layer}/rows")[-1] for layer in ("1", "3", "5")]
+        assert rows == [(1, n) for n in res["circuit_sizes"]]
+    assert not [tag for tag in acc.Tags()["scalars"] if "agnostic" in tag]  # one shared head
 
 
 def test_missing_tensorboard_is_a_clear_error(tmp_path, capsys, monkeypatch):
