@@ -121,9 +121,9 @@ def load_checkpoint(
     A network of the user's own (a run with ``--model FILE.py:FUNCTION``) is built again by
     the factory its run's configuration records (``factory``: another one, e.g. where the
     file moved), given circuits as the run's method gave them (HLOP's or GPM's hooks on its
-    layers), then loaded: an :class:`~hlop.models.external.ExternalModel`, as the run
-    trained it.  :class:`CheckpointError` when the factory cannot be imported or builds a
-    network that does not fit the checkpoint."""
+    layers), then loaded: an ``hlop.models.external.ExternalModel``, as the run
+    trained it.  :class:`~hlop.errors.CheckpointError` when the factory cannot be imported
+    or builds a network that does not fit the checkpoint."""
     ckpt = read_checkpoint(path, device)
     cfg = Config.from_dict(ckpt["config"])
     if factory is not None:
